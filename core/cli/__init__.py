@@ -1,0 +1,23 @@
+"""`python -m core`: the command-line interface. Each module registers its commands."""
+
+from __future__ import annotations
+
+import importlib
+
+from core.cli._app import app
+
+# Command modules; each adds @app.command()s. Heavy libraries are imported inside commands.
+_COMMAND_MODULES = ["data", "pca", "keywords", "train"]
+for _name in _COMMAND_MODULES:
+    try:
+        importlib.import_module(f"core.cli.{_name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"core.cli.{_name}":
+            raise
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,1 @@
+"""Finding, validating and loading images and captions."""

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import make_intel_subset
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep tests' caches out of the working folder."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SCENESEEK_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def intel_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real subset of the Intel data: 20 train and 8 test images per class."""
+    return make_intel_subset(tmp_path_factory.mktemp("intel_small"), n_train=20, n_test=8)
