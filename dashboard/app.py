@@ -21,6 +21,7 @@ pages = [
     st.Page(str(PAGES / "home.py"), title="Home", icon="🏠", default=True),
     st.Page(str(PAGES / "dataset.py"), title="Data set", icon="🗂️"),
     st.Page(str(PAGES / "eigen.py"), title="Eigen-images", icon="🧮"),
+    st.Page(str(PAGES / "keywords.py"), title="Keywords", icon="🔤"),
 ]
 nav = st.navigation(pages)
 data_sidebar()
