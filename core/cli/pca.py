@@ -1,0 +1,145 @@
+"""`python -m core pca`: train and score the grayscale eigen-image classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from core.cli._app import app, emit_json, fail, setup_logging
+
+
+def _usable(
+    folder: Path, split: str, cache: Path, quiet: bool
+) -> tuple[list[Path], list[str], int]:
+    """(paths, labels, n_skipped) of the usable images in a folder of class sub-folders."""
+    from tqdm import tqdm
+
+    from core.data.dataset import DatasetError
+    from core.vision.gray import labelled_split
+
+    bars: list[tqdm] = []  # opened on the first report, so an early error stays one line
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc=f"checking {split} images", unit="img",
+                             disable=quiet, leave=False))  # fmt: skip
+        bars[0].update(done - bars[0].n)
+
+    try:
+        return labelled_split(folder, split, cache, progress=progress)
+    except DatasetError as exc:
+        fail(f"--{split}: {exc}")
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def _check_folders(folders: dict[str, Path]) -> None:
+    """Fail on a bad folder before any work (and before a progress bar touches stderr)."""
+    from core.data.dataset import DatasetError, scan_class_folder
+
+    for split, folder in folders.items():
+        try:
+            scan_class_folder(folder, split)
+        except DatasetError as exc:
+            fail(f"--{split}: {exc}")
+
+
+def _gray(paths: list[Path], image_size: int, cache: Path, desc: str, quiet: bool) -> Any:
+    from tqdm import tqdm
+
+    from core.vision.gray import load_gray_images
+
+    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=quiet, leave=False)
+    images = load_gray_images(paths, image_size, cache,
+                              progress=lambda done, _: bar.update(done - bar.n))  # fmt: skip
+    bar.close()
+    return images
+
+
+@app.command("pca")
+def pca_cmd(
+    train: Path = typer.Option(..., "--train", help="Folder of <class>/ sub-folders to fit on."),
+    test: Path = typer.Option(..., "--test", help="Folder of <class>/ sub-folders to score."),
+    components: int = typer.Option(39, "--components", "-k", min=1, help="Principal components."),
+    image_size: int = typer.Option(64, "--image-size", min=4, max=512, help="Side in pixels."),
+    method: str = typer.Option("global", "--method", help="global | class-subspace"),
+    solver: str = typer.Option("auto", "--solver", help="auto | full | randomized | gram"),
+    sweep: int = typer.Option(
+        0, "--sweep", min=0, help="Also score every k = 1..N from one fit of N components."
+    ),
+    cache: Path | None = typer.Option(None, "--cache", help="Cache folder (default .sceneseek)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Grayscale PCA eigen-images: fit on --train, report accuracy on --test."""
+    from core.config import resolve_cache_dir
+    from core.evaluate import StageTimer, classification_result
+    from core.vision.eigen import METHODS, SOLVERS, EigenImageClassifier, explained_variance_at
+
+    setup_logging(verbose)
+    if method not in METHODS:
+        fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if solver not in SOLVERS:
+        fail(f"--solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    cache_dir = resolve_cache_dir(cache)
+    _check_folders({"train": train, "test": test})
+    timer = StageTimer()
+    train_paths, train_labels, train_skipped = _usable(train, "train", cache_dir, as_json)
+    test_paths, test_labels, test_skipped = _usable(test, "test", cache_dir, as_json)
+    with timer("decode"):
+        x_train = _gray(train_paths, image_size, cache_dir, "decoding train", as_json).pixels
+        x_test = _gray(test_paths, image_size, cache_dir, "decoding test", as_json).pixels
+
+    # With --sweep, fit the larger k once; every smaller k is a prefix of it.
+    n_fit = max(components, sweep)
+    model = EigenImageClassifier(n_components=n_fit, method=method, svd_solver=solver)
+    with timer("fit"):
+        model.fit(x_train, train_labels)
+    scored = model.with_components(components)
+    with timer("predict"):
+        pred = scored.predict(x_test)
+    sweep_acc: dict[int, float] = {}
+    if sweep:
+        with timer("sweep"):
+            sweep_acc = model.accuracy_for_components(x_test, test_labels, range(1, sweep + 1))
+
+    names = sorted(set(train_labels) | set(test_labels))
+    result = classification_result(test_labels, pred, names, timings=timer.seconds)
+    out = result.to_dict()
+    out.update(
+        components=scored.n_components_,
+        components_requested=components,
+        method=method,
+        svd_solver=model.svd_solver_,
+        image_size=image_size,
+        explained_variance=explained_variance_at(model, scored.n_components_),
+        fit_seconds=timer.seconds["fit"],
+        predict_seconds=timer.seconds["predict"],
+        decode_seconds=timer.seconds["decode"],
+        n_train=len(train_paths),
+        n_test=len(test_paths),
+        skipped_train=train_skipped,
+        skipped_test=test_skipped,
+        train_dir=str(train),
+        test_dir=str(test),
+        mean_distance_per_class=scored.mean_distance_per_class(x_test, test_labels),
+    )
+    if sweep:
+        out["sweep"] = sweep_acc
+    if as_json:
+        emit_json(out)
+        return
+    typer.echo(f"eigen-images ({method}), k={scored.n_components_} of {image_size}x{image_size} "
+               f"gray pixels ({out['explained_variance']:.1%} of variance, solver "
+               f"{model.svd_solver_}); train {len(train_paths)}, test {len(test_paths)}")  # fmt: skip
+    typer.echo(result.report())
+    typer.echo(f"\nfit {out['fit_seconds']:.2f}s · predict {out['predict_seconds']:.3f}s · "
+               f"decode {out['decode_seconds']:.1f}s")  # fmt: skip
+    if sweep:
+        best = max(sweep_acc, key=lambda k: sweep_acc[k])
+        typer.echo(f"\naccuracy by k (best k={best}: {sweep_acc[best]:.3f}):")
+        for k, acc in sweep_acc.items():
+            typer.echo(f"  k={k:4d}  {acc:.3f}")

@@ -1,0 +1,1 @@
+"""Image models: grayscale eigen-images (PCA) and pretrained CNN backbones."""
