@@ -16,12 +16,15 @@ from dashboard.common import data_sidebar  # noqa: E402
 
 st.set_page_config(page_title="SceneSeek", page_icon="🏞️", layout="wide")
 
-PAGES = Path(__file__).parent / "pages"
+PAGES = Path(__file__).parent / "views"  # not "pages": Streamlit would also auto-list that folder
 pages = [
     st.Page(str(PAGES / "home.py"), title="Home", icon="🏠", default=True),
     st.Page(str(PAGES / "dataset.py"), title="Data set", icon="🗂️"),
     st.Page(str(PAGES / "eigen.py"), title="Eigen-images", icon="🧮"),
     st.Page(str(PAGES / "keywords.py"), title="Keywords", icon="🔤"),
+    st.Page(str(PAGES / "train.py"), title="Train a CNN", icon="🧠"),
+    st.Page(str(PAGES / "runs.py"), title="Runs & evaluation", icon="📈"),
+    st.Page(str(PAGES / "search.py"), title="Search", icon="🔎"),
 ]
 nav = st.navigation(pages)
 data_sidebar()

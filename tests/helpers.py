@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = REPO / "dashboard" / "pages"  # AppTest.from_file resolves relative to the caller
+PAGES = REPO / "dashboard" / "views"  # AppTest.from_file resolves relative to the caller
 
 
 def shared_data_dir() -> Path:

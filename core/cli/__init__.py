@@ -7,13 +7,9 @@ import importlib
 from core.cli._app import app
 
 # Command modules; each adds @app.command()s. Heavy libraries are imported inside commands.
-_COMMAND_MODULES = ["data", "pca", "keywords", "train"]
+_COMMAND_MODULES = ["data", "pca", "keywords", "train", "search"]
 for _name in _COMMAND_MODULES:
-    try:
-        importlib.import_module(f"core.cli.{_name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"core.cli.{_name}":
-            raise
+    importlib.import_module(f"core.cli.{_name}")
 
 
 def main() -> None:

@@ -1,0 +1,208 @@
+"""Images -> what the index stores: backbone features, ImageNet top-5 and, with a trained run,
+the landscape-category probabilities, from one forward pass per batch.
+
+Decoding runs in DataLoader workers; a file that cannot be decoded comes back flagged (never
+an exception that would kill a worker), so one bad image never stops an indexing run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from core.data.images import check_image
+
+log = logging.getLogger(__name__)
+
+TOP_K_LABELS = 5
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+@dataclass
+class Encoded:
+    """Per image: L2-normalised features, ImageNet top-5 and optional run probabilities."""
+
+    features: np.ndarray  # (n, d) float32, unit length
+    top_ids: np.ndarray  # (n, 5) int
+    top_probs: np.ndarray  # (n, 5) float32
+    probs: np.ndarray | None  # (n, n classes) from the run, or None
+    ok: np.ndarray  # (n,) bool: False where the file could not be decoded
+    reasons: list[str | None] = field(default_factory=list)
+
+
+class _SafeImages(Dataset):
+    """(tensor, ok, reason) per path; undecodable files give a zero tensor and ok=False."""
+
+    def __init__(self, paths: Sequence[str | Path], transform: Any, size: int):
+        self.paths = [str(p) for p in paths]
+        self.transform = transform
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool, str]:
+        check = check_image(self.paths[i])
+        if check.image is None:
+            return torch.zeros(3, self.size, self.size), False, check.reason or "unreadable"
+        return self.transform(check.image), True, ""
+
+
+@dataclass
+class ImageEncoder:
+    """A backbone (and optionally a trained run's head) ready to encode images."""
+
+    backbone: Any  # core.vision.backbones.Backbone
+    device: torch.device
+    image_size: int
+    amp: bool = True
+    run: Any = None  # core.vision.runs.TrainedModel
+    run_dir: str | None = None
+    imagenet_ref: Any = None  # backbone whose ImageNet head gives the top-5
+    imagenet_note: str = ""
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.backbone.feature_dim)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.run.class_names) if self.run is not None else []
+
+    @property
+    def imagenet_classes(self) -> list[str]:
+        return list(self.backbone.imagenet_classes)
+
+    def identity(self) -> dict[str, Any]:
+        """What the stored vectors depend on: a different identity means re-encoding."""
+        return {
+            "backbone": self.backbone.name,
+            "weights": self.backbone.weights,
+            "image_size": self.image_size,
+            "run": self.run_dir,
+            "run_epoch": getattr(self.run, "epoch", None),
+            "class_names": self.class_names,
+        }
+
+    def transform(self) -> Any:
+        return self.backbone.preprocess(False, self.image_size)
+
+    def _forward(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        from core.vision.features import autocast
+
+        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), autocast(self.device, self.amp):
+            if self.run is not None:
+                feats, logits = self.run.model.forward_with_features(x)
+                probs = logits.float().softmax(1).cpu().numpy()
+            else:
+                feats, probs = self.backbone.model(x), None
+            if self.imagenet_ref is None:
+                inet = self.backbone.model.imagenet_head(feats)
+            else:  # a fine-tuned run: top-5 from the pretrained weights
+                inet = self.imagenet_ref.model.imagenet_logits(x)
+            feats = torch.nn.functional.normalize(feats.float(), dim=1).cpu().numpy()
+            inet = inet.float().softmax(1).cpu().numpy()
+        return feats, inet, probs
+
+    def encode_tensor(self, x: torch.Tensor) -> Encoded:
+        feats, inet, probs = self._forward(x)
+        top = np.argsort(-inet, axis=1)[:, :TOP_K_LABELS]
+        return Encoded(
+            features=feats.astype(np.float32),
+            top_ids=top.astype(np.int32),
+            top_probs=np.take_along_axis(inet, top, axis=1).astype(np.float32),
+            probs=None if probs is None else probs.astype(np.float32),
+            ok=np.ones(len(feats), dtype=bool),
+            reasons=[None] * len(feats),
+        )
+
+    def encode_images(self, images: Sequence[Image.Image]) -> Encoded:
+        """Encode decoded PIL images (an upload, a query image)."""
+        tf = self.transform()
+        return self.encode_tensor(torch.stack([tf(im.convert("RGB")) for im in images]))
+
+    def loader(self, paths: Sequence[str | Path], batch_size: int, workers: int) -> DataLoader:
+        return DataLoader(
+            _SafeImages(paths, self.transform(), self.image_size),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            # forkserver: forking a process that holds LanceDB's async runtime can deadlock.
+            multiprocessing_context="forkserver" if workers > 0 else None,
+        )
+
+
+def concat(parts: Sequence[Encoded]) -> Encoded:
+    probs = [p.probs for p in parts if p.probs is not None]
+    return Encoded(
+        features=np.concatenate([p.features for p in parts]),
+        top_ids=np.concatenate([p.top_ids for p in parts]),
+        top_probs=np.concatenate([p.top_probs for p in parts]),
+        probs=np.concatenate(probs) if len(probs) == len(parts) and probs else None,
+        ok=np.concatenate([p.ok for p in parts]),
+        reasons=[r for p in parts for r in p.reasons],
+    )
+
+
+def iter_encoded(encoder: ImageEncoder, loader: DataLoader) -> Iterator[Encoded]:
+    """Encoded batches in file order, as the workers decode them."""
+    for x, ok, reason in loader:
+        enc = encoder.encode_tensor(x)
+        enc.ok = ok.numpy().astype(bool)
+        enc.reasons = [r or None for r in reason]
+        yield enc
+
+
+def encode_loader(encoder: ImageEncoder, loader: DataLoader) -> Encoded:
+    return concat(list(iter_encoded(encoder, loader)))
+
+
+def load_encoder(
+    backbone: str = DEFAULT_BACKBONE,
+    run_dir: str | Path | None = None,
+    image_size: int | None = None,
+    device: str | None = None,
+    amp: bool = True,
+) -> ImageEncoder:
+    """A backbone by name, or a trained run's backbone and head (the run decides the backbone)."""
+    from core.vision.features import pick_device
+
+    dev = pick_device(device)
+    if run_dir is not None:
+        from core.vision.predict import imagenet_reference
+        from core.vision.runs import load_trained
+
+        trained = load_trained(run_dir, "best" if _has_best(run_dir) else "last", str(dev))
+        ref, note = imagenet_reference(trained)
+        own = ref is trained.backbone
+        return ImageEncoder(
+            backbone=trained.backbone,
+            device=dev,
+            image_size=int(image_size or trained.config.image_size),
+            amp=amp,
+            run=trained,
+            run_dir=str(Path(run_dir).resolve()),
+            imagenet_ref=None if own else ref,
+            imagenet_note=note,
+        )
+    from core.vision.backbones import create_backbone
+
+    bb = create_backbone(backbone)
+    bb.model.to(dev, memory_format=torch.channels_last)
+    return ImageEncoder(bb, dev, int(image_size or bb.default_size), amp)
+
+
+def _has_best(run_dir: str | Path) -> bool:
+    from core.vision.train import RunFiles
+
+    return RunFiles(Path(run_dir)).best.exists()

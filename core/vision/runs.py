@@ -1,0 +1,223 @@
+"""Saved runs: find them, load their trained model, score them on any labelled folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.evaluate import ClassificationResult, classification_result
+from core.io import read_json, read_jsonl
+from core.vision.backbones import Backbone, create_backbone
+from core.vision.features import make_loader, pick_device
+from core.vision.train import (
+    RunFiles,
+    SceneClassifier,
+    SplitData,
+    TrainConfig,
+    evaluate,
+    load_checkpoint,
+)
+
+log = logging.getLogger(__name__)
+
+RUNS_ENV = "SCENESEEK_RUNS"
+DEFAULT_RUNS_DIR = Path("runs")
+
+
+def resolve_runs_dir(explicit: str | Path | None = None) -> Path:
+    """Runs folder: explicit value, then $SCENESEEK_RUNS, then ./runs."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get(RUNS_ENV)
+    return Path(env).expanduser() if env else DEFAULT_RUNS_DIR
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    result: dict[str, Any] | None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None and len(self.metrics) >= int(self.config.get("epochs", 0))
+
+    @property
+    def resumable(self) -> bool:
+        return RunFiles(self.path).last.exists() and not self.finished
+
+    def label(self) -> str:
+        c = self.config
+        acc = self.metrics[-1]["accuracy"] if self.metrics else None
+        state = "finished" if self.finished else f"{len(self.metrics)}/{c.get('epochs')} epochs"
+        score = f", acc {acc:.3f}" if acc is not None else ""
+        return f"{self.name} — {c.get('backbone')} {c.get('mode')} {c.get('image_size')}px, {state}{score}"
+
+
+def is_run(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def load_run(path: str | Path) -> RunInfo:
+    files = RunFiles(Path(path))
+    if not files.config.is_file():
+        raise FileNotFoundError(f"{path}: not a run folder (no config.json)")
+    result = read_json(files.result) if files.result.exists() else None
+    return RunInfo(files.root, read_json(files.config), read_jsonl(files.metrics), result)
+
+
+def list_runs(root: str | Path) -> list[RunInfo]:
+    """Runs directly under `root` (or `root` itself), newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    candidates = [root] if is_run(root) else [p for p in root.iterdir() if p.is_dir() and is_run(p)]
+    runs = []
+    for p in candidates:
+        try:
+            runs.append(load_run(p))
+        except (OSError, ValueError) as exc:  # a half-written folder is skipped, not fatal
+            log.warning("skipping run %s: %s", p, exc)
+    return sorted(runs, key=lambda r: r.path.stat().st_mtime, reverse=True)
+
+
+@dataclass
+class TrainedModel:
+    model: SceneClassifier
+    backbone: Backbone
+    class_names: list[str]
+    config: TrainConfig
+    epoch: int
+    device: torch.device
+    checkpoint: Path
+
+
+def checkpoint_path(run_dir: str | Path, which: str = "last") -> Path:
+    files = RunFiles(Path(run_dir))
+    path = {"last": files.last, "best": files.best}.get(which)
+    if path is None:
+        raise ValueError(f"checkpoint must be 'last' or 'best', not {which!r}")
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir}: no {path.name}; train the run first")
+    return path
+
+
+def load_trained(
+    run_dir: str | Path, which: str = "last", device: str | None = None
+) -> TrainedModel:
+    """Rebuild a run's classifier from its checkpoint (a linear probe's frozen backbone comes
+    from the pretrained weights; other modes carry every layer in the checkpoint)."""
+    path = checkpoint_path(run_dir, which)
+    ckpt = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    trained_head_only = ckpt["trained"] == "head"
+    backbone = create_backbone(cfg.backbone, cfg.weights if trained_head_only else None)
+    model = SceneClassifier(backbone, len(ckpt["class_names"]))
+    target = model.head if trained_head_only else model
+    target.load_state_dict(ckpt["model"], strict=True)
+    dev = pick_device(device or cfg.device)
+    model.eval().to(dev, memory_format=torch.channels_last)
+    return TrainedModel(model, backbone, list(ckpt["class_names"]), cfg, int(ckpt["epoch"]),
+                        dev, path)  # fmt: skip
+
+
+def labelled_split(folder: str | Path, split: str, cache_dir: str | Path | None = None,
+                   progress: Any = None) -> tuple[list[str], list[str], int]:  # fmt: skip
+    """(paths, labels, n_skipped) of usable images of a <class>/ folder, via the manifest."""
+    from core.config import resolve_cache_dir
+    from core.data.dataset import DatasetError, scan_class_folder
+    from core.data.manifest import build_manifest
+
+    ds = scan_class_folder(folder, split)
+    manifest = build_manifest(ds, resolve_cache_dir(cache_dir), progress=progress)
+    paths, labels = manifest.paths_labels(split)
+    if not paths:
+        raise DatasetError(f"{folder}: no usable images (all {len(ds.records)} were skipped)")
+    return [str(p) for p in paths], labels, len(manifest.skipped())
+
+
+def split_data(
+    train_dir: str | Path, test_dir: str | Path, cache_dir: str | Path | None = None
+) -> SplitData:
+    """Usable train/test images; class names are the training folder's classes."""
+    from core.data.dataset import DatasetError
+
+    tr_p, tr_y, _ = labelled_split(train_dir, "train", cache_dir)
+    te_p, te_y, _ = labelled_split(test_dir, "test", cache_dir)
+    names = sorted(set(tr_y))
+    unknown = sorted(set(te_y) - set(names))
+    if unknown:
+        raise DatasetError(f"{test_dir}: classes not in the training data: {unknown}")
+    index = {n: i for i, n in enumerate(names)}
+    return SplitData(tr_p, [index[y] for y in tr_y], te_p, [index[y] for y in te_y], names)
+
+
+def evaluate_folder(
+    trained: TrainedModel,
+    paths: list[str],
+    labels: list[str],
+    batch_size: int = 64,
+    workers: int | None = None,
+    hooks: Any = None,
+) -> tuple[ClassificationResult, np.ndarray, np.ndarray]:
+    """Score a trained model on labelled images: (result, logits, features)."""
+    index = {n: i for i, n in enumerate(trained.class_names)}
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise ValueError(f"classes the run was not trained on: {unknown}")
+    y = [index[v] for v in labels]
+    tf = trained.backbone.preprocess(False, trained.config.image_size)
+    loader = make_loader(paths, y, tf, batch_size, workers=workers, device=trained.device)
+    logits, feats = evaluate(trained.model, loader, trained.device, trained.config.amp, hooks)
+    return (
+        classification_result(np.asarray(y), logits.argmax(1), trained.class_names),
+        logits,
+        feats,
+    )
+
+
+def eval_artefacts(run_dir: str | Path) -> dict[str, np.ndarray] | None:
+    """The last checkpoint's test logits, features, labels and paths (eval.npz)."""
+    path = RunFiles(Path(run_dir)).eval
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def misclassified(run_dir: str | Path, class_names: list[str], limit: int = 24) -> list[dict]:
+    """Wrong test predictions, most confident first, with the top-3 classes and probabilities."""
+    ev = eval_artefacts(run_dir)
+    if ev is None:
+        return []
+    probs = softmax(ev["logits"])
+    pred = probs.argmax(1)
+    wrong = np.flatnonzero(pred != ev["labels"])
+    wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:limit]
+    out = []
+    for i in wrong:
+        top = np.argsort(-probs[i])[:3]
+        out.append({
+            "path": str(ev["paths"][i]),
+            "true": class_names[int(ev["labels"][i])],
+            "predicted": class_names[int(pred[i])],
+            "top3": [(class_names[int(j)], float(probs[i, j])) for j in top],
+        })  # fmt: skip
+    return out

@@ -1,0 +1,189 @@
+"""Runs & evaluation: curves, confusion matrix, report, misclassified gallery, t-SNE, run
+comparison, the eigen-image comparison, and prediction of an uploaded image.
+
+Trained models are loaded once per process (st.cache_resource keyed by run + checkpoint
+mtime); nothing is retrained when the page reruns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.data.images import check_image
+from core.evaluate import ClassificationResult
+from core.vision.predict import imagenet_reference, predict_images
+from core.vision.runs import (
+    RunInfo,
+    TrainedModel,
+    checkpoint_path,
+    eval_artefacts,
+    list_runs,
+    load_trained,
+    misclassified,
+    resolve_runs_dir,
+)
+from core.vision.tsne import cached_tsne
+from dashboard import plots_cnn as plots
+from dashboard.common import cache_dir, current_data_dir, load_manifest
+
+GALLERY = 12
+EIGEN_K = 100
+EIGEN_SIZE = 64
+
+
+@st.cache_resource(show_spinner="Loading the trained model…", max_entries=4)
+def _trained(run: str, which: str, mtime: float) -> tuple[TrainedModel, tuple]:
+    trained = load_trained(run, which)
+    return trained, imagenet_reference(trained)
+
+
+def trained_model(run: Path, which: str = "last") -> tuple[TrainedModel, tuple]:
+    path = checkpoint_path(run, which)
+    return _trained(str(run), which, path.stat().st_mtime)
+
+
+@st.cache_data(show_spinner="Computing t-SNE of the penultimate features…", max_entries=8)
+def _tsne(run: str, epoch: int, n: int) -> np.ndarray:
+    ev = eval_artefacts(run)
+    return cached_tsne(run, ev["features"], epoch)
+
+
+@st.cache_resource(show_spinner="Fitting the eigen-image model…", max_entries=2)
+def _eigen_scores(root: str, k_max: int, size: int) -> dict[int, dict[str, float]]:
+    """Accuracy, macro precision and recall per component count, from one fit."""
+    from core.evaluate import classification_result
+    from core.vision.eigen import EigenImageClassifier
+    from core.vision.gray import load_gray_images
+
+    manifest = load_manifest(root)
+    tr_p, tr_y = manifest.paths_labels("train")
+    te_p, te_y = manifest.paths_labels("test")
+    train = load_gray_images(tr_p, size, cache_dir())
+    test = load_gray_images(te_p, size, cache_dir())
+    k_max = min(k_max, len(tr_p) - 1)
+    model = EigenImageClassifier(n_components=k_max, method="global").fit(train.pixels, tr_y)
+    ks = sorted({*range(1, min(k_max, 20) + 1), *range(20, k_max + 1, 5), k_max})
+    preds = model.predictions_for_components(test.pixels, ks)
+    names = sorted(set(tr_y) | set(te_y))
+    out = {}
+    for k, p in zip(ks, preds, strict=True):
+        r = classification_result(te_y, list(p), names)
+        out[k] = {"accuracy": r.accuracy, "macro_precision": r.macro_precision,
+                  "macro_recall": r.macro_recall}  # fmt: skip
+    return out
+
+
+def result_of(run: RunInfo) -> ClassificationResult | None:
+    if run.result is None:
+        return None
+    keys = set(ClassificationResult.__dataclass_fields__)
+    return ClassificationResult.from_dict({k: v for k, v in run.result.items() if k in keys})
+
+
+def show_evaluation(run: RunInfo) -> None:
+    res = result_of(run)
+    if res is None:
+        st.info("This run has no result yet (unfinished); resume it on **Train a CNN**.")
+        return
+    st.markdown(f"**Last checkpoint (epoch {run.result.get('evaluated_epoch')})**: accuracy "
+                f"{res.accuracy:.4f}, macro F1 {res.macro_f1:.4f}; best epoch "
+                f"{run.result.get('best_epoch')} ({run.result.get('best_accuracy', 0):.4f}). "
+                f"Backbone: {run.result.get('backbone_source', '')}.")  # fmt: skip
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(plots.confusion_heatmap(res.confusion_matrix, res.class_names))
+    c2.dataframe(pd.DataFrame({c: vars(m) for c, m in res.per_class.items()}).T.round(3))
+    c2.code(res.report())
+
+    st.subheader("Misclassified test images")
+    wrong = misclassified(run.path, res.class_names, GALLERY)
+    if not wrong:
+        st.caption("None.")
+    cols = st.columns(4)
+    for i, w in enumerate(wrong):
+        top3 = ", ".join(f"{n} {p:.2f}" for n, p in w["top3"])
+        with cols[i % 4]:
+            if Path(w["path"]).exists():
+                st.image(w["path"], width="stretch")
+            st.caption(f"true **{w['true']}** · {top3}")
+
+    st.subheader("t-SNE of penultimate features (test set)")
+    ev = eval_artefacts(run.path)
+    have = (run.path / "tsne.npz").exists()
+    if ev is not None and (have or st.button("Compute t-SNE", help="About 10-30 s on a CPU.")):
+        xy = _tsne(str(run.path), int(ev["epoch"]), len(ev["labels"]))
+        labels = [res.class_names[int(i)] for i in ev["labels"]]
+        names = [Path(str(p)).name for p in ev["paths"]]
+        st.plotly_chart(plots.tsne_scatter(xy, labels, names))
+
+
+def show_predict(run: RunInfo) -> None:
+    st.subheader("Predict an uploaded image")
+    up = st.file_uploader("Image", type=None, key=f"upload-{run.name}")
+    if up is None:
+        return
+    check = check_image(up.getvalue())
+    if not check.ok:
+        st.error(f"`{up.name}` is not a readable image ({check.reason}"
+                 f"{': ' + check.note if check.note else ''}). Upload a JPEG or PNG photo.")  # fmt: skip
+        return
+    trained, ref = trained_model(run.path)
+    pred = predict_images(trained, [check.image], ref)[0]
+    c1, c2, c3 = st.columns([1, 2, 2])
+    c1.image(check.image, caption=up.name)
+    c2.plotly_chart(plots.probability_bars(pred.probabilities, f"predicted: {pred.label}"))
+    if pred.imagenet_top5:
+        c3.plotly_chart(plots.probability_bars(dict(pred.imagenet_top5[::-1]),
+                                               "backbone's ImageNet top-5"))  # fmt: skip
+    if pred.imagenet_note:
+        c3.caption(pred.imagenet_note)
+
+
+st.title("📈 Runs & evaluation")
+runs_dir = Path(st.text_input("Runs folder", value=str(resolve_runs_dir())))
+runs = list_runs(runs_dir)
+if not runs:
+    st.info(f"No runs in `{runs_dir}` yet. Train one on **Train a CNN** or with "
+            "`python -m core train ... --out runs/NAME`.")  # fmt: skip
+    st.stop()
+
+labels = {r.label(): r for r in runs}
+last = st.session_state.get("cnn_last_run")
+index = next((i for i, r in enumerate(runs) if str(r.path) == last), 0)
+run = labels[st.selectbox("Run", list(labels), index=index)]
+st.plotly_chart(plots.training_curves(run.metrics, "per epoch"))
+with st.expander("Config"):
+    st.json(run.config)
+
+tab_eval, tab_compare, tab_eigen, tab_predict = st.tabs(
+    ["Evaluation", "Compare runs", "Eigen-images vs CNN", "Predict"]
+)
+with tab_eval:
+    show_evaluation(run)
+with tab_compare:
+    others = [k for k in labels if labels[k].path != run.path]
+    chosen = st.multiselect("Compare with", others, default=others[:1])
+    metric = st.selectbox("Metric", [*plots.SCORES, "train_loss", "test_loss"])
+    series = {r.name: r.metrics for r in [run, *(labels[k] for k in chosen)]}
+    st.plotly_chart(plots.compare_runs(series, metric))
+with tab_eigen:
+    st.caption("The study's comparison: the CNN's test accuracy, precision and recall per epoch "
+               f"beside the grayscale eigen-image model's per component count (1..{EIGEN_K}, "
+               f"{EIGEN_SIZE} px, nearest training image), on the current data set.")  # fmt: skip
+    if st.button("Fit the eigen-image model and compare"):
+        st.session_state["cnn_eigen"] = True
+    if st.session_state.get("cnn_eigen"):
+        try:
+            eigen = _eigen_scores(str(current_data_dir()), EIGEN_K, EIGEN_SIZE)
+        except ImportError:
+            st.warning("The eigen-image model (core.vision.eigen) is not available.")
+        else:
+            st.plotly_chart(plots.eigen_vs_cnn(run.metrics, eigen, run.config.get("backbone")))
+            best_k = max(eigen, key=lambda k: eigen[k]["accuracy"])
+            cnn_best = max((m["accuracy"] for m in run.metrics), default=float("nan"))
+            st.caption(f"Best eigen-image accuracy {eigen[best_k]['accuracy']:.4f} at k={best_k}; "
+                       f"CNN best epoch {cnn_best:.4f}.")  # fmt: skip
+with tab_predict:
+    show_predict(run)

@@ -1,0 +1,150 @@
+"""Train a CNN: choose backbone, mode, epochs and image size; watch progress; stop; resume.
+
+Training runs inside the script run that the Start button triggers, with a progress bar and
+live curves fed by the training hooks. Stop (or any other click, which makes Streamlit rerun
+the page) interrupts it between batches; every finished epoch is already checkpointed, so the
+run resumes from the runs list below. A rerun never retrains: only the Start button trains.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from core.vision.backbones import BACKBONES, default_backbone
+from core.vision.runs import list_runs, resolve_runs_dir
+from core.vision.train import MODES, SplitData, TrainConfig, TrainingStopped, run_training
+from dashboard.common import cache_dir, current_data_dir, load_manifest, require_dataset
+
+STOP_KEY = "cnn_stop_requested"
+SIZES = [64, 96, 128, 150, 192, 224]
+MODE_HELP = {
+    "linear-probe": "frozen backbone; features extracted once and cached, head trained in "
+    "seconds (no augmentation: it cannot apply to cached features)",
+    "fine-tune": "every layer trained, with flip + rotation (slow on a CPU)",
+    "partial": "last backbone stage + head trained, with flip + rotation",
+}
+
+
+@st.cache_data(show_spinner=False)
+def _default_backbone() -> tuple[str, str]:
+    return default_backbone()
+
+
+def _request_stop() -> None:
+    st.session_state[STOP_KEY] = True
+
+
+def split_from_manifest(root: str) -> SplitData | None:
+    manifest = load_manifest(root)
+    tr_p, tr_y = manifest.paths_labels("train")
+    te_p, te_y = manifest.paths_labels("test")
+    if not tr_p or not te_p:
+        return None
+    names = sorted(set(tr_y))
+    index = {n: i for i, n in enumerate(names)}
+    keep = [i for i, y in enumerate(te_y) if y in index]
+    return SplitData([str(p) for p in tr_p], [index[y] for y in tr_y],
+                     [str(te_p[i]) for i in keep], [index[te_y[i]] for i in keep], names)  # fmt: skip
+
+
+st.title("🧠 Train a CNN")
+require_dataset()
+data = split_from_manifest(str(current_data_dir()))
+if data is None:
+    st.error("This page needs labelled train and test images (seg_train/<class>/ and "
+             "seg_test/<class>/, or train/ and test/).")  # fmt: skip
+    st.stop()
+
+runs_dir = resolve_runs_dir()
+default_name, reason = _default_backbone()
+st.info(f"Default backbone: **{default_name}** — {reason}.")
+
+c1, c2, c3, c4 = st.columns(4)
+backbone = c1.selectbox("Backbone", BACKBONES, index=BACKBONES.index(default_name))
+mode = c2.selectbox("Mode", MODES, help="; ".join(f"{k}: {v}" for k, v in MODE_HELP.items()))
+epochs = c3.number_input("Epochs", 1, 100, 20 if mode == "linear-probe" else 3)
+image_size = c4.selectbox("Image size", SIZES, index=SIZES.index(224 if mode == "linear-probe"
+                                                                  else 150))  # fmt: skip
+with st.expander("More settings"):
+    d1, d2, d3, d4 = st.columns(4)
+    batch_size = d1.number_input("Batch size", 1, 512, 32)
+    lr = d2.number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f")
+    step_size = d3.number_input("StepLR step (epochs)", 1, 100, 5)
+    seed = d4.number_input("Seed", 0, 10**6, 0)
+st.caption(f"{MODE_HELP[mode]}. {len(data.train_paths)} training and {len(data.test_paths)} "
+           f"test images, {len(data.class_names)} classes. Runs are saved under `{runs_dir}`.")  # fmt: skip
+
+resumable = [r for r in list_runs(runs_dir) if r.resumable]
+name = st.text_input("Run name", value=f"{backbone}-{mode}-{image_size}px")
+resume_choice = st.selectbox(
+    "…or resume an unfinished run", ["(new run)"] + [r.name for r in resumable],
+    help="Continues from the run's last checkpoint with its own settings.",
+)  # fmt: skip
+b1, b2 = st.columns([1, 5])
+start = b1.button("Start training", type="primary")
+b2.button("Stop", on_click=_request_stop, help="Stops between batches; the run stays resumable.")
+if st.session_state.get(STOP_KEY) and not start:
+    st.warning("Training was stopped. Every finished epoch is saved; resume the run below.")
+    st.session_state[STOP_KEY] = False
+
+if start:
+    st.session_state[STOP_KEY] = False
+    if resume_choice != "(new run)":
+        run = next(r for r in resumable if r.name == resume_choice)
+        cfg, out, resume = TrainConfig.from_dict(run.config), run.path, True
+    else:
+        out = runs_dir / name
+        if (out / "config.json").exists():
+            out = runs_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        cfg = TrainConfig(backbone=backbone, mode=mode, epochs=int(epochs),
+                          image_size=int(image_size), batch_size=int(batch_size), lr=float(lr),
+                          step_size=int(step_size), seed=int(seed), workers=0)  # fmt: skip
+        resume = False
+    # workers=0: forking DataLoader workers out of Streamlit's threaded server is unsafe.
+    cfg.workers = 0
+    bar = st.progress(0.0, text="Preparing…")
+    chart = st.empty()
+    rows: list[dict] = []
+
+    def on_stage(stage: str, done: int, total: int) -> None:
+        bar.progress(min(1.0, done / max(1, total)), text=f"{stage}: {done}/{total} images")
+
+    def on_epoch(record: dict) -> None:
+        rows.append(record)
+        df = pd.DataFrame(rows).set_index("epoch")
+        chart.line_chart(df[["train_loss", "accuracy", "macro_f1"]])
+
+    from core.vision.train import Hooks
+
+    hooks = Hooks(on_stage=on_stage, on_epoch=on_epoch,
+                  should_stop=lambda: bool(st.session_state.get(STOP_KEY)))  # fmt: skip
+    try:
+        with st.spinner(f"Training {cfg.backbone} ({cfg.mode}) in `{out}`…"):
+            result = run_training(cfg, data, out, resume=resume, cache_dir=cache_dir(),
+                                  hooks=hooks)  # fmt: skip
+    except TrainingStopped:
+        st.warning(f"Stopped. Run `{out}` resumes from its last checkpoint.")
+    except Exception as exc:  # shown, not a traceback: bad weights, a run that exists...
+        st.error(f"Training failed: {exc}")
+    else:
+        bar.progress(1.0, text="Done")
+        st.success(f"Test accuracy {result['accuracy']:.4f} (macro F1 {result['macro_f1']:.4f}) "
+                   f"after {result['epochs_done']} epochs in {result['train_seconds']:.1f} s. "
+                   "See **Runs & evaluation** for the details.")  # fmt: skip
+        st.session_state["cnn_last_run"] = str(out)
+
+st.subheader("Saved runs")
+runs = list_runs(runs_dir)
+if not runs:
+    st.caption("No runs yet.")
+else:
+    st.dataframe(pd.DataFrame([{
+        "run": r.name, "backbone": r.config.get("backbone"), "mode": r.config.get("mode"),
+        "image size": r.config.get("image_size"),
+        "epochs": f"{len(r.metrics)}/{r.config.get('epochs')}",
+        "accuracy": r.metrics[-1]["accuracy"] if r.metrics else None,
+        "state": "finished" if r.finished else ("resumable" if r.resumable else "empty"),
+    } for r in runs]), hide_index=True)  # fmt: skip

@@ -1,0 +1,115 @@
+"""`python -m core index | search | evaluate-retrieval`: --json output and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from core.cli import app
+from tests.test_search_common import IMAGE_SIZE, flickr_subset
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+QUERIES = Path(__file__).parent / "data" / "queries.csv"
+
+
+@pytest.fixture(scope="module")
+def built(intel_small: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("cli_search")
+    index = tmp / "idx"
+    images, captions = flickr_subset(tmp / "flickr")
+    r = runner.invoke(app, ["index", "--images", str(intel_small), "--index", str(index),
+                            "--image-size", str(IMAGE_SIZE), "--workers", "0", "--no-mapping",
+                            "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["found"] == d["encoded"] == d["rows"] == 168 and "mapping" not in d
+    r = runner.invoke(app, ["index", "--images", str(images), "--captions", str(captions),
+                            "--index", str(index), "--workers", "0", "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["encoded"] == 16 and d["rows"] == 184
+    assert d["mapping"]["train_labelled_images"] == 120
+    assert d["images_per_second"] > 0
+    return index, captions
+
+
+def test_reindex_is_incremental(built, intel_small: Path) -> None:
+    index, _ = built
+    r = runner.invoke(app, ["index", "--images", str(intel_small), "--index", str(index),
+                            "--workers", "0", "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert (d["encoded"], d["unchanged"], d["rows"]) == (0, 168, 184)
+
+
+def test_search_json(built) -> None:
+    index, _ = built
+    r = runner.invoke(app, ["search", "--index", str(index), "The beach is full of tourists.",
+                            "--k", "4", "--mode", "category", "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["mode"] == "category" and d["categories"] == ["sea"]
+    assert "beach" in d["keywords"] and len(d["results"]) == 4
+    first = d["results"][0]
+    assert {"path", "score", "category", "top_labels", "why"} <= set(first)
+    assert first["category"] == "sea" and "'beach'" in first["why"][0]
+    r = runner.invoke(app, ["search", "--index", str(index), "snowy peaks", "--category",
+                            "glacier", "--json"])  # fmt: skip
+    d = json.loads(r.stdout)
+    assert d["mode"] == "semantic" and all(x["category"] == "glacier" for x in d["results"])
+    like = first["path"]
+    r = runner.invoke(app, ["search", "--index", str(index), "", "--like", like, "--k", "3",
+                            "--json"])  # fmt: skip
+    d = json.loads(r.stdout)
+    assert (
+        d["mode"] == "image"
+        and len(d["results"]) == 3
+        and like not in [x["path"] for x in d["results"]]
+    )
+    r = runner.invoke(app, ["search", "--index", str(index), "sea"])  # readable report
+    assert r.exit_code == 0 and "why:" in r.stdout
+
+
+def test_evaluate_category_queries(built) -> None:
+    index, _ = built
+    r = runner.invoke(app, ["evaluate-retrieval", "--index", str(index), "--queries",
+                            str(QUERIES), "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["pool"] == 48 and d["split"] == "test" and d["n_queries"] == 30
+    assert set(d["modes"]) == {"keyword", "category", "semantic", "hybrid"}
+    for m in d["modes"].values():
+        assert 0 <= m["P@10"] <= 1 and 0 <= m["MAP"] <= 1
+    # Chance level is 1/6 of the pool; every mode does clearly better on real images.
+    assert d["modes"]["category"]["MAP"] > 0.4 and d["modes"]["semantic"]["MAP"] > 0.4
+
+
+def test_evaluate_caption_queries(built) -> None:
+    index, captions = built
+    r = runner.invoke(app, ["evaluate-retrieval", "--index", str(index), "--captions",
+                            str(captions), "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert 0 < d["pool"] < 16 and d["n_queries"] == 5 * d["pool"]
+    for m in d["modes"].values():
+        assert {"R@1", "R@5", "R@10", "median_rank", "MRR"} <= set(m)
+        assert 1 <= m["median_rank"] <= d["pool"]
+
+
+def test_errors_are_one_line(built, tmp_path: Path) -> None:
+    index, _ = built
+    cases = [
+        (["index", "--images", str(tmp_path / "nope"), "--index", str(tmp_path / "i")],
+         "no such folder"),
+        (["search", "--index", str(tmp_path / "empty"), "x"], "not an index"),
+        (["search", "--index", str(index), "x", "--mode", "magic"], "unknown mode"),
+        (["search", "--index", str(index), "x", "--category", "desert"], "unknown category"),
+        (["evaluate-retrieval", "--index", str(index)], "exactly one of"),
+    ]  # fmt: skip
+    for args, msg in cases:
+        r = runner.invoke(app, args)
+        assert r.exit_code != 0 and msg in r.stderr, (args, r.output)

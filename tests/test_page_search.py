@@ -1,0 +1,88 @@
+"""AppTest of the Search page on a small real index built first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.helpers import PAGES
+from tests.test_search_common import build_small, flickr_subset
+
+pytestmark = pytest.mark.slow
+PAGE = str(PAGES / "search.py")
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def small_index(intel_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("page_search")
+    return build_small(intel_small, flickr_subset(tmp / "flickr"), tmp / "idx")
+
+
+@pytest.fixture
+def page(small_index: Path, intel_small: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("SCENESEEK_DATA", str(intel_small))
+    monkeypatch.setenv("SCENESEEK_INDEX", str(small_index))
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _markdown(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def test_example_sentence_gives_results_with_why(page: AppTest) -> None:
+    assert "184 images" in page.caption[0].value
+    page.button(key="example-2").click().run()  # "The beach is full of tourists."
+    assert not page.exception, page.exception
+    assert page.text_input(key="search_query").value == "The beach is full of tourists."
+    assert len(page.get("image")) >= 10  # the result grid
+    md = _markdown(page)
+    assert "**1.**" in md and "**10.**" in md
+    assert "learned image embedding ~ query" in md  # the default (semantic) mode's why
+    page.selectbox[0].select("hybrid").run()
+    md = _markdown(page)
+    assert "category: query → sea (mapping-table word 'beach')" in md  # hybrid's why
+
+
+def test_side_by_side_modes_filter_and_more_like_this(page: AppTest) -> None:
+    page.text_input(key="search_query").input("snow and ice on a glacier").run()
+    page.selectbox[0].select("keyword").run()
+    page.selectbox[1].select("semantic").run()
+    assert not page.exception, page.exception
+    assert [h.value for h in page.subheader][:2] == ["keyword", "semantic"]
+    page.selectbox[2].select("glacier").run()
+    md = _markdown(page)
+    assert "· glacier" in md and "· sea" not in md
+    page.button(key="more-b-1").click().run()
+    assert not page.exception, page.exception
+    assert "More like this" in [h.value for h in page.subheader]
+    assert "backbone feature cosine" in _markdown(page)
+
+
+def test_bad_query_answers_clearly(page: AppTest) -> None:
+    page.selectbox[0].select("keyword").run()
+    page.text_input(key="search_query").input("The desert is vast and dry.").run()
+    assert not page.exception, page.exception
+    assert any("Nearest categories by meaning" in i.value for i in page.info)
+
+
+def test_evaluation_table(page: AppTest) -> None:
+    page.button(key="evaluate").click().run()
+    assert not page.exception, page.exception
+    frames = [d.value for d in page.dataframe]
+    assert len(frames) == 2  # category queries and caption queries
+    assert list(frames[0].index) == ["keyword", "category", "semantic", "hybrid"]
+    assert {"P@10", "MAP"} <= set(frames[0].columns)
+    assert {"R@1", "R@5", "R@10", "median_rank", "MRR"} <= set(frames[1].columns)
+
+
+def test_no_index_offers_to_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCENESEEK_INDEX", str(tmp_path / "none"))
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert "No search index" in at.info[0].value and at.button[0].label == "Build the index"

@@ -1,0 +1,99 @@
+"""AppTest of the Train a CNN and Runs & evaluation pages on a tiny real subset."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from tests.helpers import PAGES
+
+TRAIN = str(PAGES / "train.py")
+RUNS = str(PAGES / "runs.py")
+
+
+@pytest.fixture
+def env(intel_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("SCENESEEK_DATA", str(intel_small))
+    monkeypatch.setenv("SCENESEEK_RUNS", str(runs))
+    return runs
+
+
+def _no_errors(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_train_page_trains_a_run(env: Path) -> None:
+    at = AppTest.from_file(TRAIN, default_timeout=180).run()
+    _no_errors(at)
+    assert any("efficientnet_lite0" in i.value for i in at.info)  # which backbone and why
+    at.selectbox[1].set_value("linear-probe")
+    at.number_input[0].set_value(3)
+    at.selectbox[2].set_value(64).run()
+    at.text_input[0].set_value("tiny")  # after the choices, which reset its default
+    at.button[0].click().run()
+    _no_errors(at)
+    assert any("Test accuracy" in s.value for s in at.success)
+    assert (env / "tiny" / "result.json").exists()
+    # A rerun shows the run and trains nothing.
+    stamp = (env / "tiny" / "checkpoint_last.pt").stat().st_mtime_ns
+    at.run()
+    _no_errors(at)
+    assert (env / "tiny" / "checkpoint_last.pt").stat().st_mtime_ns == stamp
+    assert "tiny" in at.dataframe[0].value["run"].tolist()
+
+
+def test_train_page_without_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCENESEEK_DATA", str(tmp_path / "nothing"))
+    monkeypatch.setenv("SCENESEEK_RUNS", str(tmp_path / "runs"))
+    at = AppTest.from_file(TRAIN, default_timeout=60).run()
+    assert not at.exception
+    assert any("No data set found" in e.value for e in at.error)
+
+
+def _make_run(intel_small: Path, runs: Path, name: str, epochs: int) -> Path:
+    from core.vision.runs import split_data
+    from core.vision.train import TrainConfig, run_training
+
+    data = split_data(intel_small / "seg_train", intel_small / "seg_test")
+    cfg = TrainConfig(epochs=epochs, image_size=64, workers=0)
+    run_training(cfg, data, runs / name)
+    return runs / name
+
+
+def test_runs_page(env: Path, intel_small: Path) -> None:
+    at = AppTest.from_file(RUNS, default_timeout=60).run()
+    assert not at.exception and any("No runs" in i.value for i in at.info)
+
+    _make_run(intel_small, env, "a", 3)
+    _make_run(intel_small, env, "b", 2)
+    at = AppTest.from_file(RUNS, default_timeout=180).run()
+    _no_errors(at)
+    assert len(at.selectbox[0].options) == 2
+    assert any("Last checkpoint" in m.value for m in at.markdown)
+    assert any("precision" in c.value for c in at.code)  # the classification report
+    # t-SNE on demand, then the eigen-image comparison.
+    next(b for b in at.button if b.label == "Compute t-SNE").click().run()
+    _no_errors(at)
+    run_name = at.selectbox[0].value.split(" ")[0]
+    assert (env / run_name / "tsne.npz").exists()
+    next(b for b in at.button if "eigen" in b.label).click().run()
+    _no_errors(at)
+    assert any("Best eigen-image accuracy" in c.value for c in at.caption)
+
+    # Predict: a real photo, then a file that is not an image.
+    photo = sorted((intel_small / "seg_test" / "sea").glob("*.jpg"))[0].read_bytes()
+    up = at.file_uploader(key=f"upload-{run_name}")
+    up.set_value(("sea.jpg", photo, "image/jpeg")).run()
+    _no_errors(at)
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, "PNG")
+    at.file_uploader(key=f"upload-{run_name}").set_value(("notes.txt", b"hello", "text/plain"))
+    at.run()
+    assert not at.exception
+    assert any("not a readable image" in e.value for e in at.error)

@@ -1,0 +1,149 @@
+"""The image index: build, incremental update, resume after an interruption, bad files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.io import read_json
+from core.search import build_index
+from core.search.store import IndexError_, load_rows, text_search, vector_search
+from tests.test_search_common import IMAGE_SIZE
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from core.search.embed import load_encoder
+
+    return load_encoder(image_size=IMAGE_SIZE, device="cpu")
+
+
+@pytest.fixture
+def folder(intel_small: Path, tmp_path: Path) -> Path:
+    """A private copy of two classes of the test split (tests modify it)."""
+    out = tmp_path / "imgs"
+    for c in ("forest", "sea"):
+        shutil.copytree(intel_small / "seg_test" / c, out / c)
+    return out
+
+
+def _build(folder: Path, index: Path, encoder, **kw):
+    return build_index(folder, index, encoder=encoder, workers=0, batch_size=8, **kw)
+
+
+def test_build_stores_every_field(folder: Path, tmp_path: Path, encoder) -> None:
+    index = tmp_path / "idx"
+    stats = _build(folder, index, encoder)
+    assert stats.found == stats.encoded == stats.rows == 16
+    t = load_rows(index).to_pydict()
+    assert set(t["label"]) == {"forest", "sea"}  # class folders kept as labels
+    assert all(len(x) == 64 for x in t["sha256"])
+    assert all(len(x) == 5 and abs(sum(p) - 1) < 1 for x, p in
+               zip(t["top_labels"], t["top_probs"], strict=True))  # fmt: skip
+    assert all(p[0] >= p[-1] for p in t["top_probs"])
+    vec = np.array(t["vector"])
+    assert vec.shape == (16, encoder.feature_dim)
+    np.testing.assert_allclose(np.linalg.norm(vec, axis=1), 1, atol=1e-4)
+    meta = read_json(index / "index.json")
+    assert meta["rows"] == 16 and meta["encoder"]["image_size"] == IMAGE_SIZE
+    assert meta["encoder"]["backbone"] == "efficientnet_lite0"
+    # Vector search with a filter, in LanceDB.
+    hits = vector_search(index, vec[0], k=3, where="label = 'sea'")
+    assert len(hits) == 3 and all(h["label"] == "sea" for h in hits)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    same = vector_search(index, vec[0], k=1)[0]
+    assert same["path"] == t["path"][0] and same["score"] == pytest.approx(1, abs=1e-3)
+    # Full-text search over the tags.
+    label = t["top_labels"][0][0].split()[0]
+    assert any(label in r["text"] for r in text_search(index, label, k=5))
+
+
+def test_incremental_update_only_processes_changes(folder: Path, tmp_path: Path, encoder) -> None:
+    index = tmp_path / "idx"
+    _build(folder, index, encoder)
+    again = _build(folder, index, encoder)
+    assert (again.encoded, again.unchanged, again.deleted) == (0, 16, 0)
+
+    sea = sorted((folder / "sea").glob("*.jpg"))
+    forest = sorted((folder / "forest").glob("*.jpg"))
+    gone = sea[0]
+    gone.unlink()  # deleted file leaves the index
+    shutil.copy2(forest[0], sea[1])  # changed content under the same path
+    shutil.copy2(forest[1], folder / "sea" / "new.jpg")  # new file
+    stats = _build(folder, index, encoder)
+    assert (stats.encoded, stats.deleted, stats.unchanged) == (2, 1, 14)
+    t = load_rows(index).to_pydict()
+    paths = dict(zip(t["path"], t["sha256"], strict=True))
+    assert str(gone.resolve()) not in paths
+    assert str((folder / "sea" / "new.jpg").resolve()) in paths
+    assert len(t["path"]) == 16
+    # the changed file now carries the hash of its new content
+    src = dict(zip(t["path"], t["sha256"], strict=True))[str(forest[0].resolve())]
+    assert paths[str(sea[1].resolve())] == src
+
+
+def test_resume_after_interruption(folder: Path, tmp_path: Path, encoder) -> None:
+    index = tmp_path / "idx"
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(done: int, total: int) -> None:
+        if done >= 8:
+            raise Stop  # as if the process were killed after the first committed chunk
+
+    with pytest.raises(Stop):
+        _build(folder, index, encoder, chunk=8, progress=interrupt)
+    assert len(load_rows(index)) == 8  # the finished chunk is there, nothing half-written
+    assert read_json(index / "index.json")["rows"] == 8
+    stats = _build(folder, index, encoder, chunk=8)
+    assert (stats.unchanged, stats.encoded, stats.rows) == (8, 8, 16)
+
+
+def test_bad_files_are_skipped_with_a_reason(folder: Path, tmp_path: Path, encoder) -> None:
+    (folder / "sea" / "empty.jpg").write_bytes(b"")
+    (folder / "sea" / "text.jpg").write_text("not an image")
+    stats = _build(folder, tmp_path / "idx", encoder)
+    reasons = {Path(s["path"]).name: s["reason"] for s in stats.skipped}
+    assert reasons == {"empty.jpg": "zero-byte", "text.jpg": "not-an-image"}
+    assert stats.rows == 16
+
+
+def test_settings_mismatch_and_missing_index(folder: Path, tmp_path: Path, encoder) -> None:
+    index = tmp_path / "idx"
+    _build(folder, index, encoder)
+    with pytest.raises(IndexError_, match="image_size"):
+        build_index(folder, index, image_size=IMAGE_SIZE + 32, workers=0)
+    with pytest.raises(IndexError_, match="not an index"):
+        load_rows(tmp_path / "nothing")
+
+
+def test_index_with_a_trained_run(intel_small: Path, folder: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from core.cli import app
+
+    run = tmp_path / "run"
+    res = CliRunner().invoke(app, [
+        "train", "--train", str(intel_small / "seg_train"), "--test",
+        str(intel_small / "seg_test"), "--mode", "linear-probe", "--epochs", "2",
+        "--image-size", str(IMAGE_SIZE), "--workers", "0", "--out", str(run), "--json",
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    index = tmp_path / "idx"
+    stats = build_index(folder, index, run_dir=run, workers=0, batch_size=8)
+    assert stats.rows == 16
+    t = load_rows(index).to_pydict()
+    classes = read_json(index / "index.json")["encoder"]["class_names"]
+    assert classes == ["buildings", "forest", "glacier", "mountain", "sea", "street"]
+    for cat, probs in zip(t["category"], t["probs"], strict=True):
+        assert len(probs) == 6 and abs(sum(probs) - 1) < 1e-3
+        assert cat == classes[int(np.argmax(probs))]
+    assert read_json(index / "index.json")["encoder"]["run"] == str(run.resolve())
+    again = build_index(folder, index, workers=0)  # an update keeps the index's run
+    assert (again.encoded, again.unchanged) == (0, 16)

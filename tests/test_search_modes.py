@@ -1,0 +1,121 @@
+"""Every ranking mode on a small real subset, the why strings, bad queries, image search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.search import MODES, SearchEngine
+from core.search.rank import EXAMPLES
+from tests.test_search_common import build_small, flickr_subset
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def engine(intel_small: Path, tmp_path_factory: pytest.TempPathFactory) -> SearchEngine:
+    tmp = tmp_path_factory.mktemp("search_modes")
+    index = build_small(intel_small, flickr_subset(tmp / "flickr"), tmp / "idx")
+    return SearchEngine.load(index)
+
+
+def test_engine_uses_the_category_head_and_mapping(engine: SearchEngine) -> None:
+    assert engine.classes == ["buildings", "forest", "glacier", "mountain", "sea", "street"]
+    assert "category head" in engine.category_source
+    cfg = engine.semantic.config
+    assert cfg["train_labelled_images"] == 120  # the 20 training images per class
+    assert 0 < len(cfg["heldout_images"]) < 16  # some photos kept out for evaluation
+    assert cfg["train_captioned_images"] + len(cfg["heldout_images"]) == 16
+    # saved like a run, and found again instead of refitted
+    assert (engine.semantic.path / "config.json").exists()
+    again = SearchEngine.load(engine.index_dir, text=engine.text)
+    assert again.semantic.path == engine.semantic.path
+    np.testing.assert_array_equal(again.semantic.weights, engine.semantic.weights)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_ranks_forest_first_for_a_forest_query(engine: SearchEngine, mode) -> None:
+    resp = engine.search("Tall trees in a dense green forest.", mode=mode, k=5,
+                         split="test")  # fmt: skip
+    assert resp.results, resp.notes
+    assert [r.rank for r in resp.results] == list(range(1, len(resp.results) + 1))
+    scores = [r.score for r in resp.results]
+    assert scores == sorted(scores, reverse=True)
+    labels = [r.label for r in resp.results]
+    assert labels.count("forest") >= 4, (mode, labels)  # measured on real images
+    assert all(r.why for r in resp.results)
+    assert "forest" in resp.keywords and resp.categories == ["forest"]
+
+
+def test_why_strings_say_which_words_matched_what(engine: SearchEngine) -> None:
+    kw = engine.search("forest", mode="keyword", k=3).results[0]
+    assert any(w.startswith("'forest' = predicted category 'forest'") for w in kw.why)
+    cat = engine.search("A sandy beach", mode="category", k=3).results[0]
+    assert cat.why[0].startswith("query → sea (mapping-table word 'beach'); P(sea) = ")
+    sem = engine.search("snow and ice", mode="semantic", k=3).results[0]
+    assert any(w.startswith("learned image embedding ~ query: ") for w in sem.why)
+    assert any(w.startswith("'snow' ~ tag ") for w in sem.why)
+    hyb = engine.search("forest", mode="hybrid", k=3).results[0]
+    assert {w.split(":")[0] for w in hyb.why} >= {"keyword", "category", "semantic"}
+
+
+def test_keyword_mode_matches_whole_words_not_substrings(engine: SearchEngine) -> None:
+    # "sea" is a substring of "seashore" (an ImageNet label), which the study would match;
+    # whole-word matching only finds images whose predicted category is sea.
+    resp = engine.search("sea", mode="keyword", k=50)
+    assert resp.results
+    for r in resp.results:
+        assert any("predicted category 'sea'" in w or "label 'sea" in w for w in r.why), r.why
+        assert all("seashore" not in w for w in r.why)
+
+
+def test_category_filter_and_examples(engine: SearchEngine) -> None:
+    resp = engine.search(EXAMPLES[2], mode="semantic", k=5, category="sea")
+    assert resp.results and all(r.category == "sea" for r in resp.results)
+    with pytest.raises(ValueError, match="unknown category"):
+        engine.search("x", category="desert")
+    with pytest.raises(ValueError, match="unknown mode"):
+        engine.search("x", mode="magic")
+    for text in EXAMPLES:  # the study's sentences all give an answer
+        resp = engine.search(text, mode="hybrid", k=3)
+        assert resp.results or resp.notes
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bad_queries_give_a_clear_answer(engine: SearchEngine, mode) -> None:
+    empty = engine.search("   ", mode=mode)
+    assert empty.results == [] and "Empty query" in empty.notes[0]
+    long = engine.search("forest " * 400, mode=mode, k=3)
+    assert any("Long query" in n for n in long.notes) and long.results
+    foreign = engine.search("Una playa llena de turistas y sombrillas", mode=mode, k=3)
+    assert any("does not look like English" in n for n in foreign.notes)
+    stop = engine.search("the and of it", mode=mode, k=3)
+    assert any("No content words" in n for n in stop.notes)
+    assert stop.nearest_categories and len(stop.nearest_categories) == 3
+
+
+def test_nothing_matched_lists_the_nearest_categories(engine: SearchEngine) -> None:
+    resp = engine.search("The desert is vast and dry.", mode="keyword")
+    assert resp.results == []
+    note = resp.notes[-1]
+    assert note.startswith("No keyword of the query matches") and "Nearest categories" in note
+    cat = engine.search("The desert is vast and dry.", mode="category", k=3)
+    assert cat.results and "nearest category by meaning" in cat.notes[-1]
+
+
+def test_image_similarity_and_upload(engine: SearchEngine) -> None:
+    from core.data.images import load_rgb
+
+    src = next(i for i, lab in enumerate(engine.labels) if lab == "forest")
+    more = engine.similar(path=engine.paths[src], k=5)
+    assert engine.paths[src] not in [r.path for r in more.results]
+    assert more.results[0].why[0].startswith("backbone feature cosine")
+    assert [r.label for r in more.results].count("forest") >= 3
+    info = engine.classify_image(load_rgb(engine.paths[src]))
+    assert info["categories"][0][0] == engine.pred[src]
+    assert len(info["top_labels"]) == 5
+    up = engine.similar(feature=info["feature"], k=1, exclude_self=False)
+    assert up.results[0].path == engine.paths[src]  # the same picture is its own best match
+    assert up.results[0].score == pytest.approx(1.0, abs=1e-3)
