@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup run test lint format browser-deps bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): $(wildcard requirements*.txt) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r requirements-dev.txt
@@ -36,6 +36,8 @@ test: setup browser-deps
 
 bench: setup
 	$(PY) benchmarks/pca.py
+	$(PY) benchmarks/features.py
+	$(PY) benchmarks/keywords.py
 
 clean:
 	rm -rf $(VENV) .sceneseek .pytest_cache .ruff_cache
