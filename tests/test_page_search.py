@@ -86,3 +86,25 @@ def test_no_index_offers_to_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
     assert not at.exception
     assert "No search index" in at.info[0].value and at.button[0].label == "Build the index"
+
+
+def test_upload_classifies_and_finds_the_same_photo_first(page: AppTest, intel_small: Path) -> None:
+    photo = sorted((intel_small / "seg_test" / "forest").glob("*.jpg"))[0]
+    page.file_uploader(key="image_upload").set_value((photo.name, photo.read_bytes(), "image/jpeg"))
+    page.run()
+    assert not page.exception, page.exception
+    md = _markdown(page)
+    # The photo is in the index: image-to-image search must rank it first, cosine ~ 1.
+    first = next(m.value for m in page.markdown if m.value.startswith("**1.**"))
+    assert float(first.split()[1]) > 0.99, first
+    second = next(m.value for m in page.markdown if m.value.startswith("**2.**"))
+    assert float(second.split()[1]) < float(first.split()[1])
+    # the upload's category probabilities, most likely first
+    assert any(m.value.startswith("forest:") for m in page.markdown), md
+
+
+def test_upload_that_is_not_an_image_is_refused(page: AppTest) -> None:
+    page.file_uploader(key="image_upload").set_value(("fake.jpg", b"not a jpeg", "image/jpeg"))
+    page.run()
+    assert not page.exception, page.exception
+    assert any("fake.jpg: cannot use this file" in e.value for e in page.error)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
 from pathlib import Path
 
 import typer
@@ -11,28 +14,57 @@ from core.cli._app import app, emit_json, fail, setup_logging
 
 @app.command("index")
 def index_cmd(
-    images: Path = typer.Option(..., "--images", help="Folder of images (any layout)."),
+    images: str = typer.Option(
+        ..., "--images", help="Folder of images (any layout), or a URI: s3://, gs://, file://."
+    ),
     index: Path = typer.Option(..., "--index", help="Index folder (created when missing)."),
     run: Path | None = typer.Option(None, "--run", help="Trained run: category probabilities."),
     captions: Path | None = typer.Option(None, "--captions", help="Captions file for the images."),
     backbone: str | None = typer.Option(None, "--backbone", help="Backbone when no --run."),
     image_size: int | None = typer.Option(None, "--image-size", help="Input size (pixels)."),
     batch_size: int = typer.Option(64, "--batch-size"),
-    workers: int | None = typer.Option(None, "--workers", help="Decoding worker processes."),
+    workers: int | None = typer.Option(
+        None, "--workers", help="local: decoding processes; ray: encoder actors (default 1)."
+    ),
     chunk: int = typer.Option(512, "--chunk", help="Images per committed chunk (resume unit)."),
     device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda if any)."),
     no_mapping: bool = typer.Option(False, "--no-mapping", help="Skip fitting the text mapping."),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray."),
+    address: str | None = typer.Option(
+        None, "--address", help="ray: auto, HOST:PORT or ray://HOST:PORT (default: start one)."
+    ),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="ray: GPUs per actor."),
+    cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", help="ray: CPUs per actor."),
+    ray_resources: str | None = typer.Option(
+        None, "--ray-resources", help='ray: custom resources per actor/task, JSON: {"name": 1}.'
+    ),
+    ann_min_rows: int | None = typer.Option(
+        None, "--ann-min-rows", help="Build an ANN index from this many rows (default 100000)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Index a folder of images; re-running only processes new or changed files."""
     from tqdm import tqdm
 
-    from core.search.store import IndexError_, build_index
+    from core.search.store import ANN_MIN_ROWS, ENGINES, IndexError_, build_index
+    from core.search.uri import is_uri
 
     setup_logging(verbose)
-    if not images.is_dir():
+    if engine not in ENGINES:
+        fail(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if not is_uri(images) and not Path(images).expanduser().is_dir():
         fail(f"{images}: no such folder")
+    ray_options = None
+    if engine == "ray":
+        try:
+            resources = json.loads(ray_resources) if ray_resources else {}
+        except json.JSONDecodeError as exc:
+            fail(f"--ray-resources: not JSON ({exc})")
+        from core.search.ray_engine import RayOptions  # imports no Ray until it runs
+
+        ray_options = RayOptions(address, workers or 1, gpus_per_worker, cpus_per_worker,
+                                 resources)  # fmt: skip
     if captions is not None and not captions.is_file():
         fail(f"{captions}: no such captions file")
     bar = tqdm(desc="indexing", unit="img", disable=as_json)
@@ -41,9 +73,15 @@ def index_cmd(
         bar.total = total
         bar.update(done - bar.n)
 
+    # Ray's driver prints cluster messages (retries, dead workers) on stdout; keep stdout for
+    # the report, so --json stays one JSON object.
+    quiet = contextlib.redirect_stdout(sys.stderr) if engine == "ray" else contextlib.nullcontext()
     try:
-        stats = build_index(images, index, run, captions, backbone, image_size, batch_size,
-                            workers, chunk, device, progress)  # fmt: skip
+        with quiet:
+            stats = build_index(images, index, run, captions, backbone, image_size, batch_size,
+                                workers, chunk, device, progress, engine=engine,
+                                ray_options=ray_options, ann_min_rows=ann_min_rows
+                                if ann_min_rows is not None else ANN_MIN_ROWS)  # fmt: skip
     except (IndexError_, FileNotFoundError, ValueError, RuntimeError) as exc:
         fail(str(exc))
     finally:

@@ -50,10 +50,24 @@ class _SafeImages(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, bool, str]:
-        check = check_image(self.paths[i])
-        if check.image is None:
-            return torch.zeros(3, self.size, self.size), False, check.reason or "unreadable"
-        return self.transform(check.image), True, ""
+        return decode(self.paths[i], self.transform, self.size)
+
+
+def decode(path: str, transform: Any, size: int) -> tuple[torch.Tensor, bool, str]:
+    """(input tensor, ok, reason) for one local path or URI; never raises for bad data, so
+    one bad file cannot kill a worker (the local engine's DataLoader or a Ray task)."""
+    from core.search.uri import is_uri, read_bytes
+
+    source: str | bytes = path
+    if is_uri(path):
+        try:
+            source = read_bytes(path)
+        except OSError:
+            return torch.zeros(3, size, size), False, "unreadable"
+    check = check_image(source)
+    if check.image is None:
+        return torch.zeros(3, size, size), False, check.reason or "unreadable"
+    return transform(check.image), True, ""
 
 
 @dataclass

@@ -10,14 +10,27 @@ skipped; new or changed files are encoded in chunks, and every chunk is committe
 `merge_insert` on `path` (a LanceDB commit is atomic, so an interrupted run keeps the finished
 chunks and never leaves a half-written table). Rows under the indexed folder whose file is
 gone are deleted. `index.json` is written atomically after every commit.
+
+Two engines share everything but the encoding: `plan` decides which files need work (content
+hash against the table) and `_Writer.commit` turns an encoded batch into rows and commits
+them. The local engine encodes with a DataLoader in this process; the Ray engine
+(core.search.ray_engine) encodes on a Ray cluster and streams the batches back here, so both
+write the same table, the same way. The images may be a local folder or a URI that pyarrow's
+filesystems read (s3://, gs://, file://; core.search.uri).
+
+Vector search is exact until the table reaches `ann_min_rows`; then an ANN index
+(IVF_HNSW_SQ, cosine) is built, and rebuilt once the table has grown by `ANN_REBUILD_GROWTH`
+since; its parameters and build time go to `index.json` under "ann".
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +48,8 @@ TABLE = "images"
 META_FILE = "index.json"
 INDEX_VERSION = 1
 ANN_MIN_ROWS = 100_000  # below this an exact scan is faster than any ANN index
+ANN_REBUILD_GROWTH = 0.5  # rebuild the ANN index once the table is 1.5x its size at the build
+ENGINES = ("local", "ray")
 Progress = Callable[[int, int], None]
 
 
@@ -71,10 +86,26 @@ class ImageFile:
     label: str
 
 
-def list_images(folder: str | Path) -> list[ImageFile]:
-    """Every image under `folder`; class folders (and Intel-style split folders) become labels."""
-    from core.data.dataset import DatasetError, find_dataset
+def root_of(images: str | Path) -> str:
+    """How the index names an image root: a resolved local path, or the URI as given."""
+    from core.search.uri import is_uri
 
+    if is_uri(images):
+        return str(images).rstrip("/")
+    return str(Path(images).expanduser().resolve())
+
+
+def list_images(folder: str | Path) -> list[ImageFile]:
+    """Every image under `folder` (a local folder or a URI); class folders (and Intel-style
+    split folders) become labels."""
+    from core.data.dataset import DatasetError, find_dataset
+    from core.search.uri import is_uri, list_uri_images
+
+    if is_uri(folder):
+        try:
+            return [ImageFile(f.path, f.split, f.label) for f in list_uri_images(str(folder))]
+        except (FileNotFoundError, OSError) as exc:
+            raise IndexError_(f"{folder}: {exc}") from exc
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise IndexError_(f"{folder}: no such folder")
@@ -91,9 +122,18 @@ def list_images(folder: str | Path) -> list[ImageFile]:
     return [ImageFile(str(p.resolve()), "", "") for p in files if p.is_file()]
 
 
+def read_bytes(path: str) -> bytes:
+    """A file's bytes, from a local path or a URI."""
+    from core.search.uri import is_uri
+    from core.search.uri import read_bytes as read_uri
+
+    return read_uri(path) if is_uri(path) else Path(path).read_bytes()
+
+
 def file_sha256(path: str) -> str:
+    """Content hash ("" when the file cannot be read: it is then skipped as unreadable)."""
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return hashlib.sha256(read_bytes(path)).hexdigest()
     except OSError:
         return ""
 
@@ -161,7 +201,7 @@ def _rows(
         probs = enc.probs[i] if enc.probs is not None else None
         category = class_names[int(np.argmax(probs))] if probs is not None else ""
         labels = [imagenet[int(j)] for j in enc.top_ids[i]]
-        captions = caps.get(Path(f.path).name, [])
+        captions = caps.get(_name(f.path), [])
         cols["path"].append(f.path)
         cols["root"].append(root)
         cols["sha256"].append(shas[i])
@@ -233,6 +273,107 @@ def _check_compatible(meta: dict, identity: dict) -> None:
 
 # --- build --------------------------------------------------------------------------------------
 
+EncodedBatches = Iterator[tuple[list[int], Any]]  # (indices into the file list, embed.Encoded)
+
+
+@dataclass
+class Plan:
+    """What a run has to do: encode `todo` (indices into the file list), delete `gone`."""
+
+    todo: list[int]
+    gone: list[str]
+
+
+def plan(
+    files: Sequence[ImageFile],
+    shas: Sequence[str],
+    existing: dict[str, tuple[str, str, list[str]]],
+    caps: dict[str, list[str]],
+    captions_file: str | Path | None,
+    root: str,
+    stats: IndexStats,
+) -> Plan:
+    """Which files need work, by content hash (shared by both engines); counts the unchanged
+    and unreadable files into `stats`."""
+    todo: list[int] = []
+    for i, f in enumerate(files):
+        old = existing.get(f.path)
+        want_caps = caps.get(_name(f.path), []) if captions_file else None
+        if old and old[0] == shas[i] and (want_caps is None or want_caps == old[2]):
+            stats.unchanged += 1
+        elif shas[i]:
+            todo.append(i)
+        else:
+            stats.skipped.append({"path": f.path, "reason": "unreadable"})
+    gone = sorted(set(p for p, v in existing.items() if v[1] == root) - {f.path for f in files})
+    return Plan(todo, gone)
+
+
+def _name(path: str) -> str:
+    """A file's name, for a local path or a URI (captions are keyed by file name)."""
+    return path.rstrip("/").rsplit("/", 1)[-1] if "://" in path else Path(path).name
+
+
+@dataclass
+class _Writer:
+    """Encoded batch -> rows -> one atomic LanceDB commit + index.json (shared by engines)."""
+
+    index_dir: Path
+    meta: dict
+    encoder: Any
+    db: Any
+    tbl: Any
+    root: str
+    captions_file: str | Path | None
+    caps: dict[str, list[str]]
+    files: Sequence[ImageFile]
+    shas: Sequence[str]
+    stats: IndexStats
+    progress: Progress | None
+    total: int
+    done: int = 0
+
+    def commit(self, idx: Sequence[int], enc: Any) -> None:
+        part = [self.files[i] for i in idx]
+        for j in np.flatnonzero(~enc.ok):
+            self.stats.skipped.append({"path": part[j].path, "reason": enc.reasons[j]})
+        e = self.encoder
+        table = _rows(part, [self.shas[i] for i in idx], self.root, enc, e.class_names,
+                      e.imagenet_classes, self.caps, e.feature_dim)  # fmt: skip
+        if table.num_rows and self.tbl is None:
+            self.tbl = self.db.create_table(TABLE, data=table)
+        elif table.num_rows:
+            (
+                self.tbl.merge_insert("path")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(table)
+            )
+        self.stats.encoded += table.num_rows
+        self.stats.chunks += 1
+        self.done += len(idx)
+        self.write_meta()
+        if self.progress:
+            self.progress(self.done, self.total)
+
+    def write_meta(self) -> None:
+        _write_meta(self.index_dir, self.meta, self.encoder, self.tbl, self.root,
+                    self.captions_file, self.stats)  # fmt: skip
+
+
+def _local_batches(
+    encoder: Any, files: Sequence[ImageFile], todo: Sequence[int], batch_size: int, workers: int
+) -> EncodedBatches:
+    """The embedded engine: DataLoader workers decode, this process encodes, in file order."""
+    from core.search.embed import iter_encoded
+
+    loader = encoder.loader([files[i].path for i in todo], batch_size, workers)
+    pos = 0
+    for enc in iter_encoded(encoder, loader):
+        n = len(enc.ok)
+        yield list(todo[pos : pos + n]), enc
+        pos += n
+
 
 def build_index(
     images: str | Path,
@@ -247,16 +388,23 @@ def build_index(
     device: str | None = None,
     progress: Progress | None = None,
     encoder: Any = None,
+    engine: str = "local",
+    ray_options: Any = None,  # core.search.ray_engine.RayOptions
+    ann_min_rows: int = ANN_MIN_ROWS,
 ) -> IndexStats:
-    """Index (or update the index of) every image under `images` into `index_dir`."""
+    """Index (or update the index of) every image under `images` (a folder or a URI) into
+    `index_dir`. engine="local" encodes in this process (and never imports Ray);
+    engine="ray" encodes on a Ray cluster (`ray_options`: address, workers, GPUs)."""
     import lancedb
 
-    from core.search.embed import DEFAULT_BACKBONE, concat, iter_encoded, load_encoder
+    from core.search.embed import DEFAULT_BACKBONE, concat, load_encoder
 
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     start = time.perf_counter()
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
-    root = str(Path(images).expanduser().resolve())
+    root = root_of(images)
     files = list_images(images)
     stats = IndexStats(root=root, found=len(files))
     meta = read_meta(index_dir) if meta_path(index_dir).exists() else {}
@@ -264,7 +412,8 @@ def build_index(
         name = backbone or meta.get("encoder", {}).get("backbone") or DEFAULT_BACKBONE
         size = image_size or meta.get("encoder", {}).get("image_size")
         run_dir = run_dir or meta.get("encoder", {}).get("run")  # an update keeps the run
-        encoder = load_encoder(name, run_dir, size, device)
+        # The Ray driver only needs the encoder's identity and label names: keep it on CPU.
+        encoder = load_encoder(name, run_dir, size, "cpu" if engine == "ray" else device)
     identity = encoder.identity()
     if captions_file is None:  # keep the captions a previous run of this folder attached
         captions_file = meta.get("roots", {}).get(root, {}).get("captions")
@@ -274,70 +423,54 @@ def build_index(
     tbl = db.open_table(TABLE) if _has_table(db) else None
     existing = _existing(tbl)
     caps = captions_by_image(captions_file)
-    shas = hash_files([f.path for f in files])
 
-    todo: list[int] = []
-    for i, f in enumerate(files):
-        old = existing.get(f.path)
-        want_caps = caps.get(Path(f.path).name, []) if captions_file else None
-        if old and old[0] == shas[i] and (want_caps is None or want_caps == old[2]):
-            stats.unchanged += 1
-        elif shas[i]:
-            todo.append(i)
+    with contextlib.ExitStack() as stack:
+        if engine == "ray":
+            from core.search import ray_engine
+
+            opts = ray_options or ray_engine.RayOptions()
+            stack.enter_context(ray_engine.session(opts))
+            shas = ray_engine.hash_paths([f.path for f in files], opts)
         else:
-            stats.skipped.append({"path": f.path, "reason": "unreadable"})
-    gone = sorted(set(p for p, v in existing.items() if v[1] == root) - {f.path for f in files})
-    if gone and tbl is not None:
-        for k in range(0, len(gone), 500):  # keep the filter expression small
-            quoted = ", ".join("'" + p.replace("'", "''") + "'" for p in gone[k : k + 500])
-            tbl.delete(f"path IN ({quoted})")
-        stats.deleted = len(gone)
-
-    if progress:
-        progress(0, len(todo))
-    n_workers = workers if workers is not None else min(4, _cpus())
-    loader = encoder.loader([files[i].path for i in todo], batch_size, n_workers)
-    pending: list = []  # encoded batches not yet committed
-    done = 0
-
-    def commit() -> None:
-        nonlocal tbl, done
-        enc = concat(pending)
-        idx = todo[done : done + len(enc.ok)]
-        part = [files[i] for i in idx]
-        for j in np.flatnonzero(~enc.ok):
-            stats.skipped.append({"path": part[j].path, "reason": enc.reasons[j]})
-        table = _rows(part, [shas[i] for i in idx], root, enc, encoder.class_names,
-                      encoder.imagenet_classes, caps, encoder.feature_dim)  # fmt: skip
-        if table.num_rows and tbl is None:
-            tbl = db.create_table(TABLE, data=table)
-        elif table.num_rows:
-            (
-                tbl.merge_insert("path")
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute(table)
-            )
-        stats.encoded += table.num_rows
-        stats.chunks += 1
-        done += len(enc.ok)
-        pending.clear()
-        _write_meta(index_dir, meta, encoder, tbl, root, captions_file, stats)
+            shas = hash_files([f.path for f in files])
+        work = plan(files, shas, existing, caps, captions_file, root, stats)
+        if work.gone and tbl is not None:
+            for k in range(0, len(work.gone), 500):  # keep the filter expression small
+                quoted = ", ".join("'" + p.replace("'", "''") + "'" for p in work.gone[k : k + 500])
+                tbl.delete(f"path IN ({quoted})")
+            stats.deleted = len(work.gone)
+        writer = _Writer(index_dir, meta, encoder, db, tbl, root, captions_file, caps, files,
+                         shas, stats, progress, len(work.todo))  # fmt: skip
         if progress:
-            progress(done, len(todo))
-
-    for batch in iter_encoded(encoder, loader) if todo else []:
-        pending.append(batch)
-        if sum(len(b.ok) for b in pending) >= chunk:
-            commit()
-    if pending:
-        commit()
+            progress(0, len(work.todo))
+        if not work.todo:
+            batches: EncodedBatches = iter(())
+        elif engine == "ray":
+            batches = ray_engine.encode_batches(
+                ray_engine.EncoderSpec.of(encoder, opts),
+                [files[i].path for i in work.todo], work.todo, opts, batch_size,
+                encoder.transform(),
+            )  # fmt: skip
+        else:
+            n_workers = workers if workers is not None else min(4, _cpus())
+            batches = _local_batches(encoder, files, work.todo, batch_size, n_workers)
+        pending_idx: list[int] = []
+        pending: list = []  # encoded batches not yet committed
+        for idx, enc in batches:
+            pending_idx += idx
+            pending.append(enc)
+            if len(pending_idx) >= chunk:
+                writer.commit(pending_idx, concat(pending))
+                pending_idx, pending = [], []
+        if pending:
+            writer.commit(pending_idx, concat(pending))
+    tbl = writer.tbl
     stats.rows = tbl.count_rows() if tbl is not None else 0
-    if tbl is not None and (todo or gone):
-        _maintain(tbl, stats.rows)
+    if tbl is not None and (work.todo or work.gone or _ann_due(meta, stats.rows, ann_min_rows)):
+        _maintain(tbl, stats.rows, meta, ann_min_rows)
     stats.seconds = round(time.perf_counter() - start, 3)
     stats.images_per_second = round(stats.encoded / stats.seconds, 2) if stats.encoded else 0.0
-    _write_meta(index_dir, meta, encoder, tbl, root, captions_file, stats)
+    writer.write_meta()
     log.info("indexed %s: %s", root, stats)
     return stats
 
@@ -348,16 +481,68 @@ def _cpus() -> int:
     return os.cpu_count() or 1
 
 
-def _maintain(tbl, rows: int) -> None:
-    """Full-text index on tags + captions; an ANN index only where it beats an exact scan."""
+def _ann_due(meta: dict, rows: int, ann_min_rows: int) -> bool:
+    """An ANN index is due when the table reached the threshold and has none yet, or has
+    grown by ANN_REBUILD_GROWTH since the last build (new rows are only scanned exactly)."""
+    if rows < ann_min_rows:
+        return False
+    ann = meta.get("ann")
+    return not ann or rows >= ann["rows_at_build"] * (1 + ANN_REBUILD_GROWTH)
+
+
+def ann_params(rows: int) -> dict:
+    """IVF_HNSW_SQ settings for a table of `rows` vectors: ~sqrt(n) IVF partitions (LanceDB's
+    own rule), HNSW graph degree m and build beam ef_construction at LanceDB's defaults."""
+    return {
+        "type": "IVF_HNSW_SQ",
+        "metric": "cosine",
+        "num_partitions": max(1, round(math.sqrt(rows))),
+        "m": 20,
+        "ef_construction": 300,
+    }
+
+
+def _maintain(tbl, rows: int, meta: dict, ann_min_rows: int = ANN_MIN_ROWS) -> None:
+    """Full-text index on tags + captions; an ANN index only where it beats an exact scan,
+    (re)built per `_ann_due` and recorded in meta["ann"]."""
     try:
         from lancedb.index import FTS
 
         tbl.create_index("text", config=FTS(), replace=True)
     except Exception as exc:  # FTS is an extra; the index works without it
         log.warning("full-text index not built: %s", exc)
-    if rows >= ANN_MIN_ROWS:
-        tbl.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ")
+    meta["ann_min_rows"] = ann_min_rows
+    if not _ann_due(meta, rows, ann_min_rows):
+        return
+    from lancedb.index import HnswSq
+
+    p = ann_params(rows)
+    t0 = time.perf_counter()
+    config = HnswSq(distance_type=p["metric"], num_partitions=p["num_partitions"], m=p["m"],
+                    ef_construction=p["ef_construction"])  # fmt: skip
+    tbl.create_index("vector", config=config, replace=True)
+    meta["ann"] = {
+        **p,
+        "rows_at_build": rows,
+        "built": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    log.info("ANN index built: %s", meta["ann"])
+
+
+def index_summary(index_dir: str | Path) -> dict:
+    """What the app shows about an index: size, last update, exact or approximate search."""
+    meta = read_meta(index_dir)
+    ann = meta.get("ann")
+    threshold = meta.get("ann_min_rows", ANN_MIN_ROWS)
+    return {
+        "rows": meta.get("rows", 0),
+        "updated": meta.get("updated"),
+        "search": "approximate" if ann else "exact",
+        "ann": ann,
+        "ann_min_rows": threshold,
+        "rows_since_build": meta.get("rows", 0) - ann["rows_at_build"] if ann else None,
+    }
 
 
 def _write_meta(index_dir: Path, meta: dict, encoder: Any, tbl, root: str, captions, stats) -> None:

@@ -311,9 +311,13 @@ def fit_semantic_map(
         y = [rows["label"][i] for i in ts.label_rows]
         lr = LogisticRegression(C=cfg.category_c, max_iter=2000)
         lr.fit(feats[ts.label_rows], y)
+        coef, intercept = lr.coef_, lr.intercept_
+        if coef.shape[0] == 1:  # two classes: one row scores classes_[1]; a softmax over
+            coef = np.vstack([-coef[0] / 2, coef[0] / 2])  # -z/2, +z/2 equals its sigmoid
+            intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
         order = [list(lr.classes_).index(c) for c in ts.class_names]
-        cat_coef = lr.coef_[order].astype(np.float32)
-        cat_bias = lr.intercept_[order].astype(np.float32)
+        cat_coef = coef[order].astype(np.float32)
+        cat_bias = intercept[order].astype(np.float32)
     config = {
         "version": MAPPING_VERSION,
         "key": ts.key,

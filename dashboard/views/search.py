@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from core.search.rank import DEFAULT_MODE, EXAMPLES, MODES, SearchEngine, SearchResponse
-from core.search.store import IndexError_, meta_path, read_meta
+from core.search.store import IndexError_, index_summary, meta_path, read_meta
 from dashboard.common import cache_dir, current_data_dir
 
 INDEX_ENV = "SCENESEEK_INDEX"
@@ -45,20 +45,22 @@ def default_queries() -> Path | None:
 
 
 def stamp(index: Path) -> str:
+    """Changes whenever the index is rewritten; an argument of the cached loaders (no leading
+    underscore: Streamlit does not hash those)."""
     meta = read_meta(index)
     return f"{meta_path(index).stat().st_mtime_ns}:{meta.get('table_version')}"
 
 
 @st.cache_resource(show_spinner="Loading the index and models…", max_entries=2)
-def load_engine(index: str, _stamp: str) -> SearchEngine:
+def load_engine(index: str, version: str) -> SearchEngine:
     return SearchEngine.load(index)
 
 
 @st.cache_data(show_spinner="Evaluating every mode…", max_entries=4)
-def evaluate(index: str, _stamp: str, kind: str, source: str) -> dict:
+def evaluate(index: str, version: str, kind: str, source: str) -> dict:
     from core.search.evaluate import evaluate_captions, evaluate_queries
 
-    engine = load_engine(index, _stamp)
+    engine = load_engine(index, version)
     if kind == "queries":
         return evaluate_queries(engine, source, MODES)
     return evaluate_captions(engine, source or None, MODES)
@@ -168,7 +170,7 @@ def upload_section(engine: SearchEngine) -> None:
 
     st.subheader("Search by image")
     up = st.file_uploader("Upload a photo to classify it and find similar ones",
-                          type=["jpg", "jpeg", "png", "webp", "bmp"])  # fmt: skip
+                          type=["jpg", "jpeg", "png", "webp", "bmp"], key="image_upload")  # fmt: skip
     if up is None:
         return
     check = check_image(up.getvalue())
@@ -215,6 +217,21 @@ def evaluation_section(index: Path, engine: SearchEngine) -> None:
             st.warning(f"Caption queries not evaluated: {exc}")
 
 
+def index_status(index: Path) -> str:
+    """The index's size, last build and whether its vector search is exact or approximate."""
+    s = index_summary(index)
+    text = f"{s['rows']:,} rows · last updated {s['updated']} · LanceDB vector index: "
+    a = s["ann"]
+    if not a:
+        return text + "none, vector search is exact (an ANN index is built from "
+        f"{s['ann_min_rows']:,} rows)"
+    return text + (
+        f"approximate, {a['type']} ({a['metric']}, {a['num_partitions']} partitions, "
+        f"m={a['m']}) built {a['built']} on {a['rows_at_build']:,} rows in {a['seconds']} s"
+        f"; {s['rows_since_build']:,} rows added since"
+    )
+
+
 # --- page -------------------------------------------------------------------------------------
 
 st.title("🔎 Search")
@@ -228,6 +245,7 @@ except IndexError_ as exc:
     st.error(str(exc))
     st.stop()
 st.caption(f"Index `{index}`: {engine.n} images · categories from {engine.category_source}")
+st.caption(index_status(index))
 search_section(engine)
 like_section(engine)
 upload_section(engine)

@@ -1,0 +1,245 @@
+"""The Ray engine: encode the images of an index run on a Ray cluster with Ray Data.
+
+Only the encoding moves to the cluster; deciding what needs work and writing the index stay
+in core.search.store, shared with the local engine, so both produce the same rows:
+
+    paths (Arrow blocks) --map_batches(hash tasks)--> sha256        -> store.plan (driver)
+    todo paths --map_batches(decode tasks, CPU)--> input tensors, ok, reason
+               --map_batches(_EncoderActor pool, concurrency=N, num_gpus=G)--> features...
+               --iter_batches--> driver: store._Writer.commit per chunk (merge_insert on path)
+
+Why this shape:
+- Decoding runs in stateless CPU tasks and the model in an actor pool, Ray's batch-inference
+  pattern: the backbone loads once per actor (`__init__`), GPU actors are never starved by
+  JPEG decoding, and each stage scales on its own. When both stages ask for the same
+  resources (CPU actors), Ray Data fuses them into the actors, saving a copy of the tensors.
+- The output streams back to the driver, which commits each chunk with the same
+  `merge_insert` as the local engine instead of `write_lance` from the workers: the chunk
+  stays the atomic resume unit, index.json is updated the same way after every commit, and
+  the table is the one the app reads. The driver only receives vectors (a few KB per image),
+  so it is not the bottleneck before tens of thousands of images per second.
+- Faults: a worker process that dies takes its batch with it; Ray Data's defaults restart
+  the actor (`max_restarts=-1`) and retry its batch (`max_task_retries=-1`; tasks:
+  `max_retries=-1`), which tests/test_ray_cluster.py checks by killing one. Should a batch
+  arrive twice, the driver keeps the first copy. An undecodable image is a
+  row flagged not ok with its reason (core.search.embed.decode), recorded as skipped like in
+  the local engine. An interrupted run keeps its committed chunks; re-running encodes only
+  files whose path and content hash are not in the table.
+- Workers import `core` (install the project on every node, as for any Ray job).
+
+Ray is imported inside functions only: `--engine local` never imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Fault-injection for tests and demos: seconds each encoder actor sleeps per batch, so that a
+# worker can be killed while a batch is in flight. Read in the actor, i.e. on the worker node.
+DELAY_ENV = "SCENESEEK_RAY_BATCH_DELAY"
+HASH_BLOCK = 256  # paths per hashing task
+
+
+@dataclass
+class RayOptions:
+    """Where and how wide to run. address None starts a Ray instance in this process
+    (num_cpus of this machine unless given); "auto" joins the cluster this machine belongs
+    to; "HOST:PORT" or "ray://HOST:PORT" connects to a remote head."""
+
+    address: str | None = None
+    workers: int = 1  # encoder actors
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    resources: dict[str, float] = field(default_factory=dict)  # per actor/task: node placement
+    num_cpus: int | None = None  # only for a Ray instance started here
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What an actor needs to load the same encoder as the driver's."""
+
+    backbone: str
+    run_dir: str | None
+    image_size: int
+    amp: bool
+    device: str
+
+    @classmethod
+    def of(cls, encoder: Any, opts: RayOptions) -> EncoderSpec:
+        return cls(
+            backbone=encoder.backbone.name,
+            run_dir=encoder.run_dir,
+            image_size=int(encoder.image_size),
+            amp=bool(encoder.amp),
+            device="cuda" if opts.gpus_per_worker > 0 else "cpu",
+        )
+
+    def load(self) -> Any:
+        from core.search.embed import load_encoder
+
+        return load_encoder(self.backbone, self.run_dir, self.image_size, self.device, self.amp)
+
+
+@contextlib.contextmanager
+def session(opts: RayOptions) -> Iterator[None]:
+    """Connect to (or start) Ray for one run; a Ray instance started here is stopped after."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        kw: dict[str, Any] = {"address": opts.address, "log_to_driver": False}
+        if opts.address is None:
+            kw.update(num_cpus=opts.num_cpus, include_dashboard=False)
+        ray.init(**kw)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the CLI shows its own bar, driven by the commits
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _blocks(columns: dict[str, Sequence], rows_per_block: int) -> list:
+    """Arrow tables of at most rows_per_block rows: one Ray Data block each, so the work
+    spreads over the cluster from the first stage."""
+    import pyarrow as pa
+
+    table = pa.table({k: list(v) for k, v in columns.items()})
+    n = max(1, rows_per_block)
+    return [table.slice(k, n) for k in range(0, max(1, table.num_rows), n)]
+
+
+def _hash_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from core.search.store import file_sha256
+
+    return {"i": batch["i"], "sha256": np.array([file_sha256(p) for p in batch["path"]])}
+
+
+def hash_paths(paths: Sequence[str], opts: RayOptions) -> list[str]:
+    """Content hashes of `paths`, computed by Ray tasks on the cluster ("" = unreadable)."""
+    import ray
+
+    if not paths:
+        return []
+    ds = ray.data.from_arrow(_blocks({"i": range(len(paths)), "path": paths}, HASH_BLOCK))
+    ds = ds.map_batches(_hash_batch, batch_size=None, batch_format="numpy", num_cpus=1,
+                        resources=opts.resources or None)  # fmt: skip
+    out = [""] * len(paths)
+    for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for i, sha in zip(b["i"], b["sha256"], strict=True):
+            out[int(i)] = str(sha)
+    return out
+
+
+def _decode_batch(batch: dict[str, np.ndarray], transform: Any, size: int) -> dict[str, Any]:
+    import torch
+
+    from core.search.embed import decode
+
+    # The local engine decodes in DataLoader workers with torch's default threads per process;
+    # one thread here keeps a CPU task on its one CPU.
+    torch.set_num_threads(1)
+    xs, oks, reasons = zip(*(decode(str(p), transform, size) for p in batch["path"]), strict=True)
+    return {
+        "i": batch["i"],
+        "x": torch.stack(xs).numpy(),
+        "ok": np.array(oks, dtype=bool),
+        "reason": np.array(reasons, dtype=object),
+    }
+
+
+class _EncoderActor:
+    """One per actor: loads the backbone once, then encodes decoded batches."""
+
+    def __init__(self, spec: EncoderSpec):
+        self.encoder = spec.load()
+        self.delay = float(os.environ.get(DELAY_ENV, "0") or 0)
+        log.info("encoder actor ready in pid %s (%s)", os.getpid(), spec)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        if self.delay:
+            time.sleep(self.delay)
+        x = np.require(batch["x"], np.float32, ["C", "W"])  # Arrow-backed batches are read-only
+        enc = self.encoder.encode_tensor(torch.from_numpy(x))
+        out = {
+            "i": batch["i"],
+            "ok": batch["ok"],
+            "reason": batch["reason"],
+            "features": enc.features,
+            "top_ids": enc.top_ids,
+            "top_probs": enc.top_probs,
+        }
+        if enc.probs is not None:
+            out["probs"] = enc.probs
+        return out
+
+
+def encode_batches(
+    spec: EncoderSpec,
+    paths: Sequence[str],
+    idx: Sequence[int],
+    opts: RayOptions,
+    batch_size: int,
+    transform: Any = None,
+) -> Iterator[tuple[list[int], Any]]:
+    """(indices, embed.Encoded) per batch as the cluster finishes them (any order; each
+    index exactly once)."""
+    import ray
+
+    from core.search.embed import Encoded
+
+    if transform is None:  # the driver's encoder would give the same; avoid loading weights
+        from core.vision.backbones import create_backbone
+
+        transform = create_backbone(spec.backbone).preprocess(False, spec.image_size)
+    resources = opts.resources or None
+    ds = ray.data.from_arrow(_blocks({"i": list(idx), "path": list(paths)}, batch_size))
+    ds = ds.map_batches(
+        _decode_batch,
+        batch_size=batch_size,
+        batch_format="numpy",
+        fn_kwargs={"transform": transform, "size": spec.image_size},
+        num_cpus=1,
+        resources=resources,
+    )
+    ds = ds.map_batches(
+        _EncoderActor,
+        batch_size=batch_size,
+        batch_format="numpy",
+        fn_constructor_kwargs={"spec": spec},
+        compute=ray.data.ActorPoolStrategy(size=max(1, opts.workers)),
+        num_cpus=opts.cpus_per_worker,
+        num_gpus=opts.gpus_per_worker or None,
+        resources=resources,
+    )
+    seen: set[int] = set()
+    for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        ids = [int(i) for i in b["i"]]
+        keep = np.array([i not in seen for i in ids], dtype=bool)
+        if not keep.any():
+            continue
+        seen.update(ids)
+        yield (
+            [i for i, k in zip(ids, keep, strict=True) if k],
+            Encoded(
+                features=np.asarray(b["features"], np.float32)[keep],
+                top_ids=np.asarray(b["top_ids"], np.int32)[keep],
+                top_probs=np.asarray(b["top_probs"], np.float32)[keep],
+                probs=np.asarray(b["probs"], np.float32)[keep] if "probs" in b else None,
+                ok=np.asarray(b["ok"], bool)[keep],
+                reasons=[str(r) or None for r, k in zip(b["reason"], keep, strict=True) if k],
+            ),
+        )

@@ -1,0 +1,101 @@
+"""The ANN index: built once the table reaches the threshold, rebuilt after notable growth,
+recorded in index.json, and shown on the Search page (exact or approximate)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.io import read_json
+from core.search.store import (
+    ANN_REBUILD_GROWTH,
+    build_index,
+    index_summary,
+    load_rows,
+    open_table,
+    vector_search,
+)
+from tests.helpers import PAGES
+from tests.test_search_common import IMAGE_SIZE
+
+pytestmark = pytest.mark.slow
+THRESHOLD = 12  # a small table, so that the test exercises the real ANN build
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from core.search.embed import load_encoder
+
+    return load_encoder(image_size=IMAGE_SIZE, device="cpu")
+
+
+def _copy(intel_small: Path, out: Path, classes: tuple[str, ...], n: int) -> None:
+    for c in classes:
+        (out / c).mkdir(parents=True, exist_ok=True)
+        for f in sorted((intel_small / "seg_train" / c).glob("*.jpg"))[:n]:
+            shutil.copy2(f, out / c / f.name)
+
+
+def _vector_indices(index: Path) -> list:
+    return [i for i in open_table(index).list_indices() if "vector" in i.columns]
+
+
+def test_ann_built_recorded_and_rebuilt_on_growth(intel_small, encoder, tmp_path) -> None:
+    folder, index = tmp_path / "imgs", tmp_path / "idx"
+    _copy(intel_small, folder, ("forest", "sea"), 8)
+
+    def build():
+        return build_index(folder, index, encoder=encoder, workers=0, batch_size=8,
+                           ann_min_rows=THRESHOLD)  # fmt: skip
+
+    assert build().rows == 16
+    ann = read_json(index / "index.json")["ann"]
+    assert ann["type"] == "IVF_HNSW_SQ" and ann["metric"] == "cosine"
+    assert ann["rows_at_build"] == 16 and ann["num_partitions"] >= 1 and ann["seconds"] >= 0
+    assert len(_vector_indices(index)) == 1  # LanceDB really has it
+    vec = np.array(load_rows(index)["vector"].to_pylist())
+    hit = vector_search(index, vec[3], k=1)[0]
+    assert hit["path"] == load_rows(index)["path"][3].as_py()
+    summary = index_summary(index)
+    assert (summary["search"], summary["rows"], summary["ann_min_rows"]) == (
+        "approximate", 16, THRESHOLD)  # fmt: skip
+
+    # Small growth: the index stays; notable growth (ANN_REBUILD_GROWTH): rebuilt.
+    _copy(intel_small, folder, ("glacier",), 2)
+    assert build().rows == 18 < 16 * (1 + ANN_REBUILD_GROWTH)
+    assert read_json(index / "index.json")["ann"] == ann
+    assert index_summary(index)["rows_since_build"] == 2
+    _copy(intel_small, folder, ("glacier",), 8)
+    assert build().rows == 24 >= 16 * (1 + ANN_REBUILD_GROWTH)
+    again = read_json(index / "index.json")["ann"]
+    assert again["rows_at_build"] == 24 and again["built"] >= ann["built"]
+    assert len(_vector_indices(index)) == 1
+
+
+def test_page_shows_exact_or_approximate(intel_small, encoder, tmp_path, monkeypatch) -> None:
+    folder = tmp_path / "imgs"
+    # Three classes: the page's text mapping fails on a two-class index (reported separately).
+    _copy(intel_small, folder, ("forest", "sea", "glacier"), 6)
+    exact, approx = tmp_path / "exact", tmp_path / "approx"
+    build_index(folder, exact, encoder=encoder, workers=0, batch_size=8)
+    build_index(folder, approx, encoder=encoder, workers=0, batch_size=8, ann_min_rows=THRESHOLD)
+    assert "ann" not in read_json(exact / "index.json")
+    assert index_summary(exact)["search"] == "exact"
+    captions = {}
+    for name, index in (("exact", exact), ("approx", approx)):
+        monkeypatch.setenv("SCENESEEK_INDEX", str(index))
+        at = AppTest.from_file(str(PAGES / "search.py"), default_timeout=120)
+        at.run()
+        assert not at.exception, at.exception
+        captions[name] = "\n".join(c.value for c in at.caption)
+    built = read_json(approx / "index.json")["ann"]["built"]
+    assert (
+        "18 rows" in captions["exact"]
+        and "vector index: none, vector search is exact" in captions["exact"]
+    )
+    assert "vector index: approximate, IVF_HNSW_SQ" in captions["approx"]
+    assert f"built {built} on 18 rows" in captions["approx"]
