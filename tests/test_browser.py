@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -46,12 +47,22 @@ def _free_port() -> int:
 
 @pytest.fixture()
 def server(intel_small: Path, tmp_path: Path) -> Iterator[str]:
+    yield from _serve(
+        tmp_path, SCENESEEK_DATA=str(intel_small), SCENESEEK_RUNS=str(tmp_path / "runs")
+    )
+
+
+@pytest.fixture()
+def search_server(intel_small: Path, tmp_path: Path) -> Iterator[str]:
+    from tests.test_search_common import build_small, flickr_subset
+
+    index = build_small(intel_small, flickr_subset(tmp_path / "flickr"), tmp_path / "idx")
+    yield from _serve(tmp_path, SCENESEEK_DATA=str(intel_small), SCENESEEK_INDEX=str(index))
+
+
+def _serve(tmp_path: Path, **extra_env: str) -> Iterator[str]:
     port = _free_port()
-    env = {
-        **os.environ,
-        "SCENESEEK_DATA": str(intel_small),
-        "SCENESEEK_RUNS": str(tmp_path / "runs"),
-    }
+    env = {**os.environ, **extra_env}
     log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
@@ -99,11 +110,16 @@ def _wait_until_idle(page, timeout_s: float = 120) -> None:
     raise AssertionError("page kept running")
 
 
+def _shots() -> Path:
+    shots = Path(os.environ.get("SCENESEEK_SCREENSHOTS", REPO / "artifacts" / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots
+
+
 def test_every_page_renders_without_exception(server: str) -> None:
     from playwright.sync_api import sync_playwright
 
-    shots = Path(os.environ.get("SCENESEEK_SCREENSHOTS", REPO / "artifacts" / "screenshots"))
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = _shots()
     pages = ["", *sorted(p.stem for p in PAGES.glob("*.py") if p.stem != "home")]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
@@ -116,5 +132,33 @@ def test_every_page_renders_without_exception(server: str) -> None:
                 errors = page.locator('[data-testid="stException"]')
                 assert errors.count() == 0, f"page /{name}: {errors.first.inner_text()}"
                 assert page.locator("h1").count() >= 1
+        finally:
+            browser.close()
+
+
+def test_search_by_sentence_in_the_browser(search_server: str) -> None:
+    """Type a sentence into the running app and get the result grid with scores."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(f"{search_server}/search", wait_until="domcontentloaded")
+            _wait_until_idle(page)
+            box = page.get_by_label("Describe a scene")
+            box.fill("A serene lake surrounded by forest.")
+            box.press("Enter")
+            images = page.locator('[data-testid="stImage"]')
+            deadline = time.time() + 120
+            while images.count() < 10 and time.time() < deadline:
+                time.sleep(0.5)
+            _wait_until_idle(page)
+            page.screenshot(path=str(_shots() / "search-results.png"), full_page=True)
+            errors = page.locator('[data-testid="stException"]')
+            assert errors.count() == 0, errors.first.inner_text()
+            assert images.count() >= 10
+            # the query's analysis above the grid
+            assert page.get_by_text(re.compile(r"keywords: .*\bforest\b")).count() >= 1
         finally:
             browser.close()

@@ -223,8 +223,9 @@ def index_status(index: Path) -> str:
     text = f"{s['rows']:,} rows · last updated {s['updated']} · LanceDB vector index: "
     a = s["ann"]
     if not a:
-        return text + "none, vector search is exact (an ANN index is built from "
-        f"{s['ann_min_rows']:,} rows)"
+        return text + (
+            f"none, vector search is exact (an ANN index is built from {s['ann_min_rows']:,} rows)"
+        )
     return text + (
         f"approximate, {a['type']} ({a['metric']}, {a['num_partitions']} partitions, "
         f"m={a['m']}) built {a['built']} on {a['rows_at_build']:,} rows in {a['seconds']} s"
