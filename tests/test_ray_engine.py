@@ -135,3 +135,16 @@ def test_local_cli_never_imports_ray(folder: Path, tmp_path: Path) -> None:
     out = r.stdout.strip().splitlines()
     assert json.loads("\n".join(out[:-1]))["encoded"] == 24  # the index really was built
     assert json.loads(out[-1]) == []
+
+
+def test_ray_client_address_is_refused_with_the_way_out(folder: Path, tmp_path: Path) -> None:
+    """Ray Data cannot stream over Ray Client: say so before connecting anywhere."""
+    from typer.testing import CliRunner
+
+    from core.cli import app
+
+    r = CliRunner().invoke(app, ["index", "--images", str(folder), "--index", str(tmp_path / "i"),
+                                 "--engine", "ray", "--address", "ray://127.0.0.1:10001"])  # fmt: skip
+    assert r.exit_code != 0
+    assert "Ray Client" in r.output and "ray job submit" in r.output
+    assert not (tmp_path / "i").exists()

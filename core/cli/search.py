@@ -31,7 +31,7 @@ def index_cmd(
     no_mapping: bool = typer.Option(False, "--no-mapping", help="Skip fitting the text mapping."),
     engine: str = typer.Option("local", "--engine", help="local (this process) or ray."),
     address: str | None = typer.Option(
-        None, "--address", help="ray: auto, HOST:PORT or ray://HOST:PORT (default: start one)."
+        None, "--address", help="ray: auto or HEAD_IP:PORT (default: start a local Ray)."
     ),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="ray: GPUs per actor."),
     cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", help="ray: CPUs per actor."),
@@ -63,8 +63,11 @@ def index_cmd(
             fail(f"--ray-resources: not JSON ({exc})")
         from core.search.ray_engine import RayOptions  # imports no Ray until it runs
 
-        ray_options = RayOptions(address, workers or 1, gpus_per_worker, cpus_per_worker,
-                                 resources)  # fmt: skip
+        try:
+            ray_options = RayOptions(address, workers or 1, gpus_per_worker, cpus_per_worker,
+                                     resources)  # fmt: skip
+        except ValueError as exc:
+            fail(str(exc))
     if captions is not None and not captions.is_file():
         fail(f"{captions}: no such captions file")
     bar = tqdm(desc="indexing", unit="img", disable=as_json)

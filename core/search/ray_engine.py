@@ -54,7 +54,9 @@ HASH_BLOCK = 256  # paths per hashing task
 class RayOptions:
     """Where and how wide to run. address None starts a Ray instance in this process
     (num_cpus of this machine unless given); "auto" joins the cluster this machine belongs
-    to; "HOST:PORT" or "ray://HOST:PORT" connects to a remote head."""
+    to; "HOST:PORT" connects to a head's GCS. "ray://" (Ray Client) is refused: Ray Data's
+    streaming executor needs a real driver (with Ray 2.60 it fails with "'Worker' object
+    has no attribute 'core_worker'"), so run the command on a node or as a Ray job."""
 
     address: str | None = None
     workers: int = 1  # encoder actors
@@ -62,6 +64,17 @@ class RayOptions:
     cpus_per_worker: float = 1.0
     resources: dict[str, float] = field(default_factory=dict)  # per actor/task: node placement
     num_cpus: int | None = None  # only for a Ray instance started here
+
+    def __post_init__(self) -> None:
+        if self.address and self.address.startswith("ray://"):
+            raise ValueError(
+                f"--address {self.address}: Ray Data cannot run over Ray Client (ray://). Run "
+                "the command on a cluster node with --address auto (or HEAD_IP:6379), or "
+                "submit it as a job: ray job submit --address http://HEAD_IP:8265 "
+                "-- python -m core index ... --engine ray --address auto"
+            )
+        if self.workers < 1:
+            raise ValueError(f"--workers must be at least 1, not {self.workers}")
 
 
 @dataclass(frozen=True)
