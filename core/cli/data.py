@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from core.cli._app import app, emit_json, fail, setup_logging
+from core.cli._app import app, emit_json, fail, progress_bar, setup_logging
 
 
 @app.command("dataset")
@@ -19,8 +19,6 @@ def dataset_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Scan a data set: class counts, sizes, skipped files with reasons, duplicates."""
-    from tqdm import tqdm
-
     from core.config import resolve_cache_dir, resolve_data_dir
     from core.data.dataset import DatasetError, find_dataset
     from core.data.manifest import build_manifest
@@ -31,13 +29,8 @@ def dataset_cmd(
         ds = find_dataset(root)
     except DatasetError as exc:
         fail(str(exc))
-    bar = tqdm(total=len(ds.records), desc="checking images", unit="img", disable=as_json)
-
-    def progress(done: int, total: int) -> None:
-        bar.update(done - bar.n)
-
-    manifest = build_manifest(ds, resolve_cache_dir(cache), progress=progress)
-    bar.close()
+    with progress_bar("checking images", as_json) as progress:
+        manifest = build_manifest(ds, resolve_cache_dir(cache), progress=progress)
     dups = manifest.duplicates()
     cross = manifest.cross_class_duplicates()
     summary = {

@@ -7,33 +7,21 @@ from typing import Any
 
 import typer
 
-from core.cli._app import app, emit_json, fail, setup_logging
+from core.cli._app import app, emit_json, fail, progress_bar, setup_logging
 
 
 def _usable(
     folder: Path, split: str, cache: Path, quiet: bool
 ) -> tuple[list[Path], list[str], int]:
     """(paths, labels, n_skipped) of the usable images in a folder of class sub-folders."""
-    from tqdm import tqdm
-
     from core.data.dataset import DatasetError
     from core.vision.gray import labelled_split
 
-    bars: list[tqdm] = []  # opened on the first report, so an early error stays one line
-
-    def progress(done: int, total: int) -> None:
-        if not bars:
-            bars.append(tqdm(total=total, desc=f"checking {split} images", unit="img",
-                             disable=quiet, leave=False))  # fmt: skip
-        bars[0].update(done - bars[0].n)
-
-    try:
-        return labelled_split(folder, split, cache, progress=progress)
-    except DatasetError as exc:
-        fail(f"--{split}: {exc}")
-    finally:
-        for bar in bars:
-            bar.close()
+    with progress_bar(f"checking {split} images", quiet, leave=False) as progress:
+        try:
+            return labelled_split(folder, split, cache, progress=progress)
+        except DatasetError as exc:
+            fail(f"--{split}: {exc}")
 
 
 def _check_folders(folders: dict[str, Path]) -> None:
@@ -48,15 +36,10 @@ def _check_folders(folders: dict[str, Path]) -> None:
 
 
 def _gray(paths: list[Path], image_size: int, cache: Path, desc: str, quiet: bool) -> Any:
-    from tqdm import tqdm
-
     from core.vision.gray import load_gray_images
 
-    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=quiet, leave=False)
-    images = load_gray_images(paths, image_size, cache,
-                              progress=lambda done, _: bar.update(done - bar.n))  # fmt: skip
-    bar.close()
-    return images
+    with progress_bar(desc, quiet, leave=False) as progress:
+        return load_gray_images(paths, image_size, cache, progress=progress)
 
 
 @app.command("pca")

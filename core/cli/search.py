@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from core.cli._app import app, emit_json, fail, setup_logging
+from core.cli._app import app, emit_json, fail, progress_bar, setup_logging
 
 
 @app.command("index")
@@ -45,8 +45,6 @@ def index_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Index a folder of images; re-running only processes new or changed files."""
-    from tqdm import tqdm
-
     from core.search.store import ANN_MIN_ROWS, ENGINES, IndexError_, build_index
     from core.search.uri import is_uri
 
@@ -70,25 +68,17 @@ def index_cmd(
             fail(str(exc))
     if captions is not None and not captions.is_file():
         fail(f"{captions}: no such captions file")
-    bar = tqdm(desc="indexing", unit="img", disable=as_json)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
     # Ray's driver prints cluster messages (retries, dead workers) on stdout; keep stdout for
     # the report, so --json stays one JSON object.
     quiet = contextlib.redirect_stdout(sys.stderr) if engine == "ray" else contextlib.nullcontext()
     try:
-        with quiet:
+        with quiet, progress_bar("indexing", as_json) as progress:
             stats = build_index(images, index, run, captions, backbone, image_size, batch_size,
                                 workers, chunk, device, progress, engine=engine,
                                 ray_options=ray_options, ann_min_rows=ann_min_rows
                                 if ann_min_rows is not None else ANN_MIN_ROWS)  # fmt: skip
     except (IndexError_, FileNotFoundError, ValueError, RuntimeError) as exc:
         fail(str(exc))
-    finally:
-        bar.close()
     out = stats.to_dict()
     if not no_mapping:
         from core.search.rank import SearchEngine

@@ -196,8 +196,8 @@ def predict_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Class and probabilities per image (and the backbone's ImageNet top-5)."""
-    from core.data.images import BadImageError
-    from core.vision.predict import decode, imagenet_reference, predict_images
+    from core.data.images import BadImageError, load_rgb
+    from core.vision.predict import imagenet_reference, predict_images
     from core.vision.runs import load_trained
 
     setup_logging(verbose)
@@ -209,7 +209,7 @@ def predict_cmd(
     rows: list[dict] = []
     for path in images:
         try:
-            pred = predict_images(trained, [decode(path)], ref)[0]
+            pred = predict_images(trained, [load_rgb(path)], ref)[0]
             rows.append({"path": str(path), **pred.to_dict()})
         except BadImageError as exc:
             rows.append({"path": str(path), "error": f"not a readable image: {exc.reason}"})

@@ -19,6 +19,7 @@ LanceDB table still answers vector, filter and full-text queries for larger coll
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import re
@@ -564,11 +565,9 @@ class SearchEngine:
         return SearchResponse(query=path or "(image)", mode="image", results=results,
                               pool=int(m.sum()), seconds=time.perf_counter() - start)  # fmt: skip
 
-    @property
+    @functools.cached_property
     def _row_of(self) -> dict[str, int]:
-        if not hasattr(self, "_rows_by_path"):
-            self._rows_by_path = {p: i for i, p in enumerate(self.paths)}
-        return self._rows_by_path
+        return {p: i for i, p in enumerate(self.paths)}
 
     def encoder(self) -> Any:
         """The image encoder the index was built with (loaded on first use)."""

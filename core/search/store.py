@@ -532,7 +532,11 @@ def _maintain(tbl, rows: int, meta: dict, ann_min_rows: int = ANN_MIN_ROWS) -> N
 
 def index_summary(index_dir: str | Path) -> dict:
     """What the app shows about an index: size, last update, exact or approximate search."""
-    meta = read_meta(index_dir)
+    return meta_summary(read_meta(index_dir))
+
+
+def meta_summary(meta: dict) -> dict:
+    """`index_summary` of an index.json already read."""
     ann = meta.get("ann")
     threshold = meta.get("ann_min_rows", ANN_MIN_ROWS)
     return {

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from core.data.images import BadImageError, check_image
 from core.vision.backbones import IMAGENET, Backbone, BackboneWeightsError, create_backbone
 from core.vision.features import autocast
 from core.vision.runs import TrainedModel
@@ -39,15 +37,6 @@ def imagenet_reference(trained: TrainedModel) -> tuple[Backbone | None, str]:
         return None, f"no ImageNet top-5: {exc}"
     bb.model.to(trained.device, memory_format=torch.channels_last)
     return bb, "ImageNet top-5 from the pretrained backbone (before fine-tuning)"
-
-
-def decode(source: str | Path | bytes) -> Image.Image:
-    """An RGB image, or BadImageError with a reason a person can read."""
-    check = check_image(source)
-    if check.image is None:
-        raise BadImageError(source if isinstance(source, str | Path) else None, check.reason,
-                            check.note)  # fmt: skip
-    return check.image
 
 
 def predict_images(

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from core.search.rank import DEFAULT_MODE, EXAMPLES, MODES, SearchEngine, SearchResponse
-from core.search.store import IndexError_, index_summary, meta_path, read_meta
+from core.search.store import IndexError_, meta_path, meta_summary, read_meta
 from dashboard.common import cache_dir, current_data_dir
 
 INDEX_ENV = "SCENESEEK_INDEX"
@@ -217,9 +217,9 @@ def evaluation_section(index: Path, engine: SearchEngine) -> None:
             st.warning(f"Caption queries not evaluated: {exc}")
 
 
-def index_status(index: Path) -> str:
+def index_status(meta: dict) -> str:
     """The index's size, last build and whether its vector search is exact or approximate."""
-    s = index_summary(index)
+    s = meta_summary(meta)
     text = f"{s['rows']:,} rows · last updated {s['updated']} · LanceDB vector index: "
     a = s["ann"]
     if not a:
@@ -246,7 +246,7 @@ except IndexError_ as exc:
     st.error(str(exc))
     st.stop()
 st.caption(f"Index `{index}`: {engine.n} images · categories from {engine.category_source}")
-st.caption(index_status(index))
+st.caption(index_status(engine.meta))  # the meta the cached engine was loaded with
 search_section(engine)
 like_section(engine)
 upload_section(engine)
