@@ -119,7 +119,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sceneseek-bench-") as tmp:
         tmp = Path(tmp)
         n = copy_subset(args.data, args.n, tmp / "imgs")
-        common = {"encoder": encoder, "batch_size": args.batch_size, "chunk": 256}
+        # derive=False: the encoding engines alone (the derived columns are the same driver work)
+        common = {"encoder": encoder, "batch_size": args.batch_size, "chunk": 256, "derive": False}
 
         local = build_index(tmp / "imgs", tmp / "local", workers=args.local_workers, **common)
 

@@ -1,27 +1,43 @@
-"""Search speed, each figure against a baseline timed in the same run.
+"""Search at scale: a synthetic index of N rows with the real column layout, every mode served
+by the index, each mode's results against exact search on the same data.
 
-1. Query latency after load on a real index (about 10k images), per mode; baseline: the
-   study's linear scan, substring-matching query words against each image's top label.
-2. An ANN index (LanceDB IVF_HNSW_SQ) on a synthetic set of clustered vectors: p50 latency and
-   recall@10 against exact search; baseline: an exact scan (numpy) of the same vectors.
-3. Indexing throughput in images per second; baseline: the study's way, one image at a time
-   in float32 without decoding workers.
+    .venv/bin/python benchmarks/search.py --rows 1000000 --json
 
-    .venv/bin/python benchmarks/search.py --index INDEX_DIR [--ann-size 1000000] [--skip-ann]
+1. Build (this process): N rows in chunks -- backbone vectors (1280-d) and semantic vectors
+   (384-d), both unit length around 1,000 cluster centres; six-class probabilities and the
+   predicted category; ImageNet top-5 ids, labels and probabilities; a caption for one row in
+   five; the `text` column -- written as one LanceDB table, then indexed exactly as
+   `python -m core index` does (core.search.store._maintain: full-text, bitmap, and IVF_PQ
+   on both vector columns once N >= --ann-min-rows). While generating, the exact answers of
+   every benchmark query are kept: top-200 by cosine (semantic, image), by probability
+   (category) and by BM25 computed here from the token counts (keyword); hybrid's reference is
+   reciprocal-rank fusion over those exact lists.
+2. Serve (a fresh process, so its memory is the serving process's alone): SearchEngine.load
+   (the real one: ONNX sentence encoder, table opened, no vectors loaded), then each mode's
+   retriever answers the queries through the index; p50/p95 latency (retrieval plus building
+   the results with their explanations) and recall@10 against the exact answers (a returned
+   row counts when its exact score reaches the exact 10th best: ties are not misses).
+   Query analysis (keywords, categories, the MiniLM embedding) is timed apart with real
+   sentences (`analysis`): it does not depend on N. rss_mb is the serving process's peak
+   resident memory (ru_maxrss), models included.
 
-The index is built with `python -m core index --images DIR --index INDEX_DIR`. Shared data
-come from $SCENESEEK_SHARED_DATA (default ../shared/data).
+Prints one JSON object: {"rows", "modes": {MODE: {"p50_ms", "p95_ms", "recall@10"}},
+"rss_mb", "build_s", "ann", ...}.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import os
+import math
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -29,183 +45,376 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs) * 1000, q))
-
-
-def query_set() -> list[str]:
-    from core.search.evaluate import read_queries
-    from core.search.rank import EXAMPLES
-
-    return [*EXAMPLES, *[q for q, _ in read_queries(ROOT / "tests" / "data" / "queries.csv")]]
-
-
-def study_scan(engine, query: str) -> list[int]:
-    """The study's matching, restated: query words as substrings of each image's top label."""
-    words = [w for w in query.lower().replace(".", " ").split() if len(w) > 2]
-    labels = [engine.imagenet[int(i)] for i in engine.top_ids[:, 0]]
-    return [i for i, lab in enumerate(labels) if any(w in lab for w in words)]
-
-
-def bench_queries(index: Path, repeats: int) -> dict:
-    from core.search.rank import MODES, SearchEngine
-
-    t0 = time.perf_counter()
-    engine = SearchEngine.load(index)
-    load_s = time.perf_counter() - t0
-    queries = query_set()
-    out: dict = {"index_rows": engine.n, "load_seconds": round(load_s, 2),
-                 "queries": len(queries), "repeats": repeats, "modes": {}}  # fmt: skip
-    for mode in MODES:
-        engine.search(queries[0], mode)  # warm
-        times = []
-        for _ in range(repeats):
-            for q in queries:
-                t = time.perf_counter()
-                engine.search(q, mode, k=10)
-                times.append(time.perf_counter() - t)
-        out["modes"][mode] = {
-            "p50_ms": round(pct(times, 50), 2),
-            "p95_ms": round(pct(times, 95), 2),
-        }
-    base = []
-    for _ in range(repeats):
-        for q in queries:
-            t = time.perf_counter()
-            study_scan(engine, q)
-            base.append(time.perf_counter() - t)
-    out["baseline_study_scan"] = {
-        "p50_ms": round(pct(base, 50), 2),
-        "p95_ms": round(pct(base, 95), 2),
-    }
-    return out
+BACKBONE_DIM, SEMANTIC_DIM = 1280, 384
+CLASSES = ["buildings", "forest", "glacier", "mountain", "sea", "street"]
+CENTRES = 1000
+CHUNK = 50_000
+REF_K = 200  # exact candidates kept per query (hybrid fuses top-200 lists)
+WORDS = [
+    "people",
+    "dog",
+    "water",
+    "snow",
+    "grass",
+    "city",
+    "road",
+    "beach",
+    "tree",
+    "sky",
+    "child",
+    "man",
+    "woman",
+    "red",
+    "blue",
+    "running",
+    "sitting",
+    "standing",
+    "mountain",
+    "lake",
+    "river",
+    "sand",
+    "rock",
+    "building",
+    "street",
+    "car",
+]
+K1, B = 1.2, 0.75  # BM25 (Lance's defaults)
+TEXT_QUERIES = ("A serene lake surrounded by forest.", "The beach is full of tourists.",
+                "snowy peaks above a valley", "a busy street with cars")  # fmt: skip
 
 
-def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
-    """Unit vectors around 1,000 centres: closer to real embeddings than uniform noise."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((1000, dim)).astype(np.float32)
-    out = np.empty((n, dim), np.float32)
-    step = 100_000
-    for a in range(0, n, step):
-        b = min(n, a + step)
-        out[a:b] = centres[rng.integers(0, 1000, b - a)] + 0.6 * rng.standard_normal((b - a, dim))
-    out /= np.linalg.norm(out, axis=1, keepdims=True)
-    return out
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def bench_ann(n: int, dim: int, n_queries: int, folder: Path) -> dict:
-    import lancedb
+class TopK:
+    """Streaming exact top-k per query: scores (Q, n) chunk by chunk."""
+
+    def __init__(self, q: int, k: int) -> None:
+        self.k = k
+        self.scores = np.full((q, 0), -np.inf, np.float32)
+        self.ids = np.zeros((q, 0), np.int64)
+
+    def add(self, scores: np.ndarray, offset: int) -> None:
+        s = np.concatenate([self.scores, scores], 1)
+        ids = np.concatenate([self.ids, np.broadcast_to(np.arange(scores.shape[1]) + offset,
+                                                        scores.shape)], 1)  # fmt: skip
+        keep = np.argsort(-s, axis=1, kind="stable")[:, : self.k]
+        self.scores = np.take_along_axis(s, keep, 1)
+        self.ids = np.take_along_axis(ids, keep, 1)
+
+
+def synth(n: int, seed: int, labels: list[str]):
+    """Generator of (Arrow record batch, token lists, arrays) chunk by chunk."""
     import pyarrow as pa
 
-    vecs = clustered(n, dim)
-    rng = np.random.default_rng(1)
-    queries = vecs[rng.integers(0, n, n_queries)] + 0.05 * rng.standard_normal((n_queries, dim))
-    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
-    t = time.perf_counter()
+    from core.search.store import tag_text
+
+    rng = np.random.default_rng(seed)
+    c_back = rng.standard_normal((CENTRES, BACKBONE_DIM)).astype(np.float32)
+    c_sem = rng.standard_normal((CENTRES, SEMANTIC_DIM)).astype(np.float32)
+    c_logit = rng.standard_normal((CENTRES, len(CLASSES))).astype(np.float32) * 2.5
+    c_labels = rng.integers(0, len(labels), (CENTRES, 8))
+    for a in range(0, n, CHUNK):
+        m = min(CHUNK, n - a)
+        c = rng.integers(0, CENTRES, m)
+        back = unit(c_back[c] + 0.6 * rng.standard_normal((m, BACKBONE_DIM), np.float32))
+        sem = unit(c_sem[c] + 0.6 * rng.standard_normal((m, SEMANTIC_DIM), np.float32))
+        z = c_logit[c] + rng.standard_normal((m, len(CLASSES)), np.float32)
+        probs = np.exp(z - z.max(1, keepdims=True))
+        probs = (probs / probs.sum(1, keepdims=True)).astype(np.float32)
+        cat = [CLASSES[i] for i in probs.argmax(1)]
+        pick = np.sort(rng.permuted(np.tile(np.arange(8), (m, 1)), axis=1)[:, :5], axis=1)
+        top_ids = np.take_along_axis(c_labels[c], pick, 1).astype(np.int32)
+        tp = np.sort(rng.dirichlet(np.ones(5) * 0.7, m).astype(np.float32), axis=1)[:, ::-1]
+        has_cap = rng.random(m) < 0.2
+        caps = [[" ".join(rng.choice(WORDS, 6))] if h else [] for h in has_cap]
+        top_labels = [[labels[j] for j in row] for row in top_ids]
+        text = [tag_text(cat[i], top_labels[i], caps[i]) for i in range(m)]
+        split = np.where(rng.random(m) < 0.8, "train", "test")
+        paths = [f"/synthetic/{a + i:08d}.jpg" for i in range(m)]
+        batch = pa.RecordBatch.from_pydict({
+            "path": paths, "root": ["/synthetic"] * m,
+            "sha256": [f"{a + i:064x}" for i in range(m)], "split": split.tolist(),
+            "label": cat, "category": cat,
+            "probs": pa.array(probs.tolist(), pa.list_(pa.float32())),
+            "top_ids": pa.array(top_ids.tolist(), pa.list_(pa.int32())),
+            "top_labels": top_labels,
+            "top_probs": pa.array(tp.tolist(), pa.list_(pa.float32())),
+            "captions": pa.array(caps, pa.list_(pa.string())), "text": text,
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(back.reshape(-1)), BACKBONE_DIM),
+            "semantic": pa.FixedSizeListArray.from_arrays(pa.array(sem.reshape(-1)), SEMANTIC_DIM),
+            "class_probs": pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)),
+                                                             len(CLASSES)),
+        })  # fmt: skip
+        tokens = [_tokens(t) for t in text]
+        yield a, batch, tokens, back, sem, probs
+
+
+def _tokens(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def make_queries(q: int, seed: int):
+    """Query vectors drawn like new images of the collection, class weights, keyword sets."""
+    rng = np.random.default_rng(seed)
+    src = np.random.default_rng(0)  # the build's centres (same seed, same draws)
+    c_back = src.standard_normal((CENTRES, BACKBONE_DIM)).astype(np.float32)
+    c_sem = src.standard_normal((CENTRES, SEMANTIC_DIM)).astype(np.float32)
+    c = rng.integers(0, CENTRES, q)
+    image = unit(c_back[c] + 0.6 * rng.standard_normal((q, BACKBONE_DIM), np.float32))
+    sem = unit(c_sem[c] + 0.6 * rng.standard_normal((q, SEMANTIC_DIM), np.float32))
+    cls = np.zeros((q, len(CLASSES)), np.float32)
+    for i in range(q):
+        cls[i, rng.choice(len(CLASSES), 1 + (i % 2), replace=False)] = 1.0
+    kw = [list(rng.choice(WORDS, 2, replace=False)) for _ in range(q)]
+    return image, sem, cls, kw
+
+
+def build(folder: Path, n: int, n_queries: int, ann_min_rows: int) -> dict:
+    import lancedb
+    import pyarrow as pa
+    from scipy import sparse
+
+    from core.io import atomic_write_json
+    from core.search.store import INDEX_VERSION, TABLE, _maintain
+    from core.vision.backbones import imagenet_classes
+
+    labels = imagenet_classes()
+    from core.search.textonnx import ensure_export
+
+    ensure_export()  # the query-side sentence encoder, as `python -m core index` exports it
+    image_q, sem_q, cls_q, kw_q = make_queries(n_queries, 1)
+    refs = {m: TopK(n_queries, REF_K) for m in ("image", "semantic", "category")}
+    vocab: dict[str, int] = {}
+    # token counts as compact arrays: 1M rows hold ~15M (row, term, count) entries
+    rows_idx, cols_idx, vals, lengths = (array("i"), array("i"), array("f"), array("i"))
+    gen = synth(n, 0, labels)
+    first = next(gen)
+    schema = first[1].schema
+    t0 = time.perf_counter()
+
+    def batches():
+        for a, batch, tokens, back, sem, probs in itertools.chain([first], gen):
+            refs["image"].add(image_q @ back.T, a)
+            refs["semantic"].add(sem_q @ sem.T, a)
+            refs["category"].add((cls_q / cls_q.sum(1, keepdims=True)) @ probs.T, a)
+            for i, toks in enumerate(tokens):
+                lengths.append(len(toks))
+                counts: dict[int, int] = {}
+                for t in toks:
+                    j = vocab.setdefault(t, len(vocab))
+                    counts[j] = counts.get(j, 0) + 1
+                rows_idx.extend([a + i] * len(counts))
+                cols_idx.extend(counts)
+                vals.extend(counts.values())
+            print(f"  generated {a + len(tokens):,} rows", file=sys.stderr, flush=True)
+            yield batch
+
     db = lancedb.connect(str(folder))
-    table = pa.table({"id": np.arange(n),
-                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), dim)})  # fmt: skip
-    tbl = db.create_table("ann", data=table, mode="overwrite")
-    write_s = time.perf_counter() - t
-    t = time.perf_counter()
-    parts = max(1, int(np.sqrt(n)))
-    tbl.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ",
-                     num_partitions=parts)  # fmt: skip
-    build_s = time.perf_counter() - t
-    exact, exact_t = [], []
-    for q in queries:
-        t = time.perf_counter()
-        s = vecs @ q
-        top = np.argpartition(-s, 10)[:10]
-        exact_t.append(time.perf_counter() - t)
-        exact.append(set(top.tolist()))
-    res: dict = {"vectors": n, "dim": dim, "partitions": parts, "write_seconds": round(write_s, 1),
-                 "index_build_seconds": round(build_s, 1),
-                 "baseline_exact_numpy": {"p50_ms": round(pct(exact_t, 50), 2)}, "settings": []}  # fmt: skip
-    # nprobes: partitions visited; ef: HNSW candidate list; refine_factor: re-rank that many
-    # times k candidates with the full-precision vectors (undoes the SQ quantisation error).
-    for nprobes, ef, refine in ((20, 100, None), (20, 200, 5), (40, 400, 10)):
-        hits, times = 0, []
-        for q, truth in zip(queries, exact, strict=True):
-            t = time.perf_counter()
-            query = tbl.search(q).metric("cosine").nprobes(nprobes).ef(ef)
-            if refine:
-                query = query.refine_factor(refine)
-            got = query.limit(10).select(["id"]).to_arrow()["id"].to_pylist()
-            times.append(time.perf_counter() - t)
-            hits += len(truth & set(got))
-        res["settings"].append({"nprobes": nprobes, "ef": ef, "refine_factor": refine,
-                                "p50_ms": round(pct(times, 50), 2),
-                                "p95_ms": round(pct(times, 95), 2),
-                                "recall@10": round(hits / (10 * len(queries)), 4)})  # fmt: skip
-    return res
+    tbl = db.create_table(TABLE, data=pa.RecordBatchReader.from_batches(schema, batches()),
+                          mode="overwrite")  # fmt: skip
+    write_s = time.perf_counter() - t0
+    meta = {"version": INDEX_VERSION, "rows": n, "classes": CLASSES,
+            "category_source": "synthetic", "splits": ["test", "train"],
+            "semantic": {"key": "synthetic", "dim": SEMANTIC_DIM, "source": "mapping"},
+            "encoder": {"backbone": "synthetic", "feature_dim": BACKBONE_DIM}}  # fmt: skip
+    t1 = time.perf_counter()
+    _maintain(tbl, n, meta, ann_min_rows)
+    index_s = time.perf_counter() - t1
+    meta["table_version"] = tbl.version
+    atomic_write_json(folder / "index.json", meta)
+    # exact BM25 reference for the keyword queries
+    tf = sparse.csc_matrix((np.frombuffer(vals, np.float32),
+                            (np.frombuffer(rows_idx, np.int32), np.frombuffer(cols_idx, np.int32))),
+                           shape=(n, len(vocab)))  # fmt: skip
+    dl = np.array(lengths, np.float32)
+    avgdl = float(dl.mean())
+    df = np.diff(tf.indptr)
+    kw_ids, kw_scores = [], []
+    for words in kw_q:
+        s = np.zeros(n, np.float32)
+        for w in words:
+            j = vocab.get(w)
+            if j is None:
+                continue
+            idf = math.log(1 + (n - df[j] + 0.5) / (df[j] + 0.5))
+            col = tf[:, j]
+            r, f = col.indices, col.data
+            s[r] += idf * f * (K1 + 1) / (f + K1 * (1 - B + B * dl[r] / avgdl))
+        top = np.argsort(-s, kind="stable")[:REF_K]
+        kw_ids.append(top)
+        kw_scores.append(s[top])
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    np.savez(folder / "bench_queries.npz", image=image_q, semantic=sem_q, category=cls_q,
+             keyword=np.array([" ".join(w) for w in kw_q]),
+             **{f"ref_{m}_ids": refs[m].ids for m in ("image", "semantic", "category")},
+             **{f"ref_{m}_scores": refs[m].scores for m in ("image", "semantic", "category")},
+             ref_keyword_ids=np.stack(kw_ids), ref_keyword_scores=np.stack(kw_scores))  # fmt: skip
+    return {"write_s": round(write_s, 1), "index_s": round(index_s, 1),
+            "build_s": round(write_s + index_s, 1), "disk_gb": round(size / 1e9, 2),
+            "ann": bool(meta.get("ann")), "ann_params": meta.get("ann")}  # fmt: skip
 
 
-def bench_indexing(n: int) -> dict:
-    import torch
+# --- serving (a fresh process) ------------------------------------------------------------------
 
-    from core.search import build_index
-    from core.search.embed import load_encoder
-    from core.vision.features import pick_device
 
-    shared = Path(os.environ.get("SCENESEEK_SHARED_DATA", ROOT.parent / "shared" / "data"))
-    files = sorted((shared / "intel" / "seg_test").rglob("*.jpg"))[::4][:n]
-    tmp = Path(tempfile.mkdtemp(prefix="bench_index_"))
-    try:
-        for f in files:
-            (tmp / "imgs" / f.parent.name).mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, tmp / "imgs" / f.parent.name / f.name)
-        enc = load_encoder()
-        t = time.perf_counter()
-        stats = build_index(tmp / "imgs", tmp / "idx", encoder=enc, workers=2)
-        ours = stats.encoded / (time.perf_counter() - t)
-        # The study's way: one image at a time, float32, decoding in the main process.
-        from core.data.images import load_rgb
+def rrf(lists: list[np.ndarray], k: int) -> list[int]:
+    fused: dict[int, float] = {}
+    for ids in lists:
+        for rank, i in enumerate(ids, 1):
+            fused[int(i)] = fused.get(int(i), 0.0) + 1.0 / (60 + rank)
+    return [i for i, _ in sorted(fused.items(), key=lambda t: -t[1])[:k]]
 
-        dev = pick_device("cpu")
-        model = enc.backbone.model.float().to(dev, memory_format=torch.contiguous_format)
-        tf = enc.transform()
-        sample = files[: min(64, len(files))]
-        t = time.perf_counter()
-        with torch.inference_mode():
-            for f in sample:
-                x = tf(load_rgb(f))[None]
-                model.imagenet_head(model(x)).softmax(1)
-        base = len(sample) / (time.perf_counter() - t)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return {"images": stats.encoded, "images_per_second": round(ours, 1),
-            "baseline_one_by_one_fp32_per_second": round(base, 1), "speedup": round(ours / base, 2)}  # fmt: skip
+
+def serve(folder: Path, repeats: int, sweep: bool = True) -> dict:
+    from core.search.engine import SearchEngine
+    from core.search.query import Query
+
+    z = np.load(folder / "bench_queries.npz")
+    t0 = time.perf_counter()
+    engine = SearchEngine.load(folder)
+    load_s = time.perf_counter() - t0
+    n_q = len(z["semantic"])
+    classes = engine.classes
+
+    def query(i: int) -> Query:
+        kws = {w: 1.0 for w in str(z["keyword"][i]).split()}
+        return Query("", list(kws), kws, z["category"][i].astype(float), {}, z["semantic"][i],
+                     {}, [(classes[0], 0.5)], [])  # fmt: skip
+
+    def answer(i: int, mode: str) -> list[int]:
+        """The served path after analysis: retrieval, exclusion, explanations, floor."""
+        if mode == "image":
+            resp = engine.similar(feature=z["image"][i], k=10)
+        else:
+            resp = engine.search_query(query(i), mode, 10)
+        answer.search = resp.search  # type: ignore[attr-defined]
+        return [int(Path(r.path).stem) for r in resp.results]
+
+    def recall(i: int, mode: str, got: list[int]) -> int:
+        if mode == "hybrid":
+            truth = rrf([z[f"ref_{m}_ids"][i] for m in ("keyword", "category", "semantic")], 10)
+            return len(set(truth) & set(got))
+        ids, sc = z[f"ref_{mode}_ids"][i], z[f"ref_{mode}_scores"][i]
+        score_of = dict(zip(ids.tolist(), sc.tolist(), strict=True))
+        return sum(score_of.get(g, -np.inf) >= sc[9] - 1e-5 for g in got)
+
+    def measure(mode: str) -> dict:
+        times, hits = [], 0
+        for rep in range(repeats):
+            for i in range(n_q):
+                t = time.perf_counter()
+                got = answer(i, mode)
+                times.append(time.perf_counter() - t)
+                if rep == 0:
+                    hits += recall(i, mode, got)
+        ms = np.array(times) * 1000
+        return {"p50_ms": round(float(np.percentile(ms, 50)), 2),
+                "p95_ms": round(float(np.percentile(ms, 95)), 2),
+                "recall@10": round(hits / (10 * n_q), 4), "search": answer.search}  # fmt: skip
+
+    with single_threaded_blas():
+        out: dict = {"modes": {m: measure(m) for m in
+                               ("keyword", "category", "semantic", "hybrid", "image")}}  # fmt: skip
+        if sweep and engine.table.is_ann("semantic"):
+            # the ANN query settings around the recorded ones: what recall costs in latency
+            ann = engine.meta["ann"]
+            rows = []
+            for nprobes, refine in (
+                (ann["nprobes"], ann["refine_factor"]),
+                (2 * ann["nprobes"], ann["refine_factor"]),
+                (2 * ann["nprobes"], 2 * ann["refine_factor"]),
+                (4 * ann["nprobes"], 2 * ann["refine_factor"]),
+            ):
+                for col in engine.meta["ann"]["columns"].values():
+                    col.update(nprobes=nprobes, refine_factor=refine)
+                row = {"nprobes": nprobes, "refine_factor": refine}
+                for mode in ("semantic", "image"):
+                    m = measure(mode)
+                    row[mode] = {k: m[k] for k in ("p50_ms", "recall@10")}
+                rows.append(row)
+            out["ann_sweep"] = rows
+        times = []
+        for _ in range(repeats):
+            for text in TEXT_QUERIES:
+                t = time.perf_counter()
+                engine.analyze(text)
+                times.append(time.perf_counter() - t)
+    out["analysis"] = {"p50_ms": round(float(np.percentile(np.array(times) * 1000, 50)), 2),
+                       "text_encoder": type(engine.text).__name__}  # fmt: skip
+    out["load_s"] = round(load_s, 2)
+    out["rss_mb"] = peak_rss_mb()
+    out["torch_imported"] = "torch" in sys.modules
+    return out
+
+
+def single_threaded_blas():
+    from core.search.engine import single_threaded
+
+    return single_threaded()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss
+    over fork + exec, so a child would report its parent's (the builder's) peak."""
+    import re
+
+    status = Path("/proc/self/status").read_text()
+    found = re.search(r"VmHWM:\s+(\d+) kB", status)
+    if found:
+        return round(int(found.group(1)) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--index", type=Path, help="A built index (about 10k images).")
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--ann-size", type=int, default=1_000_000)
-    ap.add_argument("--ann-dim", type=int, default=384)
-    ap.add_argument("--ann-queries", type=int, default=100)
-    ap.add_argument("--skip-ann", action="store_true")
     ap.add_argument(
-        "--index-images", type=int, default=256, help="Images for throughput (0: skip)."
+        "--ann-min-rows",
+        type=int,
+        default=None,
+        help="ANN from this many rows (default: the index's, 100000).",
     )
+    ap.add_argument("--folder", type=Path, help="Where to build (default: a temp folder).")
+    ap.add_argument("--keep", action="store_true", help="Keep the built index.")
+    ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # the serving subprocess
+    ap.add_argument("--serve-only", type=Path, help="Serve a kept index again (no build).")
+    ap.add_argument("--json", action="store_true", help="Print one JSON object only.")
     args = ap.parse_args()
-    out: dict = {}
-    if args.index:
-        out["query_latency"] = bench_queries(args.index, args.repeats)
-        print(json.dumps(out["query_latency"], indent=2), flush=True)
-    if not args.skip_ann:
-        folder = Path(tempfile.mkdtemp(prefix="bench_ann_"))
-        try:
-            out["ann"] = bench_ann(args.ann_size, args.ann_dim, args.ann_queries, folder)
-        finally:
+    if args.serve:
+        print(json.dumps(serve(args.serve, args.repeats)))
+        return
+    from core.search.store import ANN_MIN_ROWS
+
+    folder = args.serve_only or args.folder or Path(tempfile.mkdtemp(prefix="bench_search_"))
+    try:
+        if args.serve_only:
+            b = json.loads((folder / "bench_build.json").read_text())
+            args.rows, args.queries = b["rows"], b["queries"]
+        else:
+            b = build(folder, args.rows, args.queries, args.ann_min_rows or ANN_MIN_ROWS)
+            b.update(rows=args.rows, queries=args.queries)
+            (folder / "bench_build.json").write_text(json.dumps(b))
+        r = subprocess.run([sys.executable, __file__, "--serve", str(folder), "--repeats",
+                            str(args.repeats)], capture_output=True, text=True, check=False)  # fmt: skip
+        if r.returncode:
+            sys.exit(f"serving process failed: {r.stderr.strip().splitlines()[-1:]}")
+        s = json.loads(r.stdout.strip().splitlines()[-1])
+    finally:
+        if not args.keep and not args.folder and not args.serve_only:
             shutil.rmtree(folder, ignore_errors=True)
-        print(json.dumps(out["ann"], indent=2), flush=True)
-    if args.index_images:
-        out["indexing"] = bench_indexing(args.index_images)
-        print(json.dumps(out["indexing"], indent=2), flush=True)
+    out = {"rows": args.rows, "modes": s["modes"], "rss_mb": s["rss_mb"],
+           "build_s": b["build_s"], "ann": b["ann"], "write_s": b["write_s"],
+           "index_s": b["index_s"], "disk_gb": b["disk_gb"], "ann_params": b["ann_params"],
+           "analysis": s["analysis"], "load_s": s["load_s"], "ann_sweep": s.get("ann_sweep"),
+           "serving_imports_torch": s["torch_imported"], "queries": args.queries,
+           "repeats": args.repeats}  # fmt: skip
+    print(json.dumps(out, indent=None if args.json else 2))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ pages = [
     st.Page(str(PAGES / "train.py"), title="Train a CNN", icon="🧠"),
     st.Page(str(PAGES / "runs.py"), title="Runs & evaluation", icon="📈"),
     st.Page(str(PAGES / "search.py"), title="Search", icon="🔎"),
+    st.Page(str(PAGES / "curate.py"), title="Curate", icon="🧹"),
 ]
 nav = st.navigation(pages)
 data_sidebar()

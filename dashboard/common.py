@@ -5,12 +5,15 @@ Pages call `current_data_dir()` so each page also runs on its own (AppTest)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import streamlit as st
+from PIL import Image
 
 from core.config import data_dir_source, resolve_cache_dir, resolve_data_dir
 from core.data.dataset import Dataset, DatasetError, find_dataset
+from core.data.images import open_for_display
 from core.data.manifest import Manifest, build_manifest
 
 DATA_KEY = "data_dir"
@@ -24,6 +27,26 @@ def current_data_dir() -> Path:
 
 def cache_dir() -> Path:
     return resolve_cache_dir()
+
+
+THUMB_SIDE = 384
+
+
+@st.cache_data(show_spinner=False, max_entries=2048)
+def _thumbnail(path: str, stamp: str, max_side: int) -> Image.Image:
+    return open_for_display(path, max_side)
+
+
+def thumbnail(path: str | Path, max_side: int = THUMB_SIDE) -> Image.Image:
+    """Every image a page shows comes through here: 8-bit RGB whatever the file's mode
+    (16-bit PNG, CMYK, alpha...), reduced to `max_side`, or a placeholder saying why it
+    cannot be shown (a file moved or deleted since it was listed). Never raises."""
+    try:
+        st_ = os.stat(path)
+        stamp = f"{st_.st_size}:{st_.st_mtime_ns}"
+    except (OSError, ValueError):
+        stamp = "missing"
+    return _thumbnail(str(path), stamp, max_side)
 
 
 @st.cache_data(show_spinner=False, ttl=60)

@@ -13,20 +13,28 @@ from plotly.subplots import make_subplots
 MARGIN = dict(t=40, b=10, l=10, r=10)
 SCORES = {"accuracy": "accuracy", "macro_precision": "precision", "macro_recall": "recall",
           "macro_f1": "F1"}  # fmt: skip
+VAL_SCORES = {"val_accuracy": "validation accuracy", "val_macro_f1": "validation F1"}
 
 
 def training_curves(metrics: Sequence[Mapping], title: str = "") -> go.Figure:
-    """Loss (left) and test scores (right) per epoch."""
+    """Loss (left) and scores (right) per epoch: validation (which chooses the checkpoint,
+    dashed) and test (which only reports)."""
     df = pd.DataFrame(list(metrics))
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "test scores"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "scores"))
     if df.empty:
         return fig
     fig.add_trace(go.Scatter(x=df["epoch"], y=df["train_loss"], name="train loss"), 1, 1)
+    if "val_loss" in df:
+        fig.add_trace(go.Scatter(x=df["epoch"], y=df["val_loss"], name="validation loss",
+                                 line=dict(dash="dash")), 1, 1)  # fmt: skip
     if "test_loss" in df:
         fig.add_trace(go.Scatter(x=df["epoch"], y=df["test_loss"], name="test loss"), 1, 1)
+    if "val_accuracy" in df:
+        fig.add_trace(go.Scatter(x=df["epoch"], y=df["val_accuracy"], name="validation accuracy",
+                                 line=dict(dash="dash")), 1, 2)  # fmt: skip
     for key, label in SCORES.items():
         if key in df:
-            fig.add_trace(go.Scatter(x=df["epoch"], y=df[key], name=label), 1, 2)
+            fig.add_trace(go.Scatter(x=df["epoch"], y=df[key], name=f"test {label}"), 1, 2)
     fig.update_xaxes(title_text="epoch", dtick=1 if len(df) <= 20 else None)
     fig.update_layout(height=340, margin=MARGIN, title=title or None)
     return fig
@@ -39,7 +47,7 @@ def compare_runs(runs: Mapping[str, Sequence[Mapping]], key: str = "accuracy") -
         if not df.empty and key in df:
             fig.add_trace(go.Scatter(x=df["epoch"], y=df[key], mode="lines+markers", name=name))
     fig.update_layout(height=340, margin=MARGIN, xaxis_title="epoch",
-                      yaxis_title=SCORES.get(key, key))  # fmt: skip
+                      yaxis_title={**SCORES, **VAL_SCORES}.get(key, key))  # fmt: skip
     return fig
 
 

@@ -146,7 +146,7 @@ def test_search_by_sentence_in_the_browser(search_server: str) -> None:
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
             page.goto(f"{search_server}/search", wait_until="domcontentloaded")
             _wait_until_idle(page)
-            box = page.get_by_label("Describe a scene")
+            box = page.get_by_role("textbox", name="Describe a scene")  # not its help button
             box.fill("A serene lake surrounded by forest.")
             box.press("Enter")
             images = page.locator('[data-testid="stImage"]')

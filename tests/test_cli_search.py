@@ -94,10 +94,72 @@ def test_evaluate_caption_queries(built) -> None:
                             str(captions), "--json"])  # fmt: skip
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
-    assert 0 < d["pool"] < 16 and d["n_queries"] == 5 * d["pool"]
+    # --pool all (the default, issue 11): the held-out photos' captions against every image
+    assert d["pool"] == 184 and 0 < d["n_queries"] < 80 and d["n_queries"] % 5 == 0
     for m in d["modes"].values():
         assert {"R@1", "R@5", "R@10", "median_rank", "MRR"} <= set(m)
         assert 1 <= m["median_rank"] <= d["pool"]
+    r = runner.invoke(app, ["evaluate-retrieval", "--index", str(index), "--captions",
+                            str(captions), "--pool", "heldout", "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    h = json.loads(r.stdout)
+    assert 0 < h["pool"] < 16 and h["n_queries"] == 5 * h["pool"] == d["n_queries"]
+
+
+def _tree(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()}  # fmt: skip
+
+
+def test_bad_input_is_one_line_and_changes_nothing(built, tmp_path: Path) -> None:
+    import shutil
+
+    index, _ = built
+    before = _tree(index)
+    half = tmp_path / "half"  # index.json but no table: a half-written index
+    half.mkdir()
+    shutil.copy2(index / "index.json", half / "index.json")
+    old = tmp_path / "old"
+    shutil.copytree(index, old)
+    meta = json.loads((old / "index.json").read_text())
+    meta["version"] = 1
+    (old / "index.json").write_text(json.dumps(meta))
+    cases = [
+        (["search", "--index", str(index), ""], "empty query"),
+        (["search", "--index", str(index), "   "], "empty query"),
+        (["search", "--index", str(index), "the and of it"], "No content words"),
+        (["search", "--index", str(index), "forest " * 1500], "characters long"),
+        (["search", "--index", str(index), "x", "--k", "0"], "--k must be from 1 to 1000"),
+        (["search", "--index", str(index), "x", "--k", "-3"], "--k must be from 1 to 1000"),
+        (["search", "--index", str(index), "x", "--k", "1000000000"], "--k must be from"),
+        (["search", "--index", str(index), "x", "--mode", "magic"], "unknown mode"),
+        (["search", "--index", str(index), "x", "--category", "desert"], "unknown category"),
+        (["search", "--index", str(tmp_path / "missing"), "forest"], "(no such folder)"),
+        (["search", "--index", str(half), "forest"], "half-written"),
+        (["search", "--index", str(old), "forest"], "older format"),
+    ]  # fmt: skip
+    for args, msg in cases:
+        r = runner.invoke(app, args)
+        assert r.exit_code != 0 and msg in r.stderr, (args[:4], r.output)
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert _tree(index) == before  # nothing in the index changed
+
+
+def test_excluded_words_and_a_photo_steered_by_words(built, intel_small: Path) -> None:
+    index, _ = built
+    r = runner.invoke(app, ["search", "--index", str(index), "sea waves -people", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["negatives"] == ["people"] and d["results"] and d["search"] == "exact"
+    assert all("people" not in (x["caption"] or "").lower().split() for x in d["results"])
+    assert {"floor", "no_good_match"} <= set(d) and "below_floor" in d["results"][0]
+    photo = sorted((intel_small / "seg_test" / "glacier").glob("*.jpg"))[0]
+    r = runner.invoke(app, ["search", "--index", str(index), "a sandy beach", "--like",
+                            str(photo), "--k", "5", "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["mode"] == "image+text" and len(d["results"]) == 5
+    assert d["results"][0]["why"][0].startswith("photo (50%) + words (50%)")
 
 
 def test_errors_are_one_line(built, tmp_path: Path) -> None:

@@ -108,3 +108,24 @@ def test_upload_that_is_not_an_image_is_refused(page: AppTest) -> None:
     page.run()
     assert not page.exception, page.exception
     assert any("fake.jpg: cannot use this file" in e.value for e in page.error)
+
+
+def test_page_says_how_the_index_answered_and_marks_weak_results(page: AppTest) -> None:
+    page.text_input(key="search_query").input("snow and ice on a glacier").run()
+    assert not page.exception, page.exception
+    captions = "\n".join(c.value for c in page.caption)
+    assert "exact search" in captions and "relevance floor" in captions
+    page.text_input(key="search_query").input("spreadsheet of quarterly tax returns").run()
+    assert any(i.value.startswith("No good match") for i in page.info)
+    assert "below the relevance floor" in _markdown(page)
+    page.text_input(key="search_query").input("sea waves -people").run()
+    assert any(i.value.startswith("Excluded: people") for i in page.info)
+
+
+def test_upload_steered_by_words(page: AppTest, intel_small: Path) -> None:
+    photo = sorted((intel_small / "seg_test" / "glacier").glob("*.jpg"))[0]
+    page.file_uploader(key="image_upload").set_value((photo.name, photo.read_bytes(), "image/jpeg"))
+    page.run()
+    page.text_input(key="upload_words").input("a sandy beach with waves").run()
+    assert not page.exception, page.exception
+    assert "photo (50%) + words (50%) ~ image" in _markdown(page)

@@ -75,7 +75,8 @@ def test_runs_page(env: Path, intel_small: Path) -> None:
     at = AppTest.from_file(RUNS, default_timeout=180).run()
     _no_errors(at)
     assert len(at.selectbox[0].options) == 2
-    assert any("Last checkpoint" in m.value for m in at.markdown)
+    assert any("chosen on validation" in m.value for m in at.markdown)
+    assert any("Checkpoint chosen by: **validation**" in c.value for c in at.caption)
     assert any("precision" in c.value for c in at.code)  # the classification report
     # t-SNE on demand, then the eigen-image comparison.
     next(b for b in at.button if b.label == "Compute t-SNE").click().run()
@@ -97,3 +98,19 @@ def test_runs_page(env: Path, intel_small: Path) -> None:
     at.run()
     assert not at.exception
     assert any("not a readable image" in e.value for e in at.error)
+
+
+def test_runs_page_marks_an_old_run(env: Path, intel_small: Path) -> None:
+    """A run written before validation splits (no selected_by) is shown as such."""
+    import json
+
+    run = _make_run(intel_small, env, "old", 2)
+    for name in ("result.json", "config.json"):
+        d = json.loads((run / name).read_text())
+        for key in ("selected_by", "val_accuracy", "validation"):
+            d.pop(key, None)
+        (run / name).write_text(json.dumps(d))
+    at = AppTest.from_file(RUNS, default_timeout=180).run()
+    _no_errors(at)
+    assert any("unknown (old run)" in c.value for c in at.caption)
+    assert any("unknown (old run)" in w.value for w in at.warning)

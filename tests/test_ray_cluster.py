@@ -175,7 +175,10 @@ def test_two_node_job_survives_a_killed_worker(cluster: Cluster, tmp_path: Path)
     assert (stats["found"], stats["rows"], stats["skipped"]) == (24, 24, [])
     # Complete and correct: the same rows and vectors as the local engine on the same files.
     local = tmp_path / "local"
-    build_index(images, local, image_size=IMAGE_SIZE, workers=0, batch_size=8, device="cpu")
+    # derive=False like the job's --no-mapping: the encoded rows alone (test_ray_engine
+    # compares the derived columns of both engines)
+    build_index(images, local, image_size=IMAGE_SIZE, workers=0, batch_size=8, device="cpu",
+                derive=False)  # fmt: skip
     a, b = load_rows(local), load_rows(index)
     a = a.take(pa.compute.sort_indices(a, [("path", "ascending")]))
     b = b.take(pa.compute.sort_indices(b, [("path", "ascending")]))

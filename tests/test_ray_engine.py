@@ -73,16 +73,22 @@ def test_ray_engine_gives_the_local_rows(folder, encoder, local_ray, local_index
     assert (stats.found, stats.encoded, stats.rows, stats.chunks) == (26, 24, 24, 3)
     local, ray_ = _sorted(local_index), _sorted(index)
     assert local.num_rows == ray_.num_rows == 24
+    assert ray_.column_names == local.column_names
+    # the derived columns too (semantic vectors, categories, text): row for row
+    assert {"semantic", "class_probs", "text", "category"} <= set(local.column_names)
+    floats = ("vector", "semantic", "class_probs", "probs", "top_probs")
     for name in local.column_names:
-        if name != "vector":
+        if name not in floats:
             assert ray_[name].to_pylist() == local[name].to_pylist(), name
-    a, b = np.array(local["vector"].to_pylist()), np.array(ray_["vector"].to_pylist())
-    np.testing.assert_allclose(b, a, atol=1e-5)
+    for name in floats:
+        a, b = np.array(local[name].to_pylist()), np.array(ray_[name].to_pylist())
+        np.testing.assert_allclose(b, a, atol=1e-4, err_msg=name)
     # Bad files: recorded with the local engine's reasons, in both index.json files.
     reasons = {Path(s["path"]).name: s["reason"] for s in stats.skipped}
     assert reasons == {"text.jpg": "not-an-image", "empty.jpg": "zero-byte"}
     meta, lmeta = read_json(index / "index.json"), read_json(local_index / "index.json")
     assert meta["rows"] == lmeta["rows"] == 24 and meta["encoder"] == lmeta["encoder"]
+    assert meta["semantic"]["key"] == lmeta["semantic"]["key"]
     run = meta["roots"][str(folder.resolve())]["last_run"]
     assert run["encoded"] == 24 and run["skipped"] == stats.skipped
 

@@ -1,5 +1,6 @@
-"""The ANN index: built once the table reaches the threshold, rebuilt after notable growth,
-recorded in index.json, and shown on the Search page (exact or approximate)."""
+"""The ANN indexes: built once the table reaches the threshold (on the backbone and the
+semantic column), rebuilt after notable growth or a rewrite of the semantic column, recorded
+in index.json, used by queries, and shown on the Search page (exact or approximate)."""
 
 from __future__ import annotations
 
@@ -34,11 +35,15 @@ def encoder():
     return load_encoder(image_size=IMAGE_SIZE, device="cpu")
 
 
-def _copy(intel_small: Path, out: Path, classes: tuple[str, ...], n: int) -> None:
+def _copy(intel_small: Path, out: Path, classes: tuple[str, ...], n: int,
+          flat: bool = False) -> None:  # fmt: skip
+    """n images per class into out/<class>/ (labelled), or loose into out/ (`flat`: no label,
+    so the text mapping's training set, and the semantic column, stay as they are)."""
     for c in classes:
-        (out / c).mkdir(parents=True, exist_ok=True)
+        dest = out if flat else out / c
+        dest.mkdir(parents=True, exist_ok=True)
         for f in sorted((intel_small / "seg_train" / c).glob("*.jpg"))[:n]:
-            shutil.copy2(f, out / c / f.name)
+            shutil.copy2(f, dest / f.name)
 
 
 def _vector_indices(index: Path) -> list:
@@ -46,35 +51,51 @@ def _vector_indices(index: Path) -> list:
 
 
 def test_ann_built_recorded_and_rebuilt_on_growth(intel_small, encoder, tmp_path) -> None:
-    folder, index = tmp_path / "imgs", tmp_path / "idx"
+    folder, extra, index = tmp_path / "imgs", tmp_path / "extra", tmp_path / "idx"
     _copy(intel_small, folder, ("forest", "sea"), 8)
 
-    def build():
-        return build_index(folder, index, encoder=encoder, workers=0, batch_size=8,
+    def build(images: Path = folder):
+        return build_index(images, index, encoder=encoder, workers=0, batch_size=8,
                            ann_min_rows=THRESHOLD)  # fmt: skip
 
     assert build().rows == 16
-    ann = read_json(index / "index.json")["ann"]
-    assert ann["type"] == "IVF_HNSW_SQ" and ann["metric"] == "cosine"
+    meta = read_json(index / "index.json")
+    ann = meta["ann"]
+    assert ann["type"] == "IVF_PQ" and ann["metric"] == "cosine"
     assert ann["rows_at_build"] == 16 and ann["num_partitions"] >= 1 and ann["seconds"] >= 0
-    assert len(_vector_indices(index)) == 1  # LanceDB really has it
+    assert set(ann["columns"]) == {"vector", "semantic"}
+    assert ann["columns"]["semantic"]["num_sub_vectors"] == 384 // 8
+    assert len(_vector_indices(index)) == 1  # LanceDB really has it, on each column
+    assert [i for i in open_table(index).list_indices() if "semantic" in i.columns]
     vec = np.array(load_rows(index)["vector"].to_pylist())
     hit = vector_search(index, vec[3], k=1)[0]
     assert hit["path"] == load_rows(index)["path"][3].as_py()
+    sem = np.array(load_rows(index)["semantic"].to_pylist())
+    assert vector_search(index, sem[5], k=1, column="semantic")[0]["path"] == (
+        load_rows(index)["path"][5].as_py())  # fmt: skip
     summary = index_summary(index)
     assert (summary["search"], summary["rows"], summary["ann_min_rows"]) == (
         "approximate", 16, THRESHOLD)  # fmt: skip
 
-    # Small growth: the index stays; notable growth (ANN_REBUILD_GROWTH): rebuilt.
-    _copy(intel_small, folder, ("glacier",), 2)
-    assert build().rows == 18 < 16 * (1 + ANN_REBUILD_GROWTH)
+    # Small growth that leaves the mapping as it is (unlabelled, uncaptioned images): the
+    # ANN indexes stay; notable growth (ANN_REBUILD_GROWTH): rebuilt.
+    _copy(intel_small, extra, ("glacier",), 2, flat=True)
+    assert build(extra).rows == 18 < 16 * (1 + ANN_REBUILD_GROWTH)
+    assert read_json(index / "index.json")["semantic"]["key"] == meta["semantic"]["key"]
     assert read_json(index / "index.json")["ann"] == ann
     assert index_summary(index)["rows_since_build"] == 2
-    _copy(intel_small, folder, ("glacier",), 8)
-    assert build().rows == 24 >= 16 * (1 + ANN_REBUILD_GROWTH)
+    _copy(intel_small, extra, ("glacier",), 8, flat=True)
+    assert build(extra).rows == 24 >= 16 * (1 + ANN_REBUILD_GROWTH)
     again = read_json(index / "index.json")["ann"]
     assert again["rows_at_build"] == 24 and again["built"] >= ann["built"]
     assert len(_vector_indices(index)) == 1
+    # A labelled image changes the mapping: every semantic vector is rewritten, and the ANN
+    # indexes are rebuilt over the rewritten rows even without notable growth.
+    _copy(intel_small, folder, ("glacier",), 1)
+    assert build().rows == 25
+    latest = read_json(index / "index.json")
+    assert latest["semantic"]["key"] != meta["semantic"]["key"]
+    assert latest["ann"]["rows_at_build"] == 25
 
 
 def test_page_shows_exact_or_approximate(intel_small, encoder, tmp_path, monkeypatch) -> None:
@@ -100,5 +121,5 @@ def test_page_shows_exact_or_approximate(intel_small, encoder, tmp_path, monkeyp
         f"{ANN_MIN_ROWS:,} rows)"
         in captions["exact"]
     )
-    assert "vector index: approximate, IVF_HNSW_SQ" in captions["approx"]
+    assert "vector index: approximate, IVF_PQ on vector, semantic" in captions["approx"]
     assert f"built {built} on 18 rows" in captions["approx"]

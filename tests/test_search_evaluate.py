@@ -99,3 +99,140 @@ def test_shipped_query_file_covers_every_class() -> None:
     cats = {c for _, c in rows}
     assert cats == {"buildings", "forest", "glacier", "mountain", "sea", "street"}
     assert min(sum(c == k for _, c in rows) for k in cats) >= 5
+
+
+# --- caption queries against the whole collection ---------------------------------------------
+
+
+class _CaptionStub:
+    """Five indexed photos with fixed semantic scores per caption (the old in-memory API)."""
+
+    def __init__(self) -> None:
+        self.paths = ["/x/a.jpg", "/x/b.jpg", "/x/c.jpg", "/x/d.jpg", "/y/e.jpg"]
+        self.tiebreak = np.arange(5)
+        self.fitted_images = frozenset({"c.jpg", "d.jpg"})  # their captions fitted the mapping
+        # each caption's scores over the 5 rows; its photo is the first word's letter
+        self.scores = {
+            "a dog": np.array([0.5, 0.1, 0.9, 0.8, 0.0]),  # a: rank 3 of all, 1 of {a, b}
+            "a cat": np.array([0.9, 0.1, 0.2, 0.3, 0.0]),  # a: rank 1
+            "b bird": np.array([0.1, 0.6, 0.7, 0.2, 0.0]),  # b: rank 2 of all, 1 of {a, b}
+            "c car": np.array([0.1, 0.2, 0.3, 0.4, 0.0]),  # c (fitted): rank 2
+        }
+
+    def prime(self, texts) -> None:
+        pass
+
+    def analyze(self, q: str) -> str:
+        return q
+
+    def mode_scores(self, q: str, mode: str) -> np.ndarray:
+        return self.scores[q]
+
+
+def _captions(tmp_path: Path) -> Path:
+    f = tmp_path / "captions.txt"
+    f.write_text("image,caption\na.jpg,a dog\na.jpg,a cat\nb.jpg,b bird\nc.jpg,c car\n"
+                 "zz.jpg,not indexed\n")  # fmt: skip
+    return f
+
+
+def test_caption_queries_rank_against_all_images_and_refuse_fitted(tmp_path: Path) -> None:
+    from core.search.evaluate import evaluate_captions
+
+    out = evaluate_captions(_CaptionStub(), _captions(tmp_path), ["semantic"])
+    assert out["pool"] == 5 and out["pool_kind"] == "all" and out["n_queries"] == 3
+    assert out["refused"] == {"fitted_photos": 1, "fitted_captions": 1}
+    assert out["matched_photos"] == 3 and out["unmatched_photos"] == 1
+    m = out["modes"]["semantic"]
+    assert m["R@1"] == pytest.approx(1 / 3) and m["median_rank"] == 2.0
+    assert m["MRR"] == pytest.approx((1 / 3 + 1 + 1 / 2) / 3)
+    # the caption file's photos are a, b, c (c fitted); each query's top 10, its own photo
+    # left out, holds two of them, one fitted
+    assert m["fitted_share_top10"] == pytest.approx(0.5)
+    assert out["fitted_share_pool"] == pytest.approx(1 / 3, abs=1e-4)
+
+
+def test_heldout_pool_flatters_and_fitted_are_scored_apart(tmp_path: Path) -> None:
+    from core.search.evaluate import evaluate_captions
+
+    out = evaluate_captions(_CaptionStub(), _captions(tmp_path), ["semantic"], pool="heldout",
+                            fitted_apart=True)  # fmt: skip
+    assert out["pool"] == 2 and out["pool_kind"] == "heldout"
+    assert out["modes"]["semantic"]["R@1"] == 1.0  # the small pool makes every query a hit
+    assert out["refused"] is None
+    assert out["fitted"]["n_queries"] == 1 and out["fitted"]["pool"] == 1
+    all_pool = evaluate_captions(_CaptionStub(), _captions(tmp_path), ["semantic"],
+                                 fitted_apart=True)  # fmt: skip
+    assert all_pool["fitted"]["pool"] == 5
+    assert all_pool["fitted"]["modes"]["semantic"]["median_rank"] == 2.0
+    assert (
+        all_pool["modes"]
+        == evaluate_captions(_CaptionStub(), _captions(tmp_path), ["semantic"])["modes"]
+    )  # never mixed in
+
+
+def test_other_caption_formats_are_matched(tmp_path: Path) -> None:
+    from core.search.evaluate import evaluate_captions
+
+    token = tmp_path / "Flickr8k.token.txt"
+    token.write_text("a.jpg#0\ta cat\nb.jpg#0\tb bird\n")
+    pipe = tmp_path / "results.csv"
+    pipe.write_text("image_name| comment_number| comment\na.jpg| 0| a cat\nb.jpg| 0| b bird\n")
+    for f in (token, pipe):
+        out = evaluate_captions(_CaptionStub(), f, ["semantic"])
+        assert out["n_queries"] == 2 and out["modes"]["semantic"]["R@1"] == 0.5
+
+
+def test_caption_file_problems(tmp_path: Path) -> None:
+    from core.search.evaluate import evaluate_captions
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("a dog runs\na cat sleeps\n")
+    with pytest.raises(EvaluationError, match="names a photo"):
+        evaluate_captions(_CaptionStub(), plain, ["semantic"])
+    other = tmp_path / "other.txt"
+    other.write_text("image,caption\nq.jpg,a dog\n")
+    with pytest.raises(EvaluationError, match="none of its 1 photos is in the index"):
+        evaluate_captions(_CaptionStub(), other, ["semantic"])
+    fitted = tmp_path / "fitted.txt"
+    fitted.write_text("image,caption\nc.jpg,c car\n")
+    with pytest.raises(EvaluationError, match="fitted the text mapping"):
+        evaluate_captions(_CaptionStub(), fitted, ["semantic"])
+    with pytest.raises(EvaluationError, match="unknown pool"):
+        evaluate_captions(_CaptionStub(), _captions(tmp_path), ["semantic"], pool="some")
+
+
+class _RankingStub(_CaptionStub):
+    """The same engine behind the LanceDB-style API: ranked paths, possibly truncated."""
+
+    def __init__(self, depth: int) -> None:
+        super().__init__()
+        self.depth = depth
+
+    def ranking(self, text: str, mode: str, limit: int, where=None) -> list[str]:
+        s = self.scores[text]
+        order = np.lexsort((self.tiebreak, -s))
+        return [self.paths[i] for i in order][: min(limit, self.depth)]
+
+
+def test_ranking_api_gives_the_same_ranks_and_ties_the_unranked_rest(tmp_path: Path) -> None:
+    from core.search.evaluate import evaluate_captions
+
+    full = evaluate_captions(_RankingStub(depth=99), _captions(tmp_path), ["semantic"])
+    legacy = evaluate_captions(_CaptionStub(), _captions(tmp_path), ["semantic"])
+    assert full["modes"] == legacy["modes"]
+    # candidates cut at 1: 'a dog' (rank 3) is unranked -> shares ranks 2..5 -> 3.5
+    cut = evaluate_captions(_RankingStub(depth=1), _captions(tmp_path), ["semantic"])
+    assert cut["modes"]["semantic"]["median_rank"] == 3.5
+
+
+def test_without_a_file_the_index_captions_are_the_queries() -> None:
+    from core.search.evaluate import evaluate_captions
+
+    engine = _CaptionStub()
+    engine.rows = {"captions": [["a dog", "a cat"], ["b bird"], ["c car"], [], []]}
+    out = evaluate_captions(engine, None, ["semantic"])
+    assert out["n_queries"] == 3 and out["refused"]["fitted_captions"] == 1
+    engine.rows = {"captions": [[], [], [], [], []]}
+    with pytest.raises(EvaluationError, match="holds no captions"):
+        evaluate_captions(engine, None, ["semantic"])

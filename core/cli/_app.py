@@ -1,29 +1,124 @@
-"""The typer application object and helpers shared by every command module."""
+"""The typer application object and helpers shared by every command module.
+
+Every way a command can end badly ends the same way: non-zero exit and one line on stderr.
+Commands turn the faults they expect into clear messages (`fail`); the application's group
+(`SafeGroup`) is the safety net for the rest: a usage error (`--k 0`) becomes one line instead
+of a usage box, an error raised by core (its message is written for users) is printed as it
+is, and anything unexpected becomes one line with a hint; `--debug` (anywhere on the command
+line, or SCENESEEK_DEBUG=1) shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.22 vendors click
+    from typer._click import exceptions as cx
+except ImportError:  # older typer runs on click itself
+    from click import exceptions as cx  # type: ignore[no-redef]
 
 from core.io import dumps_json
 
+# click >= 8.2 raises this after printing the help for a bare `python -m core`.
+_NO_ARGS_HELP: type[Exception] = getattr(cx, "NoArgsIsHelpError", type("_Never", (Exception,), {}))
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "SCENESEEK_DEBUG"
+MAX_ERROR_CHARS = 600
+
+
+def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """Collapse whitespace (a message may hold newlines) and cap the length."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def describe_error(exc: BaseException) -> tuple[str, int]:
+    """(one-line message, exit code) for an exception that escaped a command."""
+    if isinstance(exc, cx.UsageError):
+        where = exc.ctx.command_path if exc.ctx is not None else "python -m core"
+        return f"{one_line(exc.format_message())} (see `{where} --help`)", exc.exit_code
+    if isinstance(exc, cx.ClickException):
+        return one_line(exc.format_message()), exc.exit_code
+    if isinstance(exc, MemoryError):
+        return "out of memory (try smaller inputs, --batch-size or --workers)", 1
+    if "lance error" in str(exc).lower():  # read from a damaged index table (any read site)
+        return (
+            one_line(f"the index table is damaged or unreadable ({str(exc).splitlines()[0]})",
+                     MAX_ERROR_CHARS - 80)
+            + "; delete the index folder and run `python -m core index` again",
+            2,
+        )  # fmt: skip
+    if isinstance(exc, OSError) and exc.strerror:
+        name = f"{exc.filename}: " if exc.filename else ""
+        return one_line(f"{name}{exc.strerror}"), 1
+    if type(exc).__module__.split(".")[0] == "core":
+        # core's own exceptions (DatasetError, MappingError, IndexError_...) carry messages
+        # written for users.
+        return one_line(str(exc) or type(exc).__name__), 2
+    detail = f": {exc}" if str(exc) else ""
+    return (
+        one_line(f"unexpected {type(exc).__name__}{detail}", MAX_ERROR_CHARS - 60)
+        + f" (run again with {DEBUG_FLAG} for the traceback)",
+        1,
+    )
+
+
+class SafeGroup(TyperGroup):
+    """The CLI group: one stderr line per failure (see the module docstring)."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        args = list(sys.argv[1:] if args is None else args)
+        debug = DEBUG_FLAG in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+        args = [a for a in args if a != DEBUG_FLAG]
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except typer.Exit as exc:
+            code = exc.exit_code
+        except _NO_ARGS_HELP:
+            code = 0  # the help was shown: asking for it by giving nothing is no error
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            code = 1
+        except Exception as exc:
+            if debug:
+                raise
+            message, code = describe_error(exc)
+            typer.echo(f"error: {message}", err=True)
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
 app = typer.Typer(
     name="sceneseek",
-    help="SceneSeek: classify landscape photos and find them by text.",
+    help="SceneSeek: classify landscape photos and find them by text. Add --debug to any "
+    "command to see the traceback of an unexpected error.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=SafeGroup,
 )
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Exit non-zero with one clear line on stderr."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(code)
 
 

@@ -42,7 +42,7 @@ def keywords_cmd(
     try:
         mapping = Mapping.load(mapping_path)
     except MappingError as exc:
-        fail(f"mapping table: {exc}")
+        fail(str(exc))
 
     model = None
     if text is not None and captions is not None:

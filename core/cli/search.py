@@ -14,19 +14,30 @@ from core.cli._app import app, emit_json, fail, progress_bar, setup_logging
 
 @app.command("index")
 def index_cmd(
-    images: str = typer.Option(
-        ..., "--images", help="Folder of images (any layout), or a URI: s3://, gs://, file://."
+    images: str | None = typer.Option(
+        None, "--images", help="Folder of images (any layout), or a URI: s3://, gs://, file://."
     ),
     index: Path = typer.Option(..., "--index", help="Index folder (created when missing)."),
     run: Path | None = typer.Option(None, "--run", help="Trained run: category probabilities."),
     captions: Path | None = typer.Option(None, "--captions", help="Captions file for the images."),
     backbone: str | None = typer.Option(None, "--backbone", help="Backbone when no --run."),
-    image_size: int | None = typer.Option(None, "--image-size", help="Input size (pixels)."),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    workers: int | None = typer.Option(
-        None, "--workers", help="local: decoding processes; ray: encoder actors (default 1)."
+    encoder: str | None = typer.Option(
+        None, "--encoder", help="clip (CLIP image+text space, no mapping) or a backbone name."
     ),
-    chunk: int = typer.Option(512, "--chunk", help="Images per committed chunk (resume unit)."),
+    clip_model: str | None = typer.Option(None, "--clip-model", help="CLIP model (ViT-B-32)."),
+    clip_weights: str | None = typer.Option(
+        None, "--clip-weights", help="CLIP weights: a pretrained tag, a file, or random."
+    ),
+    image_size: int | None = typer.Option(
+        None, "--image-size", min=32, max=1024, help="Input size (pixels)."
+    ),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    workers: int | None = typer.Option(
+        None, "--workers", min=0, help="local: decoding processes; ray: encoder actors (default 1)."
+    ),
+    chunk: int = typer.Option(
+        512, "--chunk", min=1, help="Images per committed chunk (resume unit)."
+    ),
     device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda if any)."),
     no_mapping: bool = typer.Option(False, "--no-mapping", help="Skip fitting the text mapping."),
     engine: str = typer.Option("local", "--engine", help="local (this process) or ray."),
@@ -41,6 +52,12 @@ def index_cmd(
     ann_min_rows: int | None = typer.Option(
         None, "--ann-min-rows", help="Build an ANN index from this many rows (default 100000)."
     ),
+    prune: bool = typer.Option(
+        False, "--prune", help="Remove the rows whose files are gone (with or without --images)."
+    ),
+    review: Path | None = typer.Option(
+        None, "--apply-review", help="Review sidecar (Curate page): drop/relabel rows."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -49,10 +66,19 @@ def index_cmd(
     from core.search.uri import is_uri
 
     setup_logging(verbose)
+    if index.exists() and not index.is_dir():
+        fail(f"--index {index} is a file; give the index folder (created when missing)")
+    if images is None:
+        if not prune:
+            fail("give --images DIR to index a folder, or --prune to drop rows of deleted files")
+        _prune(index, as_json)
+        return
     if engine not in ENGINES:
         fail(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if not is_uri(images) and not Path(images).expanduser().is_dir():
         fail(f"{images}: no such folder")
+    if not is_uri(images) and not _has_images(Path(images).expanduser()):
+        fail(f"{images}: no image files found (.jpg, .png, ...); nothing to index")
     ray_options = None
     if engine == "ray":
         try:
@@ -68,6 +94,10 @@ def index_cmd(
             fail(str(exc))
     if captions is not None and not captions.is_file():
         fail(f"{captions}: no such captions file")
+    reviewed = _review(review)
+    clip_encoder = _clip_encoder(encoder, clip_model, clip_weights, index, device)
+    if clip_encoder is None and encoder not in (None, "clip"):
+        backbone = backbone or encoder  # --encoder NAME is --backbone NAME for backbones
     # Ray's driver prints cluster messages (retries, dead workers) on stdout; keep stdout for
     # the report, so --json stays one JSON object.
     quiet = contextlib.redirect_stdout(sys.stderr) if engine == "ray" else contextlib.nullcontext()
@@ -76,31 +106,103 @@ def index_cmd(
             stats = build_index(images, index, run, captions, backbone, image_size, batch_size,
                                 workers, chunk, device, progress, engine=engine,
                                 ray_options=ray_options, ann_min_rows=ann_min_rows
-                                if ann_min_rows is not None else ANN_MIN_ROWS)  # fmt: skip
+                                if ann_min_rows is not None else ANN_MIN_ROWS,
+                                encoder=clip_encoder, derive=not no_mapping)  # fmt: skip
     except (IndexError_, FileNotFoundError, ValueError, RuntimeError) as exc:
         fail(str(exc))
     out = stats.to_dict()
-    if not no_mapping:
-        from core.search.rank import SearchEngine
+    if reviewed is not None:
+        from core.curate.review import apply_review_to_index
 
-        engine = SearchEngine.load(index)  # fits and saves the mapping when it is missing
-        sm = engine.semantic
-        out["mapping"] = None if sm is None else {
-            "path": str(sm.path), "train_captioned_images": sm.config["train_captioned_images"],
-            "train_labelled_images": sm.config["train_labelled_images"],
-            "heldout_images": len(sm.config["heldout_images"]),
-        }  # fmt: skip
-        out["category_source"] = engine.category_source
+        out["review"] = {"file": str(review), **apply_review_to_index(index, reviewed).to_dict()}
+    if prune:
+        out["prune"] = _prune(index, as_json, quiet=True)
+    if not no_mapping:
+        out.update(_derived_summary(index))
     if as_json:
         emit_json(out)
         return
     typer.echo(f"{stats.root}: {stats.found} images, {stats.encoded} encoded, "
-               f"{stats.unchanged} unchanged, {stats.deleted} removed, {len(stats.skipped)} "
-               f"skipped; {stats.rows} rows in {index} ({stats.images_per_second} img/s)")  # fmt: skip
+               f"{stats.unchanged} unchanged, {stats.moved} moved, {stats.deleted} removed, "
+               f"{len(stats.skipped)} skipped; {stats.rows} rows in {index} "
+               f"({stats.images_per_second} img/s)")  # fmt: skip
     for s in stats.skipped:
         typer.echo(f"  skipped {s['path']}: {s['reason']}")
     if out.get("mapping"):
         typer.echo(f"  text mapping: {out['mapping']['path']}")
+
+
+def _review(review: Path | None):
+    """The review sidecar to apply (core.curate.review), checked before any work."""
+    if review is None:
+        return None
+    from core.curate.review import ReviewError, load_review
+
+    try:
+        return load_review(review)
+    except ReviewError as exc:
+        fail(str(exc))
+
+
+def _derived_summary(index: Path) -> dict:
+    """What indexing derived for queries (text mapping, categories, floors), from index.json."""
+    from core.search.store import read_meta
+
+    meta = read_meta(index)
+    sem = meta.get("semantic") or {}
+    out: dict = {"mapping": None, "category_source": meta.get("category_source"),
+                 "floor": {k: v.get("value") for k, v in (meta.get("floor") or {}).items()}}  # fmt: skip
+    if sem.get("mapping"):
+        from core.io import read_json
+
+        cfg = read_json(index / sem["mapping"] / "config.json")
+        out["mapping"] = {
+            "path": str(index / sem["mapping"]),
+            "train_captioned_images": cfg.get("train_captioned_images", 0),
+            "train_labelled_images": cfg.get("train_labelled_images", 0),
+            "heldout_images": len(cfg.get("heldout_images", [])),
+        }
+    return out
+
+
+def _clip_encoder(encoder: str | None, model: str | None, weights: str | None, index: Path,
+                  device: str | None):  # fmt: skip
+    """The CLIP encoder for `--encoder clip` (or an index built with it), else None."""
+    has_meta = (index / "index.json").exists()
+    if encoder is None and model is None and weights is None and not has_meta:
+        return None
+    from core.search.clip import ClipWeightsError, encoder_for_index
+    from core.search.maintenance import read_meta_for_update
+
+    if encoder is None and (model or weights):
+        encoder = "clip"
+    meta = read_meta_for_update(index) if has_meta else {}
+    try:
+        return encoder_for_index(encoder, model, weights, meta, device)
+    except (ClipWeightsError, ValueError) as exc:
+        fail(str(exc))
+
+
+def _has_images(folder: Path) -> bool:
+    from core.data.dataset import IMAGE_EXTENSIONS
+
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*"))
+
+
+def _prune(index: Path, as_json: bool, quiet: bool = False) -> dict:
+    """`index --prune`: drop the rows whose files are gone (core.search.maintenance)."""
+    from core.search.maintenance import prune
+
+    out = prune(index).to_dict()
+    if quiet:
+        return out
+    if as_json:
+        emit_json(out)
+    else:
+        typer.echo(f"{index}: {out['removed']} of {out['checked']} rows removed (file gone)")
+        for path in out["paths"][:20]:
+            typer.echo(f"  removed {path}")
+    return out
 
 
 def _engine(index: Path):
@@ -109,70 +211,116 @@ def _engine(index: Path):
 
     try:
         return SearchEngine.load(index)
-    except IndexError_ as exc:
+    except (IndexError_, OSError, ValueError) as exc:  # missing, half-written, older format
         fail(str(exc))
 
 
 @app.command("search")
 def search_cmd(
-    query: str = typer.Argument(..., help="What to look for, in words."),
-    index: Path = typer.Option(..., "--index", help="Index folder."),
-    k: int = typer.Option(10, "--k", min=1, help="Number of results."),
+    query: str = typer.Argument(
+        ..., help="What to look for, in words; `-word` excludes a word (beach -people)."
+    ),
+    index: str = typer.Option(..., "--index", help="Index folder or URI (s3://, gs://)."),
+    k: int = typer.Option(10, "--k", help="Number of results (1 to 1000)."),
     mode: str = typer.Option("semantic", "--mode", help="keyword, category, semantic or hybrid."),
     category: str | None = typer.Option(None, "--category", help="Only this predicted category."),
     split: str | None = typer.Option(None, "--split", help="Only this split (train, test...)."),
-    like: Path | None = typer.Option(None, "--like", help="Rank by similarity to this image."),
+    like: Path | None = typer.Option(
+        None,
+        "--like",
+        help="Rank by similarity to this image; with words: the photo steered by them.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Search the index by text (or by image with --like)."""
-    from core.search.rank import MODES
+    """Search the index by text (or by image with --like, optionally steered by words)."""
+    from core.search.engine import MODES
+    from core.search.query import MAX_K, MAX_QUERY_CHARS, QueryError
 
     setup_logging(verbose)
     if mode not in MODES:
         fail(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if not 1 <= k <= MAX_K:
+        fail(f"--k must be from 1 to {MAX_K}, not {k}")
+    if len(query) > MAX_QUERY_CHARS:
+        fail(f"the query is {len(query):,} characters long; at most {MAX_QUERY_CHARS} are used "
+             "for a search: describe the scene in a sentence")  # fmt: skip
+    if like is None and not query.strip():
+        fail("empty query: give a few words describing a scene (or --like IMAGE)")
     engine = _engine(index)
     if category and category not in engine.classes:
-        fail(f"unknown category {category!r}; the index has {', '.join(engine.classes)}")
-    if like is not None:
-        resp = _like(engine, like, k, category)
-    else:
-        resp = engine.search(query, mode, k, category, split)
+        fail(f"unknown category {category!r}; the index has "
+             f"{', '.join(engine.classes) or 'no categories'}")  # fmt: skip
+    _check_split(engine, split)
+    try:
+        if like is not None:
+            resp = _like(engine, like, k, category, query)
+        else:
+            resp = engine.search(query, mode, k, category, split)
+    except (QueryError, ValueError) as exc:
+        fail(str(exc))
+    if like is None and any(n.startswith(("Empty query", "No content words")) for n in resp.notes):
+        fail(next(n for n in resp.notes if n.startswith(("Empty query", "No content words"))))
     if as_json:
         emit_json(resp.to_dict())
         return
     typer.echo(f"query: {resp.query!r}  mode: {resp.mode}  keywords: {resp.keywords}  "
-               f"categories: {resp.categories}  pool: {resp.pool}")  # fmt: skip
+               f"categories: {resp.categories}  pool: {resp.pool}  search: {resp.search}"
+               + (f"  floor: {resp.floor:.2f}" if resp.floor is not None else ""))  # fmt: skip
     for note in resp.notes:
         typer.echo(f"  note: {note}")
     for r in resp.results:
         labels = ", ".join(f"{n} {p:.2f}" for n, p in r.top_labels[:3])
-        typer.echo(f"{r.rank:3d}. {r.score:.4f}  {r.path}  [{r.category}]  {labels}")
+        mark = "  (below the relevance floor)" if r.below_floor else ""
+        typer.echo(f"{r.rank:3d}. {r.score:.4f}  {r.path}  [{r.category}]  {labels}{mark}")
         for w in r.why:
             typer.echo(f"       why: {w}")
 
 
-def _like(engine, image: Path, k: int, category: str | None):
+def _check_split(engine, split: str | None) -> None:
+    """An unknown --split is an error, not an empty result."""
+    if split is None:
+        return
+    known = engine.meta.get("splits") or sorted({str(s) for s in engine.splits} - {""})
+    if split not in known:
+        fail(f"unknown split {split!r}; the index has " + (", ".join(known) or "no splits"))
+
+
+def _like(engine, image: Path, k: int, category: str | None, words: str = ""):
+    from core.data.dataset import safe_resolve
     from core.data.images import BadImageError, load_rgb
 
-    if str(image.resolve()) in engine._row_of:
-        return engine.similar(path=str(image.resolve()), k=k, category=category)
+    resolved = safe_resolve(image)
+    if resolved is None:
+        fail(f"{image}: a symlink loop, not an image")
+    if not words.strip() and engine.table.rows_by_path([str(resolved)], ("path",)):
+        return engine.similar(path=str(resolved), k=k, category=category)
     try:
         im = load_rgb(image)
     except BadImageError as exc:
         fail(str(exc))
     info = engine.classify_image(im)
+    if words.strip():  # the photo steered by the words
+        return engine.search_image_text(info, words, k=k, category=category)
     return engine.similar(feature=info["feature"], k=k, category=category)
 
 
 @app.command("evaluate-retrieval")
 def evaluate_retrieval_cmd(
-    index: Path = typer.Option(..., "--index", help="Index folder."),
+    index: str = typer.Option(..., "--index", help="Index folder or URI (s3://, gs://)."),
     captions: Path | None = typer.Option(None, "--captions", help="Captions: each is a query."),
     queries: Path | None = typer.Option(None, "--queries", help="CSV query,category."),
     split: str | None = typer.Option(None, "--split", help="Pool for --queries (default test)."),
     modes: str = typer.Option("keyword,category,semantic,hybrid", "--modes"),
-    max_queries: int | None = typer.Option(None, "--max-queries", help="Cap (caption queries)."),
+    max_queries: int | None = typer.Option(
+        None, "--max-queries", min=1, help="Cap (caption queries)."
+    ),
+    pool: str = typer.Option(
+        "all", "--pool", help="Caption queries: rank all images (all) or held-out photos."
+    ),
+    fitted_apart: bool = typer.Option(
+        False, "--fitted-apart", help="Also score, apart, captions that fitted the mapping."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -183,11 +331,18 @@ def evaluate_retrieval_cmd(
     setup_logging(verbose)
     if (captions is None) == (queries is None):
         fail("give exactly one of --captions FILE or --queries FILE")
+    from core.search.rank import MODES
+
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    unknown = [m for m in mode_list if m not in MODES]
+    if unknown or not mode_list:
+        fail(f"--modes: unknown {', '.join(unknown) or '(none given)'}; choose from "
+             f"{', '.join(MODES)}")  # fmt: skip
     engine = _engine(index)
+    _check_split(engine, split)
     try:
         if captions is not None:
-            out = evaluate_captions(engine, captions, mode_list, max_queries)
+            out = evaluate_captions(engine, captions, mode_list, max_queries, pool, fitted_apart)
         else:
             out = evaluate_queries(engine, queries, mode_list, split)
     except (EvaluationError, ValueError, OSError) as exc:
@@ -195,7 +350,11 @@ def evaluate_retrieval_cmd(
     if as_json:
         emit_json(out)
         return
-    typer.echo(f"{out['kind']}: {out['n_queries']} queries, pool {out['pool']} images")
+    typer.echo(f"{out['kind']}: {out['n_queries']} queries, pool {out['pool']} images"
+               + (f" ({out['pool_kind']})" if out.get("pool_kind") else ""))  # fmt: skip
+    if out.get("refused"):
+        typer.echo(f"  refused: {out['refused']['fitted_captions']} captions of "
+                   f"{out['refused']['fitted_photos']} photos that fitted the mapping")  # fmt: skip
     for mode, m in out["modes"].items():
         typer.echo(f"  {mode:9s} " + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else
                                                 f"{k}={v}" for k, v in m.items()))  # fmt: skip

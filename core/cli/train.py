@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,15 +11,21 @@ import typer
 from core.cli._app import app, emit_json, fail, setup_logging
 
 
-def _bar_hooks(quiet: bool) -> tuple[Any, Any]:
-    """Hooks drawing one tqdm bar per stage (feature extraction, each epoch, evaluation)."""
+def _bar_hooks(quiet: bool, header: str = "") -> tuple[Any, Any]:
+    """Hooks drawing one tqdm bar per stage (feature extraction, each epoch, evaluation).
+    `header` goes to stderr when the work starts, after every check passed (an error stays
+    the only line)."""
     from tqdm import tqdm
 
     from core.vision.train import Hooks
 
     bars: dict[str, Any] = {}
+    started: list[bool] = []
 
     def on_stage(stage: str, done: int, total: int) -> None:
+        if header and not started and not quiet:
+            tqdm.write(header, file=sys.stderr)
+        started.append(True)
         if stage not in bars:
             for b in bars.values():
                 b.close()
@@ -31,15 +38,20 @@ def _bar_hooks(quiet: bool) -> tuple[Any, Any]:
             b.close()
         bars.clear()
         if not quiet:
-            tqdm.write(f"epoch {r['epoch']}: train loss {r['train_loss']:.4f}, test accuracy "
-                       f"{r['accuracy']:.4f}, macro F1 {r['macro_f1']:.4f}, lr {r['lr']:.2e}, "
-                       f"{r['seconds']:.1f} s")  # fmt: skip
+            tqdm.write(f"epoch {r['epoch']}: train loss {r['train_loss']:.4f}, validation "
+                       f"accuracy {r['val_accuracy']:.4f}, test accuracy {r['accuracy']:.4f}, "
+                       f"lr {r['lr']:.2e}, {r['seconds']:.1f} s")  # fmt: skip
 
     def close() -> None:
         for b in bars.values():
             b.close()
 
     return Hooks(on_stage=on_stage, on_epoch=on_epoch), close
+
+
+def _line(exc: BaseException) -> str:
+    """The first line of an error (some libraries' messages run over several)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _summary(result: dict) -> str:
@@ -55,6 +67,18 @@ def train_cmd(
     train: Path = typer.Option(..., "--train", help="Folder of <class>/ sub-folders to train on."),
     test: Path = typer.Option(..., "--test", help="Folder of <class>/ sub-folders to score."),
     out: Path = typer.Option(..., "--out", help="Run folder (created; --resume continues it)."),
+    val: Path | None = typer.Option(
+        None,
+        "--val",
+        help="Validation folder (default: a val/ or seg_val/ folder beside "
+        "--train, else --val-fraction of the training images).",
+    ),
+    val_fraction: float = typer.Option(
+        0.1,
+        "--val-fraction",
+        help="Share of training images held out for validation, which "
+        "alone chooses the best checkpoint and early stopping (stratified, seeded).",
+    ),
     backbone: str = typer.Option(
         "",
         "--backbone",
@@ -62,36 +86,58 @@ def train_cmd(
         "weights are on disk, else efficientnet_lite0)",
     ),
     mode: str = typer.Option("linear-probe", "--mode", help="linear-probe | fine-tune | partial"),
-    epochs: int = typer.Option(20, "--epochs", min=1),
-    image_size: int = typer.Option(224, "--image-size", min=16, max=1024),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
-    lr: float = typer.Option(1e-3, "--lr"),
+    epochs: int | None = typer.Option(
+        None, "--epochs", help="Default 20; partial: the count chosen on validation."
+    ),
+    image_size: int | None = typer.Option(None, "--image-size", help="Pixels (default 224)."),
+    unfreeze: str | None = typer.Option(
+        None,
+        "--unfreeze",
+        help="partial: first trained block, e.g. blocks.5.0 or layer4.0 "
+        "(default: chosen on validation).",
+    ),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    lr: float | None = typer.Option(
+        None, "--lr", help="Default 1e-3; partial: the rate chosen on validation."
+    ),
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
-    step_size: int = typer.Option(5, "--step-size", min=1, help="StepLR step in epochs."),
+    schedule: str | None = typer.Option(
+        None, "--schedule", help="step (StepLR) | cosine (default: step; partial: chosen)."
+    ),
+    step_size: int = typer.Option(5, "--step-size", help="StepLR step in epochs."),
     gamma: float = typer.Option(0.1, "--gamma", help="StepLR factor."),
+    label_smoothing: float | None = typer.Option(None, "--label-smoothing"),
     rotation: float = typer.Option(10.0, "--rotation", help="Random rotation in degrees."),
     hflip: bool = typer.Option(True, "--hflip/--no-hflip"),
+    patience: int | None = typer.Option(
+        None, "--patience", help="Stop after this many epochs without a better validation score."
+    ),
     weights: str = typer.Option(
         "imagenet", "--weights", help="imagenet, a state-dict file, or none"
     ),
     seed: int = typer.Option(0, "--seed"),
-    workers: int | None = typer.Option(None, "--workers", min=0, help="DataLoader workers."),
+    workers: int | None = typer.Option(None, "--workers", help="DataLoader workers."),
     device: str | None = typer.Option(None, "--device", help="Default: cuda when available."),
     max_minutes: float | None = typer.Option(
         None, "--max-minutes", help="Stop after the epoch that passes this."
     ),
-    no_amp: bool = typer.Option(False, "--no-amp", help="Full float32 (slower on CPU)."),
+    no_amp: bool = typer.Option(False, "--no-amp", help="float32 on CUDA too (CPU always is)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from checkpoint_last.pt."),
     cache: Path | None = typer.Option(None, "--cache", help="Cache folder (default .sceneseek)."),
+    review: Path | None = typer.Option(
+        None, "--apply-review", help="Review sidecar (Curate page): drop/relabel images."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Train (or resume) a CNN classifier; report the last checkpoint's test metrics."""
+    """Train (or resume) a CNN classifier; the checkpoint is chosen on validation, the test
+    set is scored for the report."""
     from core.config import resolve_cache_dir
     from core.data.dataset import DatasetError
+    from core.vision.activations import SplitPointError
     from core.vision.backbones import BACKBONES, BackboneWeightsError, default_backbone
     from core.vision.runs import split_data
-    from core.vision.train import RunExistsError, TrainConfig, run_training
+    from core.vision.train import RunExistsError, TrainConfig, check_device, run_training
 
     setup_logging(verbose)
     reason = "chosen with --backbone"
@@ -100,49 +146,66 @@ def train_cmd(
     if backbone not in BACKBONES:
         fail(f"--backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}")
     try:
-        cfg = TrainConfig(
-            backbone=backbone, weights=None if weights.lower() == "none" else weights, mode=mode,
+        cfg = TrainConfig.for_mode(
+            mode, backbone=backbone, weights=None if weights.lower() == "none" else weights,
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-            step_size=step_size, gamma=gamma, image_size=image_size, hflip=hflip,
-            rotation=rotation, seed=seed, workers=workers, device=device, amp=not no_amp,
-            max_minutes=max_minutes,
+            schedule=schedule, step_size=step_size, gamma=gamma, image_size=image_size,
+            hflip=hflip, rotation=rotation, label_smoothing=label_smoothing, unfreeze=unfreeze,
+            val_fraction=val_fraction, patience=patience, seed=seed, workers=workers,
+            device=device, amp=not no_amp, max_minutes=max_minutes,
         )  # fmt: skip
+        check_device(cfg.device)
+        if cfg.weights not in (None, "imagenet") and not Path(cfg.weights).is_file():
+            fail(f"--weights {cfg.weights}: no such file (use imagenet, none or a state-dict file)")
     except ValueError as exc:
-        fail(str(exc))
+        fail(_line(exc))
     cache_dir = resolve_cache_dir(cache)
     try:
-        data = split_data(train, test, cache_dir)
-    except DatasetError as exc:
-        fail(str(exc))
-    if not as_json:
-        typer.echo(f"backbone {backbone} ({reason}); {len(data.train_paths)} train, "
-                   f"{len(data.test_paths)} test images", err=True)  # fmt: skip
-    hooks, close = _bar_hooks(quiet=as_json)
+        data = split_data(train, test, cache_dir, val_dir=val)
+        if review is not None:
+            from core.curate.review import apply_review_split
+
+            data, applied = apply_review_split(data, review)
+    except (DatasetError, ValueError) as exc:  # core.curate.review.ReviewError is a ValueError
+        fail(_line(exc))
+    header = (f"backbone {backbone} ({reason}); {len(data.train_paths)} train"
+              f"{' + ' + str(len(data.val_paths)) + ' validation' if data.val_paths else ''}"
+              f", {len(data.test_paths)} test images")  # fmt: skip
+    hooks, close = _bar_hooks(quiet=as_json, header=header)
     try:
         result = run_training(cfg, data, out, resume=resume, cache_dir=cache_dir, hooks=hooks)
-    except (RunExistsError, BackboneWeightsError, ValueError) as exc:
-        fail(str(exc))
+    except (RunExistsError, BackboneWeightsError, SplitPointError, ValueError, OSError) as exc:
+        fail(_line(exc))
     except KeyboardInterrupt:
         fail(f"interrupted; continue with the same command plus --resume (run {out})", 130)
     finally:
         close()
     result["backbone_reason"] = reason
+    if review is not None:
+        result["review"] = {"file": str(review), **applied.to_dict()}
     if as_json:
         emit_json(result)
         return
     typer.echo(_summary(result))
-    typer.echo(f"{result['backbone']} {result['mode']}: accuracy {result['accuracy']:.4f} after "
-               f"{result['epochs_done']} epochs in {result['train_seconds']:.1f} s; run {out}")  # fmt: skip
+    typer.echo(f"{result['backbone']} {result['mode']}: test accuracy {result['accuracy']:.4f} "
+               f"(validation {result['val_accuracy']:.4f}) at epoch {result['best_epoch']}, "
+               f"chosen on validation, of {result['epochs_done']} epochs in "
+               f"{result['train_seconds']:.1f} s; run {out}")  # fmt: skip
 
 
 @app.command("evaluate")
 def evaluate_cmd(
     run: Path = typer.Option(..., "--run", help="A run folder written by `train`."),
     test: Path = typer.Option(..., "--test", help="Folder of <class>/ sub-folders to score."),
-    checkpoint: str = typer.Option("last", "--checkpoint", help="last | best"),
+    checkpoint: str = typer.Option(
+        "best", "--checkpoint", help="best (chosen on validation) | last"
+    ),
     device: str | None = typer.Option(None, "--device"),
     workers: int | None = typer.Option(None, "--workers", min=0),
     cache: Path | None = typer.Option(None, "--cache", help="Cache folder (default .sceneseek)."),
+    review: Path | None = typer.Option(
+        None, "--apply-review", help="Review sidecar (Curate page): drop/relabel images."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -159,14 +222,21 @@ def evaluate_cmd(
         info = load_run(run)
         trained = load_trained(run, checkpoint, device)
         paths, labels, skipped = labelled_split(test, "test", resolve_cache_dir(cache))
+        applied = None
+        if review is not None:  # ReviewError is a ValueError, reported below
+            from core.curate.review import apply_review
+
+            pairs, applied = apply_review(list(zip(paths, labels, strict=True)), review)
+            paths, labels = [p for p, _ in pairs], [str(y) for _, y in pairs]
         hooks, close = _bar_hooks(quiet=as_json)
         t0 = time.perf_counter()
         try:
             res, _, _ = evaluate_folder(trained, paths, labels, workers=workers, hooks=hooks)
         finally:
             close()
-    except (FileNotFoundError, DatasetError, BackboneWeightsError, ValueError) as exc:
-        fail(str(exc))
+    except (OSError, DatasetError, BackboneWeightsError, ValueError) as exc:
+        fail(_line(exc))
+    chosen_by = info.selected_by if checkpoint == "best" else None
     out = {
         **res.to_dict(),
         "backbone": trained.config.backbone,
@@ -175,36 +245,48 @@ def evaluate_cmd(
         "epochs": info.metrics,
         "checkpoint": checkpoint,
         "checkpoint_epoch": trained.epoch,
+        # Which split chose the checkpoint: "validation"; None for "last" (nothing chose it)
+        # and for runs written before validation splits (chosen on the test set).
+        "selected_by": chosen_by,
+        "selected_by_text": (chosen_by or "unknown (old run)")
+        if checkpoint == "best"
+        else "none (last checkpoint)",
         "evaluate_seconds": time.perf_counter() - t0,
         "skipped": skipped,
         "run": str(run),
     }
+    if applied is not None:
+        out["review"] = {"file": str(review), **applied.to_dict()}
     if as_json:
         emit_json(out)
         return
     typer.echo(res.report())
-    typer.echo(f"accuracy {res.accuracy:.4f} ({checkpoint} checkpoint, epoch {trained.epoch})")
+    typer.echo(f"accuracy {res.accuracy:.4f} ({checkpoint} checkpoint, epoch {trained.epoch}, "
+               f"chosen by: {out['selected_by_text']})")  # fmt: skip
 
 
 @app.command("predict")
 def predict_cmd(
     images: list[Path] = typer.Argument(..., help="Image files."),
     run: Path = typer.Option(..., "--run", help="A run folder written by `train`."),
-    checkpoint: str = typer.Option("last", "--checkpoint", help="last | best"),
+    checkpoint: str = typer.Option(
+        "best", "--checkpoint", help="best (chosen on validation) | last"
+    ),
     device: str | None = typer.Option(None, "--device"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Class and probabilities per image (and the backbone's ImageNet top-5)."""
     from core.data.images import BadImageError, load_rgb
+    from core.vision.backbones import BackboneWeightsError
     from core.vision.predict import imagenet_reference, predict_images
     from core.vision.runs import load_trained
 
     setup_logging(verbose)
     try:
         trained = load_trained(run, checkpoint, device)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
+    except (OSError, BackboneWeightsError, ValueError) as exc:
+        fail(_line(exc))
     ref = imagenet_reference(trained)
     rows: list[dict] = []
     for path in images:
@@ -217,10 +299,13 @@ def predict_cmd(
         emit_json({"run": str(run), "class_names": trained.class_names, "predictions": rows})
     else:
         for r in rows:
-            if "error" in r:
+            if "error" in r:  # a row of the report; the error itself goes to stderr below
                 typer.echo(f"{r['path']}: {r['error']}")
                 continue
             probs = "  ".join(f"{c}={p:.3f}" for c, p in r["probabilities"].items())
             typer.echo(f"{r['path']}: {r['label']}  ({probs})")
-    if any("error" in r for r in rows):
-        raise typer.Exit(1)
+    bad = [r for r in rows if "error" in r]
+    if bad:
+        named = ", ".join(f"{Path(r['path']).name} ({r['error']})" for r in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        fail(f"{len(bad)} of {len(rows)} images could not be read: {named}{more}", 1)

@@ -30,6 +30,13 @@ SNIFF_BYTES = 64 * 1024
 TOKEN_RE = re.compile(r"^(?P<image>[^\s#]+)#(?P<n>\d+)\t(?P<caption>.*)$")
 IMAGE_NAME_RE = re.compile(r"^[^\s,|]+\.(jpe?g|png|gif|bmp|webp)$", re.IGNORECASE)
 FORMATS = ("flickr8k-csv", "flickr30k-pipe", "flickr8k-token", "plain")
+EXPECTED_FORMATS = (
+    "expected a Flickr8k captions.txt (header `image,caption`), a Flickr30k results.csv "
+    "(header `image_name| comment_number| comment`), Flickr8k.token.txt "
+    "(`<image>#<n><TAB><caption>`) or one caption per line"
+)
+FIELD_SPLIT_RE = re.compile(r"[,|\t;#]")
+HEADER_SAMPLE_ROWS = 20
 
 
 class CaptionFileError(ValueError):
@@ -222,6 +229,27 @@ PARSERS = {
 # --- reading ---------------------------------------------------------------------------------
 
 
+def _check_header(head: bytes) -> None:
+    """Refuse a table whose header SceneSeek does not know (`filename,text`): its rows
+    start with image file names, and reading it as plain captions would analyse the file
+    names as text."""
+    lines = [ln for ln in head.decode("utf-8", errors="replace").splitlines() if ln.strip()]
+    if len(head) >= SNIFF_BYTES:
+        lines = lines[:-1]  # the last sniffed line may be cut at the sniff limit
+    if len(lines) < 2 or detect_format(lines[0])[0] != "plain":
+        return
+    rows = lines[1 : 1 + HEADER_SAMPLE_ROWS]
+    with_names = sum(
+        any(IMAGE_NAME_RE.match(f.strip()) for f in FIELD_SPLIT_RE.split(row)) for row in rows
+    )
+    if with_names * 2 > len(rows):
+        header = lines[0].strip().lstrip("\ufeff")[:60]
+        raise CaptionFileError(
+            f"line 1 `{header}` is not a header SceneSeek knows, yet the rows hold image file "
+            f"names; {EXPECTED_FORMATS}"
+        )
+
+
 def _check_binary(head: bytes) -> None:
     if not head:
         raise CaptionFileError("the file is empty: no captions to read")
@@ -256,6 +284,8 @@ def read_captions(
     if isinstance(source, str | Path):
         path = Path(source)
         if not path.exists():
+            if path.is_symlink():
+                raise CaptionFileError(f"{path}: a broken symlink or symlink loop, not a file")
             raise CaptionFileError(f"no such file: {path}")
         if path.is_dir():
             raise CaptionFileError(f"{path} is a folder; expected a captions file")
@@ -269,6 +299,7 @@ def read_captions(
 def _read_stream(fh: IO[bytes], name: str, max_captions: int | None) -> CaptionSet:
     head = fh.read(SNIFF_BYTES)
     _check_binary(head)
+    _check_header(head)
     notes: list[str] = []
     encoding = "utf-8-sig"
     try:

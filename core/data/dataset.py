@@ -67,6 +67,15 @@ class Dataset:
         return out
 
 
+def safe_resolve(path: str | Path) -> Path | None:
+    """`path` made absolute with symlinks resolved, or None when it cannot be (a symlink
+    loop): one such file is skipped, it must not abort a whole run."""
+    try:
+        return Path(path).expanduser().resolve()
+    except (RuntimeError, OSError):  # RuntimeError: "Symlink loop" (Python < 3.13)
+        return None
+
+
 def _is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
@@ -141,9 +150,11 @@ def find_dataset(root: str | Path) -> Dataset:
     records: list[ImageRecord] = []
     ignored: list[tuple[Path, str]] = []
     layout = None
+    used: set[str] = set()
     for split, aliases in SPLIT_ALIASES.items():
         for alias in aliases:
             if alias in subs:
+                used.add(alias)
                 recs, ign = _scan_split(subs[alias], split, labelled=split != "pred")
                 if split == "pred":
                     recs = [ImageRecord(r.path, r.split, None) for r in recs]
@@ -159,5 +170,11 @@ def find_dataset(root: str | Path) -> Dataset:
             raise DatasetError(f"{root}: no images found; {EXPECTED_LAYOUT}") from None
     if not any(r.label for r in records):
         raise DatasetError(f"{root}: found split folders but no labelled images; {EXPECTED_LAYOUT}")
+    names = ", ".join(SPLIT_ALIASES)
+    for name, folder in sorted(subs.items()):
+        if name not in used:  # e.g. extra/ beside train/ and test/: listed, never silent
+            ignored.append(
+                (folder, f"folder beside the split folders, not read (splits are: {names})")
+            )
     classes = sorted({r.label for r in records if r.label})
     return Dataset(root, layout, records, classes, ignored)

@@ -1,17 +1,22 @@
-"""Text-to-image search: a persisted LanceDB image index, ranking modes with explanations,
-image similarity, and retrieval evaluation.
+"""Text-to-image search: a persisted LanceDB image index that serves every query, ranking
+modes with explanations, image similarity, and retrieval evaluation.
 
     from core.search import build_index, SearchEngine
     build_index("data/seg_test", "idx")                  # incremental, resumable
-    engine = SearchEngine.load("idx")
+    engine = SearchEngine.load("idx")                    # or "s3://bucket/idx"
     engine.search("A serene lake surrounded by forest.", mode="hybrid", k=10)
 
-Modules: embed (images -> features, ImageNet top-5, run probabilities), store (the LanceDB
-table and its metadata), textmap (MiniLM text encoder and the learned image -> text-space
-mapping), rank (the search engine and its modes), evaluate (R@k, MRR, P@10, AP).
+Modules: backend (the encoder protocols both indexing engines use), embed (images ->
+features, ImageNet top-5, run probabilities), store (the LanceDB table, its metadata and
+indexes), ray_engine (encoding on a Ray cluster), derive (what indexing computes for queries:
+semantic column, categories, keyword model, relevance floors), textmap (MiniLM and the
+image -> text-space mapping), textonnx (the query-side sentence encoder on ONNX Runtime),
+table (the index opened read-only for queries), query (query analysis), retrievers (one per
+mode), explain (the why of each result), engine (SearchEngine), evaluate (R@k, MRR, P@10,
+AP); rank re-exports the engine for older imports.
 """
 
-from core.search.rank import MODES, SearchEngine, SearchResponse, SearchResult
+from core.search.engine import MODES, SearchEngine, SearchResponse, SearchResult
 from core.search.store import IndexStats, build_index
 
 __all__ = ["MODES", "IndexStats", "SearchEngine", "SearchResponse", "SearchResult", "build_index"]

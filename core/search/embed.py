@@ -36,6 +36,9 @@ class Encoded:
     probs: np.ndarray | None  # (n, n classes) from the run, or None
     ok: np.ndarray  # (n,) bool: False where the file could not be decoded
     reasons: list[str | None] = field(default_factory=list)
+    # (n, D) unit vectors in the encoder's own image-text space (CLIP); None for backbones
+    # whose semantic vectors come from the mapping fitted at index time.
+    semantic: np.ndarray | None = None
 
 
 class _SafeImages(Dataset):
@@ -82,10 +85,19 @@ class ImageEncoder:
     run_dir: str | None = None
     imagenet_ref: Any = None  # backbone whose ImageNet head gives the top-5
     imagenet_note: str = ""
+    # core.vision.inference.Inference (ONNX Runtime on CPUs, PyTorch on CUDA) with its matching
+    # transform; None: the PyTorch modules above run directly.
+    inference: Any = None
+    imagenet_inference: Any = None  # the same for imagenet_ref
 
     @property
     def feature_dim(self) -> int:
         return int(self.backbone.feature_dim)
+
+    @property
+    def semantic_dim(self) -> int | None:
+        """None: the semantic column comes from the mapping fitted at index time."""
+        return None
 
     @property
     def class_names(self) -> list[str]:
@@ -107,11 +119,20 @@ class ImageEncoder:
         }
 
     def transform(self) -> Any:
+        if self.inference is not None:
+            return self.inference.transform
         return self.backbone.preprocess(False, self.image_size)
+
+    def spec(self, device: str | None = None) -> EncoderSpec:
+        """How a Ray actor loads this same encoder (on `device`, default this one's)."""
+        return EncoderSpec(self.backbone.name, self.run_dir, int(self.image_size),
+                           bool(self.amp), device or self.device.type)  # fmt: skip
 
     def _forward(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         from core.vision.features import autocast
 
+        if self.inference is not None:
+            return self._run_inference(x)
         x = x.to(self.device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast(self.device, self.amp):
             if self.run is not None:
@@ -126,6 +147,24 @@ class ImageEncoder:
             feats = torch.nn.functional.normalize(feats.float(), dim=1).cpu().numpy()
             inet = inet.float().softmax(1).cpu().numpy()
         return feats, inet, probs
+
+    def _run_inference(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        from core.vision.inference import softmax_np
+
+        out = self.inference.run(x)
+        if self.imagenet_inference is not None:  # a fine-tuned run: the pretrained top-5
+            inet = self.imagenet_inference.run(x)["imagenet"]
+        elif "imagenet" in out:
+            inet = out["imagenet"]
+        else:
+            with torch.inference_mode():
+                head = self.backbone.model.imagenet_head.float().cpu()
+                inet = head(torch.from_numpy(out["features"])).numpy()
+        feats = out["features"] / np.maximum(
+            np.linalg.norm(out["features"], axis=1, keepdims=True), 1e-12
+        )
+        probs = softmax_np(out["logits"]) if "logits" in out else None
+        return feats.astype(np.float32), softmax_np(inet), probs
 
     def encode_tensor(self, x: torch.Tensor) -> Encoded:
         feats, inet, probs = self._forward(x)
@@ -156,8 +195,23 @@ class ImageEncoder:
         )
 
 
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What another process needs to load the same `ImageEncoder` (picklable)."""
+
+    backbone: str
+    run_dir: str | None
+    image_size: int
+    amp: bool
+    device: str
+
+    def load(self) -> ImageEncoder:
+        return load_encoder(self.backbone, self.run_dir, self.image_size, self.device, self.amp)
+
+
 def concat(parts: Sequence[Encoded]) -> Encoded:
     probs = [p.probs for p in parts if p.probs is not None]
+    sem = [p.semantic for p in parts if p.semantic is not None]
     return Encoded(
         features=np.concatenate([p.features for p in parts]),
         top_ids=np.concatenate([p.top_ids for p in parts]),
@@ -165,6 +219,7 @@ def concat(parts: Sequence[Encoded]) -> Encoded:
         probs=np.concatenate(probs) if len(probs) == len(parts) and probs else None,
         ok=np.concatenate([p.ok for p in parts]),
         reasons=[r for p in parts for r in p.reasons],
+        semantic=np.concatenate(sem) if len(sem) == len(parts) and sem else None,
     )
 
 
@@ -198,22 +253,30 @@ def load_encoder(
 
         trained = load_trained(run_dir, "best" if _has_best(run_dir) else "last", str(dev))
         ref, note = imagenet_reference(trained)
+        from core.vision.inference import load_inference, load_run_inference
+
         own = ref is trained.backbone
+        size = int(image_size or trained.config.image_size)
         return ImageEncoder(
             backbone=trained.backbone,
             device=dev,
-            image_size=int(image_size or trained.config.image_size),
+            image_size=size,
             amp=amp,
             run=trained,
             run_dir=str(Path(run_dir).resolve()),
             imagenet_ref=None if own else ref,
             imagenet_note=note,
-        )
+            inference=load_run_inference(trained, size, amp=amp),
+            imagenet_inference=None if own or ref is None else load_inference(ref, size, dev,
+                                                                              amp=amp),
+        )  # fmt: skip
     from core.vision.backbones import create_backbone
+    from core.vision.inference import load_inference
 
     bb = create_backbone(backbone)
     bb.model.to(dev, memory_format=torch.channels_last)
-    return ImageEncoder(bb, dev, int(image_size or bb.default_size), amp)
+    size = int(image_size or bb.default_size)
+    return ImageEncoder(bb, dev, size, amp, inference=load_inference(bb, size, dev, amp=amp))
 
 
 def _has_best(run_dir: str | Path) -> bool:

@@ -1,9 +1,15 @@
 """Retrieval quality per ranking mode.
 
-Caption queries: every caption of an indexed, held-out photo (not used to fit the text
-mapping) is a query whose one relevant image is its photo; the pool is those photos. Metrics:
-recall@1/5/10, median rank, mean reciprocal rank. Tied scores take the mean rank of their tie
-group, so a mode that scores everything alike gets no credit for the folder order.
+Caption queries (any caption format core.data.captions reads; photos matched to indexed
+images by file name): every caption of an indexed photo the text mapping never saw is a
+query whose one relevant image is its photo. The pool is every indexed image (`pool="all"`,
+the default) or only those never-seen photos (`"heldout"`, which flatters: a small pool makes
+any ranking look good). Captions of photos the mapping was fitted on are refused as queries,
+or scored apart. Metrics: recall@1/5/10, median rank, mean reciprocal rank, and the share of
+fitted photos among the caption file's photos in the top 10, the query's own photo left out
+(against their share of those photos in the pool: a mapping biased toward its own training
+photos shows here). Tied scores take the mean rank of their tie group, so a mode
+that scores everything alike gets no credit for the folder order.
 
 Category queries (CSV `query,category`): relevant images are those whose class folder is the
 query's category, in the pool (the test split by default). Metrics: precision@10 and
@@ -15,6 +21,7 @@ from __future__ import annotations
 import csv
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,49 +130,209 @@ def _score_queries(engine, analysed, queries, modes, idx, k, out) -> None:
         out["per_category"][mode] = {c: float(np.mean(v)) for c, v in sorted(per_cat.items())}
 
 
-def caption_queries(engine: Any, captions_file: str | Path | None) -> tuple[np.ndarray, list]:
-    """(pool rows, [(caption, pool position)]): captioned photos kept out of the mapping."""
+# --- caption queries ----------------------------------------------------------------------------
+
+POOLS = ("all", "heldout")
+
+
+def _names(paths: Sequence[str]) -> list[str]:
+    return [Path(p).name for p in paths]
+
+
+def _engine_paths(engine: Any) -> list[str]:
+    if hasattr(engine, "row_paths"):
+        return list(engine.row_paths())
+    return list(engine.paths)
+
+
+def fitted_images(engine: Any) -> frozenset[str]:
+    """File names whose captions fitted the index's text mapping (and keyword model)."""
+    got = getattr(engine, "fitted_images", None)
+    if got is not None:
+        return frozenset(got)
+    sem = getattr(engine, "semantic", None)
+    return frozenset(sem.config.get("train_images", [])) if sem is not None else frozenset()
+
+
+def caption_file_map(captions_file: str | Path) -> dict[str, list[str]]:
+    """{photo file name: [captions]} from any format core.data.captions reads."""
+    from core.data.captions import CaptionFileError
     from core.search.store import captions_by_image
 
-    by_name = captions_by_image(captions_file) if captions_file else {}
-    held = set(engine.semantic.config.get("heldout_images", [])) if engine.semantic else None
-    names = [Path(p).name for p in engine.paths]
-    pool = [
-        i for i, n in enumerate(names)
-        if (by_name.get(n) or engine.rows["captions"][i]) and (held is None or n in held)
-    ]  # fmt: skip
-    queries = []
-    for pos, i in enumerate(pool):
-        for c in by_name.get(names[i]) or engine.rows["captions"][i] or []:
-            queries.append((c, pos))
-    return np.array(pool, dtype=int), queries
+    try:
+        by_name = captions_by_image(captions_file)
+    except (CaptionFileError, OSError) as exc:
+        raise EvaluationError(f"{captions_file}: {exc}") from exc
+    if not by_name:
+        raise EvaluationError(
+            f"{captions_file}: no caption names a photo (a plain one-caption-per-line file "
+            "cannot be matched to images)"
+        )
+    return by_name
+
+
+def _index_captions(engine: Any, paths: Sequence[str]) -> dict[str, list[str]]:
+    """{photo file name: [captions]} of the captions stored in the index itself."""
+    caps = engine.rows["captions"]
+    out = {Path(p).name: list(c) for p, c in zip(paths, caps, strict=True) if c}
+    if not out:
+        raise EvaluationError("the index holds no captions: index photos with --captions FILE")
+    return out
+
+
+@dataclass
+class CaptionQueries:
+    """Queries (caption, target row), split into never-fitted and fitted photos."""
+
+    queries: list[tuple[str, int]]  # captions of photos the mapping never saw
+    fitted: list[tuple[str, int]]  # captions of photos the mapping was fitted on
+    pool_rows: np.ndarray  # rows ranked (all, or the never-fitted captioned photos)
+    matched_photos: int
+    unmatched_photos: int
+
+
+def caption_queries(
+    paths: Sequence[str], by_name: dict[str, list[str]], fitted: frozenset[str], pool: str
+) -> CaptionQueries:
+    """Match caption file photos to indexed rows by file name; fitted photos kept apart."""
+    if pool not in POOLS:
+        raise EvaluationError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
+    names = _names(paths)
+    row_of: dict[str, int] = {}
+    for i, n in enumerate(names):
+        row_of.setdefault(n, i)
+    queries, fit_q = [], []
+    matched = 0
+    for name, caps in by_name.items():
+        i = row_of.get(name)
+        if i is None:
+            continue
+        matched += 1
+        (fit_q if name in fitted else queries).extend((c, i) for c in caps)
+    if pool == "all":
+        rows = np.arange(len(paths))
+    else:
+        rows = np.array(sorted({i for _, i in queries}), dtype=int)
+    return CaptionQueries(queries, fit_q, rows, matched, len(by_name) - matched)
+
+
+class _Ranker:
+    """Ranks of target rows among pool rows for one mode, from whichever search API the
+    engine offers: `ranking(text, mode, limit)` (paths best first, rows it does not return
+    share the remaining ranks) or the in-memory `mode_scores` (every row scored)."""
+
+    def __init__(self, engine: Any, paths: Sequence[str]) -> None:
+        self.engine = engine
+        self.row_of = {p: i for i, p in enumerate(paths)}
+        self.n = len(paths)
+
+    def rank(self, text: str, analysed: Any, mode: str, target: int,
+             pool: np.ndarray, in_pool: np.ndarray) -> float:  # fmt: skip
+        if analysed is not None:
+            return tied_rank(self.engine.mode_scores(analysed, mode)[pool],
+                             int(np.searchsorted(pool, target)))  # fmt: skip
+        ranked = self.engine.ranking(text, mode, self.n)
+        pos = 0
+        for p in ranked:
+            i = self.row_of.get(p)
+            if i is None or not in_pool[i]:
+                continue
+            pos += 1
+            if i == target:
+                return float(pos)
+        rest = len(pool) - pos  # unranked pool rows share the remaining ranks
+        return pos + (rest + 1) / 2
+
+    def top(self, text: str, analysed: Any, mode: str, pool: np.ndarray, k: int) -> np.ndarray:
+        """The k best pool rows, best first."""
+        if analysed is not None:
+            s = self.engine.mode_scores(analysed, mode)[pool]
+            order = np.lexsort((self.engine.tiebreak[pool], -s))[:k]
+            return pool[order]
+        in_pool = set(pool.tolist())
+        rows = [self.row_of[p] for p in self.engine.ranking(text, mode, k + self.n - len(pool))
+                if p in self.row_of]  # fmt: skip
+        return np.array([i for i in rows if i in in_pool][:k], dtype=int)
+
+
+def _score(engine: Any, ranker: _Ranker, queries: list[tuple[str, int]], modes: Sequence[str],
+           pool: np.ndarray, fitted_mask: np.ndarray, photo_mask: np.ndarray) -> dict:  # fmt: skip
+    """Per mode: R@1/5/10, median rank, MRR, and `fitted_share_top10`: among the caption
+    file's photos in the top 10 (the query's own photo left out), the share that fitted the
+    mapping (with no bias it matches their share of those photos in the pool)."""
+    legacy = not hasattr(engine, "ranking")
+    engine.prime([c for c, _ in queries]) if hasattr(engine, "prime") else None
+    in_pool = np.zeros(ranker.n, bool)
+    in_pool[pool] = True
+    out: dict[str, Any] = {}
+    with single_threaded():
+        analysed = [engine.analyze(c) if legacy else None for c, _ in queries]
+        for mode in modes:
+            ranks, shares = [], []
+            for (c, target), a in zip(queries, analysed, strict=True):
+                ranks.append(ranker.rank(c, a, mode, target, pool, in_pool))
+                top = [i for i in ranker.top(c, a, mode, pool, 11) if i != target][:10]
+                shares += [bool(fitted_mask[i]) for i in top if photo_mask[i]]
+            out[mode] = {**rank_metrics(ranks),
+                         "fitted_share_top10": round(float(np.mean(shares)), 4)
+                         if shares else None}  # fmt: skip
+    return out
 
 
 def evaluate_captions(
     engine: Any, captions_file: str | Path | None, modes: Sequence[str],
-    max_queries: int | None = None,
+    max_queries: int | None = None, pool: str = "all", fitted_apart: bool = False,
 ) -> dict:  # fmt: skip
-    pool, queries = caption_queries(engine, captions_file)
-    if not queries:
+    """Caption queries against the index: each caption's one relevant image is its photo.
+    pool="all" ranks every indexed image; "heldout" only the captioned photos the mapping
+    never saw. Captions of photos the mapping was fitted on are never mixed in: they are
+    counted as refused, or scored apart under "fitted" with `fitted_apart`."""
+    paths = _engine_paths(engine)
+    by_name = caption_file_map(captions_file) if captions_file else _index_captions(engine, paths)
+    fitted = fitted_images(engine)
+    cq = caption_queries(paths, by_name, fitted, pool)
+    if not cq.matched_photos:
         raise EvaluationError(
-            "no caption of a held-out indexed photo: index the photos with --captions, and "
-            "keep some out of the mapping's training (the Flickr8k dev/test lists do this)"
+            f"{captions_file}: none of its {len(by_name)} photos is in the index (photos are "
+            "matched by file name)"
         )
-    if max_queries:
-        queries = queries[:max_queries]
+    if not cq.queries and not (fitted_apart and cq.fitted):
+        raise EvaluationError(
+            f"all {cq.matched_photos} indexed photos of {captions_file} fitted the text "
+            "mapping, so none can be a fair query; index with a held-out share (the Flickr8k "
+            "dev/test lists beside the captions file, else a quarter of the photos) or use "
+            "--fitted-apart"
+        )
+    queries = cq.queries[:max_queries] if max_queries else cq.queries
+    names = _names(paths)
+    fitted_mask = np.array([n in fitted for n in names], dtype=bool)
+    photo_mask = np.array([n in by_name for n in names], dtype=bool)
+    pool_photos = cq.pool_rows[photo_mask[cq.pool_rows]]
+    ranker = _Ranker(engine, paths)
     start = time.perf_counter()
-    engine.prime([c for c, _ in queries])
-    with single_threaded():
-        analysed = [engine.analyze(c) for c, _ in queries]
-    out: dict[str, Any] = {"kind": "caption queries", "source": str(captions_file),
-                           "pool": len(pool), "n_queries": len(queries), "modes": {}}  # fmt: skip
-    with single_threaded():
-        for mode in modes:
-            ranks = [tied_rank(engine.mode_scores(q, mode)[pool], pos)
-                     for q, (_, pos) in zip(analysed, queries, strict=True)]  # fmt: skip
-            out["modes"][mode] = rank_metrics(ranks)
+    out: dict[str, Any] = {
+        "kind": "caption queries", "source": str(captions_file or "the index's captions"),
+        "pool": len(cq.pool_rows),
+        "pool_kind": pool, "index_rows": len(paths), "n_queries": len(queries),
+        "n_photos": len({i for _, i in queries}), "matched_photos": cq.matched_photos,
+        "unmatched_photos": cq.unmatched_photos,
+        "refused": {"fitted_photos": len({i for _, i in cq.fitted}),
+                    "fitted_captions": len(cq.fitted)} if not fitted_apart else None,
+        "fitted_share_pool": round(float(fitted_mask[pool_photos].mean()), 4)
+        if len(pool_photos) else None,
+        "modes": {},
+    }  # fmt: skip
+    if queries:
+        out["modes"] = _score(engine, ranker, queries, modes, cq.pool_rows, fitted_mask,
+                              photo_mask)  # fmt: skip
+    if fitted_apart and cq.fitted:
+        fq = cq.fitted[:max_queries] if max_queries else cq.fitted
+        fpool = cq.pool_rows if pool == "all" else np.array(
+            sorted({i for _, i in fq}), dtype=int)  # fmt: skip
+        out["fitted"] = {
+            "note": "captions that fitted the mapping: not a fair measure of unseen photos",
+            "pool": len(fpool), "n_queries": len(fq),
+            "modes": _score(engine, ranker, fq, modes, fpool, fitted_mask, photo_mask),
+        }  # fmt: skip
     out["seconds"] = round(time.perf_counter() - start, 3)
-    if engine.semantic is not None:
-        out["mapping"] = {"path": str(engine.semantic.path),
-                          "train_captioned_images": engine.semantic.config["train_captioned_images"]}  # fmt: skip
     return out

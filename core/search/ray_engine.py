@@ -1,7 +1,9 @@
 """The Ray engine: encode the images of an index run on a Ray cluster with Ray Data.
 
 Only the encoding moves to the cluster; deciding what needs work and writing the index stay
-in core.search.store, shared with the local engine, so both produce the same rows:
+in core.search.store, shared with the local engine, so both produce the same rows. This
+module imports nothing from store: the driver hands it the encoder's `spec()` (any
+core.search.backend.EncoderBackend), so store -> ray_engine is the only direction:
 
     paths (Arrow blocks) --map_batches(hash tasks)--> sha256        -> store.plan (driver)
     todo paths --map_batches(decode tasks, CPU)--> input tensors, ok, reason
@@ -42,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from core.search.backend import EncoderSpec
+
 log = logging.getLogger(__name__)
 
 # Fault-injection for tests and demos: seconds each encoder actor sleeps per batch, so that a
@@ -77,32 +81,6 @@ class RayOptions:
             raise ValueError(f"--workers must be at least 1, not {self.workers}")
 
 
-@dataclass(frozen=True)
-class EncoderSpec:
-    """What an actor needs to load the same encoder as the driver's."""
-
-    backbone: str
-    run_dir: str | None
-    image_size: int
-    amp: bool
-    device: str
-
-    @classmethod
-    def of(cls, encoder: Any, opts: RayOptions) -> EncoderSpec:
-        return cls(
-            backbone=encoder.backbone.name,
-            run_dir=encoder.run_dir,
-            image_size=int(encoder.image_size),
-            amp=bool(encoder.amp),
-            device="cuda" if opts.gpus_per_worker > 0 else "cpu",
-        )
-
-    def load(self) -> Any:
-        from core.search.embed import load_encoder
-
-        return load_encoder(self.backbone, self.run_dir, self.image_size, self.device, self.amp)
-
-
 @contextlib.contextmanager
 def session(opts: RayOptions) -> Iterator[None]:
     """Connect to (or start) Ray for one run; a Ray instance started here is stopped after."""
@@ -134,7 +112,7 @@ def _blocks(columns: dict[str, Sequence], rows_per_block: int) -> list:
 
 
 def _hash_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from core.search.store import file_sha256
+    from core.search.uri import file_sha256
 
     return {"i": batch["i"], "sha256": np.array([file_sha256(p) for p in batch["path"]])}
 
@@ -175,7 +153,7 @@ def _decode_batch(batch: dict[str, np.ndarray], transform: Any, size: int) -> di
 class _EncoderActor:
     """One per actor: loads the backbone once, then encodes decoded batches."""
 
-    def __init__(self, spec: EncoderSpec):
+    def __init__(self, spec: EncoderSpec):  # any backend's spec (core.search.backend)
         self.encoder = spec.load()
         self.delay = float(os.environ.get(DELAY_ENV, "0") or 0)
         log.info("encoder actor ready in pid %s (%s)", os.getpid(), spec)
@@ -214,10 +192,8 @@ def encode_batches(
 
     from core.search.embed import Encoded
 
-    if transform is None:  # the driver's encoder would give the same; avoid loading weights
-        from core.vision.backbones import create_backbone
-
-        transform = create_backbone(spec.backbone).preprocess(False, spec.image_size)
+    if transform is None:  # the driver passes its encoder's; this loads the model once more
+        transform = spec.load().transform()
     resources = opts.resources or None
     ds = ray.data.from_arrow(_blocks({"i": list(idx), "path": list(paths)}, batch_size))
     ds = ds.map_batches(

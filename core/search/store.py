@@ -26,7 +26,6 @@ since; its parameters and build time go to `index.json` under "ann".
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import time
@@ -40,14 +39,22 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from core.io import atomic_write_json, read_json
+from core.io import MetadataError, atomic_write_json, read_json
+from core.search.maintenance import (
+    apply_moves,
+    holds_index_lock,
+    read_arrow,
+    read_meta_for_update,
+)
 
 log = logging.getLogger(__name__)
 
 TABLE = "images"
 META_FILE = "index.json"
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: semantic, class_probs and derived columns written at index time
 ANN_MIN_ROWS = 100_000  # below this an exact scan is faster than any ANN index
+ANN_COLUMNS = ("vector", "semantic")  # vector columns that get an ANN index above the threshold
+SCALAR_COLUMNS = ("category", "split", "label")  # prefilters, each backed by a bitmap index
 ANN_REBUILD_GROWTH = 0.5  # rebuild the ANN index once the table is 1.5x its size at the build
 ENGINES = ("local", "ray")
 Progress = Callable[[int, int], None]
@@ -65,6 +72,7 @@ class IndexStats:
     encoded: int = 0  # new or changed files encoded in this run
     skipped: list[dict] = field(default_factory=list)  # undecodable files with reasons
     deleted: int = 0
+    moved: int = 0  # files found under a new path by content hash: row updated, not re-encoded
     rows: int = 0  # rows in the table afterwards
     seconds: float = 0.0
     images_per_second: float = 0.0
@@ -109,33 +117,37 @@ def list_images(folder: str | Path) -> list[ImageFile]:
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise IndexError_(f"{folder}: no such folder")
+    from core.data.dataset import safe_resolve
+
+    # A symlink loop cannot be resolved: it keeps its own path and is skipped as unreadable.
+    def resolved(p: Path) -> str:
+        return str(safe_resolve(p) or p)
+
     try:
         ds = find_dataset(root)
         if ds.layout != "class-folders":
-            return [ImageFile(str(r.path.resolve()), r.split, r.label or "") for r in ds.records]
-        return [ImageFile(str(r.path.resolve()), "", r.label or "") for r in ds.records]
+            return [ImageFile(resolved(r.path), r.split, r.label or "") for r in ds.records]
+        return [ImageFile(resolved(r.path), "", r.label or "") for r in ds.records]
     except DatasetError:
         pass
     from core.data.dataset import IMAGE_EXTENSIONS
 
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-    return [ImageFile(str(p.resolve()), "", "") for p in files if p.is_file()]
+    return [ImageFile(resolved(p), "", "") for p in files if p.is_file() or p.is_symlink()]
 
 
 def read_bytes(path: str) -> bytes:
     """A file's bytes, from a local path or a URI."""
-    from core.search.uri import is_uri
-    from core.search.uri import read_bytes as read_uri
+    from core.search.uri import read_path_bytes
 
-    return read_uri(path) if is_uri(path) else Path(path).read_bytes()
+    return read_path_bytes(path)
 
 
 def file_sha256(path: str) -> str:
     """Content hash ("" when the file cannot be read: it is then skipped as unreadable)."""
-    try:
-        return hashlib.sha256(read_bytes(path)).hexdigest()
-    except OSError:
-        return ""
+    from core.search.uri import file_sha256 as sha
+
+    return sha(path)
 
 
 def hash_files(paths: Sequence[str], workers: int = 4) -> list[str]:
@@ -159,7 +171,11 @@ def captions_by_image(captions_file: str | Path | None) -> dict[str, list[str]]:
 # --- schema -------------------------------------------------------------------------------------
 
 
-def schema(feature_dim: int) -> pa.Schema:
+def schema(feature_dim: int, semantic_dim: int | None = None) -> pa.Schema:
+    """The columns a commit writes. `semantic` only when the encoder has its own image-text
+    space (CLIP); otherwise the table gains it empty (`_upgrade`) and `derive.finalize` fills
+    it, as it adds `class_probs`."""
+    sem = [("semantic", pa.list_(pa.float32(), semantic_dim))] if semantic_dim else []
     return pa.schema(
         [
             ("path", pa.string()),
@@ -175,6 +191,7 @@ def schema(feature_dim: int) -> pa.Schema:
             ("captions", pa.list_(pa.string())),
             ("text", pa.string()),
             ("vector", pa.list_(pa.float32(), feature_dim)),
+            *sem,
         ]
     )
 
@@ -193,9 +210,11 @@ def _rows(
     imagenet: list[str],
     caps: dict[str, list[str]],
     feature_dim: int,
+    semantic_dim: int = 384,
 ) -> pa.Table:
     keep = np.flatnonzero(enc.ok)
-    cols: dict[str, list] = {k: [] for k in schema(feature_dim).names}
+    own = semantic_dim if enc.semantic is not None else None
+    cols: dict[str, list] = {k: [] for k in schema(feature_dim, own).names}
     for i in keep:
         f = files[i]
         probs = enc.probs[i] if enc.probs is not None else None
@@ -216,7 +235,17 @@ def _rows(
         cols["text"].append(tag_text(category, labels, captions))
     vec = enc.features[keep].astype(np.float32).reshape(-1)
     cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vec), feature_dim)
-    return pa.table(cols, schema=schema(feature_dim))
+    if own:  # an encoder with its own image-text space (CLIP)
+        sem = enc.semantic[keep].astype(np.float32).reshape(-1)
+        cols["semantic"] = pa.FixedSizeListArray.from_arrays(pa.array(sem), semantic_dim)
+    return pa.table(cols, schema=schema(feature_dim, own))
+
+
+def semantic_dim_of(encoder: Any) -> int:
+    """The semantic column's dimension: the encoder's own space, else the sentence space."""
+    from core.search.textmap import TEXT_DIM
+
+    return int(getattr(encoder, "semantic_dim", None) or TEXT_DIM)
 
 
 # --- metadata -----------------------------------------------------------------------------------
@@ -233,7 +262,17 @@ def read_meta(index_dir: str | Path) -> dict:
             f"{index_dir}: not an index (no {META_FILE}); build one with "
             "`python -m core index --images DIR --index INDEX_DIR`"
         )
-    return read_json(path)
+    try:
+        meta = read_json(path)
+    except MetadataError as exc:
+        raise IndexError_(
+            f"{exc}; run `python -m core index --images DIR --index {index_dir}` to rebuild it "
+            "from the table"
+        ) from None
+    if not isinstance(meta, dict):
+        raise IndexError_(f"{path} is not an index description (a JSON object); run `index` "
+                          "again to rebuild it from the table")  # fmt: skip
+    return meta
 
 
 def open_table(index_dir: str | Path):
@@ -254,7 +293,7 @@ def _existing(tbl) -> dict[str, tuple[str, str, list[str]]]:
     """{path: (sha256, root, captions)} of the rows already in the table."""
     if tbl is None:
         return {}
-    t = tbl.to_arrow().select(["path", "sha256", "root", "captions"]).to_pydict()
+    t = read_arrow(tbl).select(["path", "sha256", "root", "captions"]).to_pydict()
     return {
         p: (s, r, list(c or []))
         for p, s, r, c in zip(t["path"], t["sha256"], t["root"], t["captions"], strict=True)
@@ -339,9 +378,10 @@ class _Writer:
             self.stats.skipped.append({"path": part[j].path, "reason": enc.reasons[j]})
         e = self.encoder
         table = _rows(part, [self.shas[i] for i in idx], self.root, enc, e.class_names,
-                      e.imagenet_classes, self.caps, e.feature_dim)  # fmt: skip
+                      e.imagenet_classes, self.caps, e.feature_dim, semantic_dim_of(e))  # fmt: skip
         if table.num_rows and self.tbl is None:
             self.tbl = self.db.create_table(TABLE, data=table)
+            _upgrade(self.tbl, semantic_dim_of(e))
         elif table.num_rows:
             (
                 self.tbl.merge_insert("path")
@@ -375,6 +415,7 @@ def _local_batches(
         pos += n
 
 
+@holds_index_lock  # one writer per index folder (core.search.maintenance)
 def build_index(
     images: str | Path,
     index_dir: str | Path,
@@ -391,9 +432,13 @@ def build_index(
     engine: str = "local",
     ray_options: Any = None,  # core.search.ray_engine.RayOptions
     ann_min_rows: int = ANN_MIN_ROWS,
+    derive: bool = True,
+    map_config: Any = None,  # core.search.textmap.MapConfig
 ) -> IndexStats:
     """Index (or update the index of) every image under `images` (a folder or a URI) into
-    `index_dir`. engine="local" encodes in this process (and never imports Ray);
+    `index_dir`. `derive` (default) then writes what queries read: the semantic column,
+    categories, full-text text, keyword model, relevance floors (core.search.derive).
+    engine="local" encodes in this process (and never imports Ray);
     engine="ray" encodes on a Ray cluster (`ray_options`: address, workers, GPUs)."""
     import lancedb
 
@@ -407,7 +452,7 @@ def build_index(
     root = root_of(images)
     files = list_images(images)
     stats = IndexStats(root=root, found=len(files))
-    meta = read_meta(index_dir) if meta_path(index_dir).exists() else {}
+    meta = read_meta_for_update(index_dir)  # {} when missing; rebuilt when unreadable
     if encoder is None:
         name = backbone or meta.get("encoder", {}).get("backbone") or DEFAULT_BACKBONE
         size = image_size or meta.get("encoder", {}).get("image_size")
@@ -421,6 +466,8 @@ def build_index(
         _check_compatible(meta, identity)
     db = lancedb.connect(str(index_dir))
     tbl = db.open_table(TABLE) if _has_table(db) else None
+    if tbl is not None:
+        _upgrade(tbl, semantic_dim_of(encoder))
     existing = _existing(tbl)
     caps = captions_by_image(captions_file)
 
@@ -434,6 +481,9 @@ def build_index(
         else:
             shas = hash_files([f.path for f in files])
         work = plan(files, shas, existing, caps, captions_file, root, stats)
+        stats.moved = apply_moves(tbl, files, work.todo, work.gone, shas, existing, root,
+                                  lambda p, old: caps.get(_name(p), []) if captions_file else old,
+                                  lambda row, c: tag_text(row["category"], row["top_labels"], c))  # fmt: skip
         if work.gone and tbl is not None:
             for k in range(0, len(work.gone), 500):  # keep the filter expression small
                 quoted = ", ".join("'" + p.replace("'", "''") + "'" for p in work.gone[k : k + 500])
@@ -447,7 +497,7 @@ def build_index(
             batches: EncodedBatches = iter(())
         elif engine == "ray":
             batches = ray_engine.encode_batches(
-                ray_engine.EncoderSpec.of(encoder, opts),
+                encoder.spec("cuda" if opts.gpus_per_worker > 0 else "cpu"),
                 [files[i].path for i in work.todo], work.todo, opts, batch_size,
                 encoder.transform(),
             )  # fmt: skip
@@ -466,8 +516,14 @@ def build_index(
             writer.commit(pending_idx, concat(pending))
     tbl = writer.tbl
     stats.rows = tbl.count_rows() if tbl is not None else 0
-    if tbl is not None and (work.todo or work.gone or _ann_due(meta, stats.rows, ann_min_rows)):
-        _maintain(tbl, stats.rows, meta, ann_min_rows)
+    rewritten = False
+    if tbl is not None and derive:
+        from core.search.derive import finalize
+
+        rewritten = finalize(index_dir, tbl, meta, encoder, map_config)
+    changed = bool(work.todo or work.gone or stats.moved or rewritten)
+    if tbl is not None and (changed or _ann_due(meta, stats.rows, ann_min_rows)):
+        _maintain(tbl, stats.rows, meta, ann_min_rows, rebuild=rewritten)
     stats.seconds = round(time.perf_counter() - start, 3)
     stats.images_per_second = round(stats.encoded / stats.seconds, 2) if stats.encoded else 0.0
     writer.write_meta()
@@ -490,44 +546,72 @@ def _ann_due(meta: dict, rows: int, ann_min_rows: int) -> bool:
     return not ann or rows >= ann["rows_at_build"] * (1 + ANN_REBUILD_GROWTH)
 
 
-def ann_params(rows: int) -> dict:
-    """IVF_HNSW_SQ settings for a table of `rows` vectors: ~sqrt(n) IVF partitions (LanceDB's
-    own rule), HNSW graph degree m and build beam ef_construction at LanceDB's defaults."""
+def ann_params(rows: int, dim: int = 1280) -> dict:
+    """IVF_PQ settings for `rows` vectors of `dim` dimensions, and the query settings that go
+    with them (recorded in index.json, read by every query):
+    - partitions: about 4,096 rows each (k-means on 2 cores stays minutes at 1M rows);
+    - sub-vectors: 8 dimensions each up to 512-d, 16 above (80 bytes a 1280-d vector),
+      8-bit codes (4-bit below 4,096 rows, where 256 centroids cannot be trained);
+    - nprobes: the partitions a query visits, about 6% of them and at least 8;
+    - refine_factor: the PQ candidates re-ranked with the full vectors, 10x k, so the
+      quantisation error is undone for the final order.
+    IVF_PQ rather than HNSW: its codes (tens of bytes a row) keep a serving process's memory
+    far below an HNSW graph over scalar-quantised vectors (a byte per dimension)."""
+    parts = max(1, rows // 4096)
     return {
-        "type": "IVF_HNSW_SQ",
+        "type": "IVF_PQ",
         "metric": "cosine",
-        "num_partitions": max(1, round(math.sqrt(rows))),
-        "m": 20,
-        "ef_construction": 300,
+        "num_partitions": parts,
+        "num_sub_vectors": dim // 8 if dim <= 512 else dim // 16,
+        # 256 codes a sub-vector need 256 training rows; smaller tables get 16 (4 bits)
+        "num_bits": 8 if rows >= 4096 else 4,
+        "nprobes": max(8, math.ceil(0.06 * parts)),
+        "refine_factor": 10,
     }
 
 
-def _maintain(tbl, rows: int, meta: dict, ann_min_rows: int = ANN_MIN_ROWS) -> None:
-    """Full-text index on tags + captions; an ANN index only where it beats an exact scan,
-    (re)built per `_ann_due` and recorded in meta["ann"]."""
-    try:
-        from lancedb.index import FTS
+def _maintain(
+    tbl, rows: int, meta: dict, ann_min_rows: int = ANN_MIN_ROWS, rebuild: bool = False
+) -> None:
+    """Full-text index on `text`, bitmap indexes on the prefilter columns, and ANN indexes on
+    the vector columns where they beat an exact scan: (re)built per `_ann_due`, or after the
+    derived columns were rewritten (`rebuild`), recorded in meta["ann"]."""
+    from lancedb.index import FTS, Bitmap, BTree
 
-        tbl.create_index("text", config=FTS(), replace=True)
-    except Exception as exc:  # FTS is an extra; the index works without it
+    try:  # whole words, lower case, no stemming: the study's keyword semantics
+        tbl.create_index("text", config=FTS(with_position=False, stem=False,
+                                            remove_stop_words=False, lower_case=True),
+                         replace=True)  # fmt: skip
+    except Exception as exc:  # the keyword mode then says it has no full-text index
         log.warning("full-text index not built: %s", exc)
+    for col in SCALAR_COLUMNS:
+        tbl.create_index(col, config=Bitmap(), replace=True)
+    tbl.create_index("path", config=BTree(), replace=True)  # result rows read back by path
     meta["ann_min_rows"] = ann_min_rows
-    if not _ann_due(meta, rows, ann_min_rows):
+    if not (_ann_due(meta, rows, ann_min_rows) or (rebuild and rows >= ann_min_rows)):
         return
-    from lancedb.index import HnswSq
+    from lancedb.index import IvfPq
 
-    p = ann_params(rows)
     t0 = time.perf_counter()
-    config = HnswSq(distance_type=p["metric"], num_partitions=p["num_partitions"], m=p["m"],
-                    ef_construction=p["ef_construction"])  # fmt: skip
-    tbl.create_index("vector", config=config, replace=True)
+    columns = {}
+    for col in ANN_COLUMNS:
+        if col not in tbl.schema.names or tbl.count_rows(f"{col} IS NULL"):
+            continue  # a semantic column not written yet (index --no-mapping)
+        p = ann_params(rows, tbl.schema.field(col).type.list_size)
+        tbl.create_index(col, config=IvfPq(distance_type=p["metric"],
+                                           num_partitions=p["num_partitions"],
+                                           num_sub_vectors=p["num_sub_vectors"],
+                                           num_bits=p["num_bits"]),
+                         replace=True)  # fmt: skip
+        columns[col] = p
     meta["ann"] = {
-        **p,
+        **ann_params(rows),
+        "columns": columns,
         "rows_at_build": rows,
         "built": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    log.info("ANN index built: %s", meta["ann"])
+    log.info("ANN indexes built: %s", meta["ann"])
 
 
 def index_summary(index_dir: str | Path) -> dict:
@@ -550,7 +634,7 @@ def meta_summary(meta: dict) -> dict:
 
 
 def _write_meta(index_dir: Path, meta: dict, encoder: Any, tbl, root: str, captions, stats) -> None:
-    meta.setdefault("version", INDEX_VERSION)
+    meta["version"] = INDEX_VERSION  # the table has this version's columns (_upgrade)
     meta.setdefault("created", datetime.now(UTC).isoformat(timespec="seconds"))
     meta["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
     meta["encoder"] = {
@@ -573,7 +657,7 @@ def _write_meta(index_dir: Path, meta: dict, encoder: Any, tbl, root: str, capti
 def load_rows(index_dir: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
     """The whole table (or some columns) as Arrow; 10k rows load in well under a second."""
     tbl = open_table(index_dir)
-    t = tbl.to_arrow()
+    t = read_arrow(tbl, index_dir)
     return t.select(list(columns)) if columns else t
 
 
@@ -589,12 +673,25 @@ def text_search(index_dir: str | Path, query: str, k: int = 10) -> list[dict]:
 
 
 def vector_search(
-    index_dir: str | Path, vector: np.ndarray, k: int = 10, where: str | None = None
+    index_dir: str | Path,
+    vector: np.ndarray,
+    k: int = 10,
+    where: str | None = None,
+    column: str = "vector",
 ) -> list[dict]:
-    """LanceDB vector search on the backbone features, with an optional SQL filter such as
-    "label = 'sea'" or "split = 'test'" (ANN when the table has a vector index, else exact)."""
-    q = open_table(index_dir).search(np.asarray(vector, np.float32)).metric("cosine")
-    if where:
-        q = q.where(where, prefilter=True)
-    rows = q.limit(k).select(["path", "label", "split", "category"]).to_arrow().to_pylist()
-    return [{**r, "score": 1 - float(r.pop("_distance"))} for r in rows]
+    """LanceDB vector search (cosine) on the backbone features (`column="vector"`) or the
+    semantic column, with an optional SQL prefilter such as "label = 'sea'" or
+    "split = 'test'"; ANN with the index's recorded query settings when the column has a
+    vector index, else exact. Rows: path, label, split, category, score (cosine)."""
+    from core.search.table import IndexTable
+
+    hits = IndexTable.open(index_dir).vector_search(column, vector, k, where)
+    return [{key: h[key] for key in ("path", "label", "split", "category", "score")}
+            for h in hits.rows]  # fmt: skip
+
+
+def _upgrade(tbl: Any, semantic_dim: int) -> None:
+    """An index of an older format gains the columns of this one (filled by finalize)."""
+    if "semantic" not in tbl.schema.names:
+        log.info("upgrading the index: adding the semantic column")
+        tbl.add_columns(pa.field("semantic", pa.list_(pa.float32(), semantic_dim)))

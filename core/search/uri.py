@@ -36,6 +36,24 @@ def _split_uri(uri: str) -> tuple[object, str]:
     return filesystem, rest[offset:]
 
 
+def read_path_bytes(path: str) -> bytes:
+    """A file's bytes, from a local path or a URI."""
+    from pathlib import Path
+
+    return read_bytes(path) if is_uri(path) else Path(path).read_bytes()
+
+
+def file_sha256(path: str) -> str:
+    """Content hash of a local file or URI ("" when it cannot be read: then skipped as
+    unreadable). Both indexing engines hash with this."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(read_path_bytes(path)).hexdigest()
+    except OSError:
+        return ""
+
+
 def read_bytes(uri: str) -> bytes:
     """The bytes of one file given by URI (raises OSError when it cannot be read)."""
     filesystem, path = _split_uri(uri)

@@ -94,7 +94,7 @@ class Mapping:
     def from_json(cls, text: str, source: str = "(in memory)") -> Mapping:
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise MappingError(f"not valid JSON: {exc}") from None
         return cls.from_dict(d, source)
 
@@ -109,8 +109,15 @@ class Mapping:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise MappingError(f"cannot read {path}: {exc.strerror}") from None
-        return cls.from_json(text, source=str(path))
+            raise MappingError(f"mapping table {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise MappingError(
+                f"mapping table {path} is not UTF-8 text; save it as UTF-8 JSON"
+            ) from None
+        try:
+            return cls.from_json(text, source=str(path))
+        except MappingError as exc:
+            raise MappingError(f"mapping table {path}: {exc}") from None
 
     @classmethod
     def default(cls) -> Mapping:

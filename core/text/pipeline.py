@@ -265,8 +265,15 @@ def run_pipeline(
             log.warning(split["note"])
             hmm = None
     if hmm is not None:
+        try:
+            with timer("hmm_decode"):
+                tags = hmm.tag_many(test_tok)
+        except ValueError as exc:  # fitted on too little text: transitions never observed
+            split["note"] = f"keyword HMM not usable ({len(train_idx)} training captions): {exc}"
+            log.warning(split["note"])
+            hmm = model.hmm = None
+    if hmm is not None:
         with timer("hmm_decode"):
-            tags = hmm.tag_many(test_tok)
             truth = [{t for t in toks if t in forms} for toks in test_tok]
             full = prf(truth, tagged_sets(test_tok, tags))
         hmm_out = {**vars(full), "n_heldout": len(test_idx), **hmm.info}

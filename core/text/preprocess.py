@@ -10,13 +10,32 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
-WORD_RE = re.compile(r"[a-z]+")
+# A word is a run of Unicode letters (no digits, no underscore): `château` stays one word,
+# `naïve`, `São` and `森の湖` too. Text is NFC-normalised first, so a letter written as base +
+# combining accent is one letter.
+WORD_RE = re.compile(r"[^\W\d_]+")
 MIN_TOKEN_LEN = 2  # single letters ("a", "s" from "dog's") carry nothing
+
+
+def words(text: str) -> list[str]:
+    """Lower-case Unicode word tokens of `text` (stop words kept): the one tokeniser the
+    captions, TF-IDF, the keyword models and query analysis share."""
+    return WORD_RE.findall(unicodedata.normalize("NFC", text).lower())
+
+
+def has_words(text: str) -> bool:
+    return WORD_RE.search(unicodedata.normalize("NFC", text)) is not None
+
+
+def is_ascii_word(word: str) -> bool:
+    """True for words in the a-z alphabet (what the English models and the mapping know)."""
+    return word.isascii()
 
 
 def _nltk_stopwords() -> frozenset[str] | None:
@@ -69,11 +88,11 @@ class Preprocessor:
 
     def words(self, text: str) -> list[str]:
         """All lower-case word tokens, punctuation and digits stripped (stop words kept)."""
-        return WORD_RE.findall(text.lower())
+        return words(text)
 
     def tokens(self, text: str) -> list[str]:
         """Content tokens: words minus stop words and single letters, lemmatised if possible."""
-        out = [w for w in WORD_RE.findall(text.lower()) if len(w) >= MIN_TOKEN_LEN]
+        out = [w for w in words(text) if len(w) >= MIN_TOKEN_LEN]
         out = [w for w in out if w not in self.stop_words]
         if self._lemmatizer is not None:
             out = [self._lemmatizer.lemmatize(w) for w in out]  # type: ignore[attr-defined]

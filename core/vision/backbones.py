@@ -16,6 +16,7 @@ caller can pair a model with the wrong normalisation or input size.
 from __future__ import annotations
 
 import logging
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,8 +155,12 @@ def map_lite0_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise BackboneWeightsError(f"cannot read weights file {path}: {exc}") from exc
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        # One line: torch's own messages run over several.
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise BackboneWeightsError(
+            f"cannot read weights file {path}: not a PyTorch state dict of tensors ({reason})"
+        ) from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):

@@ -1,8 +1,10 @@
 """Batched image loading and feature extraction, with an on-disk feature cache.
 
-Extraction runs under torch.inference_mode with channels-last memory format and, where the
-hardware supports it, bfloat16 autocast on the CPU (float16 on CUDA): on this project's AVX-512
-CPUs that is several times faster than float32, and the features are stored as float32.
+`cached_features` runs the backbone through `core.vision.inference` (OpenVINO bf16 or ONNX
+Runtime fp32 on CPUs, PyTorch on CUDA; see there): the backend and its preprocessing come
+together. The PyTorch
+path runs under inference_mode, channels-last and, when `amp`, bf16 autocast on CPUs with bf16
+kernels (fp16 on CUDA). Features are stored as float32.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 FEATURE_CACHE_VERSION = 1
+# Images per OpenVINO / ONNX Runtime call on a CPU, chosen by measurement
+# (benchmarks/features.py --sweep; see the README's CNN inference section).
+CPU_BATCH = 16
 
 
 def pick_device(explicit: str | None = None) -> torch.device:
@@ -149,44 +154,106 @@ def weights_stamp(weights: str | None) -> str:
     return json.dumps(_file_stamp(str(weights)))
 
 
-def cached_features(
-    backbone: Any,
-    paths: Sequence[str | Path],
-    image_size: int,
-    cache_dir: str | Path | None,
-    device: torch.device,
-    batch_size: int = 64,
-    workers: int | None = None,
-    amp: bool = True,
-    progress: Progress | None = None,
-) -> tuple[np.ndarray, bool]:
-    """Penultimate features of `paths` (eval preprocessing), from the cache when the backbone,
-    weights, image size and files are unchanged. Returns (features, from_cache)."""
-    ident = {
+def run_outputs(
+    inference: Any, loader: DataLoader, progress: Progress | None = None
+) -> dict[str, np.ndarray]:
+    """Every output of a `core.vision.inference.Inference` over the loader, in order."""
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in inference.outputs}
+    done, total = 0, len(loader.dataset)
+    for x, _ in loader:
+        for name, value in inference.run(x).items():
+            parts[name].append(value)
+        done += len(x)
+        if progress:
+            progress(done, total)
+    return {n: np.concatenate(v).astype(np.float32, copy=False) if v else
+            np.zeros((0, 0), np.float32) for n, v in parts.items()}  # fmt: skip
+
+
+def feature_ident(backbone: Any, image_size: int, amp: bool, numerics: str) -> dict[str, Any]:
+    """What cached features depend on. The PyTorch path keeps the original key (its caches stay
+    valid); other backends add their numerics ("ov-bf16", "ort-fp32", "ort-int8-<model>"):
+    they are not the same numbers."""
+    ident: dict[str, Any] = {
         "version": FEATURE_CACHE_VERSION,
         "backbone": backbone.name,
         "weights": weights_stamp(backbone.weights),
         "image_size": image_size,
         "amp": amp,
     }
-    cache_file = None
-    if cache_dir is not None:
-        key = feature_cache_key(ident, paths)
-        cache_file = Path(cache_dir) / "features" / f"{backbone.name}-{image_size}-{key}.npy"
-        if cache_file.exists():
-            try:
-                feats = np.load(cache_file)
-                if feats.shape == (len(paths), backbone.feature_dim):
-                    if progress:
-                        progress(len(paths), len(paths))
-                    return feats, True
-            except (OSError, ValueError) as exc:  # a damaged cache is recomputed
-                log.warning("ignoring unreadable feature cache %s: %s", cache_file, exc)
-    loader = make_loader(
-        paths, None, backbone.preprocess(False, image_size), batch_size, workers=workers,
-        device=device,
-    )  # fmt: skip
-    feats = extract_features(backbone.model, loader, device, amp, progress)
+    if not numerics.startswith("torch-"):
+        ident["numerics"] = numerics
+    return ident
+
+
+def _read_cached(path: Path | None, shape: tuple[int, int]) -> np.ndarray | None:
+    if path is None or not path.exists():
+        return None
+    try:
+        feats = np.load(path)
+    except (OSError, ValueError) as exc:  # a damaged cache is recomputed
+        log.warning("ignoring unreadable feature cache %s: %s", path, exc)
+        return None
+    return feats if feats.shape == shape else None
+
+
+def cached_features(
+    backbone: Any,
+    paths: Sequence[str | Path],
+    image_size: int,
+    cache_dir: str | Path | None,
+    device: torch.device,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    amp: bool = True,
+    progress: Progress | None = None,
+    backend: str = "auto",
+    precision: str = "auto",
+    calibration: Sequence[str | Path] | None = None,
+) -> tuple[np.ndarray, bool]:
+    """Penultimate features of `paths` (eval preprocessing), from the cache when the backbone,
+    weights, image size, backend numerics and files are unchanged. Returns (features,
+    from_cache). batch_size None: CPU_BATCH on OpenVINO/ONNX Runtime, 64 on PyTorch. int8
+    without `calibration` calibrates on a seeded sample of `paths`."""
+    from core.vision.inference import load_inference, planned_numerics
+
+    def cache_path(numerics: str) -> Path | None:
+        if cache_dir is None:
+            return None
+        key = feature_cache_key(feature_ident(backbone, image_size, amp, numerics), paths)
+        return Path(cache_dir) / "features" / f"{backbone.name}-{image_size}-{key}.npy"
+
+    # Look before loading the model: a cache hit needs no export and no session (int8: the
+    # key names the quantised model, known once it is loaded).
+    shape = (len(paths), backbone.feature_dim)
+    feats = None
+    if precision != "int8":
+        feats = _read_cached(cache_path(planned_numerics(device, backend, precision, amp)), shape)
+    if feats is not None:
+        if progress:
+            progress(len(paths), len(paths))
+        return feats, True
+    if precision == "int8" and calibration is None:  # a seeded sample of these photos
+        from core.vision.inference import INT8_CALIBRATION
+
+        pick = np.random.default_rng(0).permutation(len(paths))[:INT8_CALIBRATION]
+        calibration = [paths[i] for i in sorted(pick)]
+    inference = load_inference(backbone, image_size, device, backend, precision, amp,
+                               cache_dir=cache_dir, calibration=calibration)  # fmt: skip
+    numerics = inference.numerics()
+    if inference.precision == "int8" and inference.path is not None:
+        numerics += f"-{inference.path.stem}"  # the quantised model (its calibration) too
+    cache_file = cache_path(numerics)
+    feats = _read_cached(cache_file, shape)
+    if feats is not None:  # the planned backend fell back, and its features are cached
+        if progress:
+            progress(len(paths), len(paths))
+        return feats, True
+    if batch_size is None:
+        batch_size = CPU_BATCH if inference.backend == "onnxruntime" else 64
+    loader = make_loader(paths, None, inference.transform, batch_size, workers=workers,
+                         device=device)  # fmt: skip
+    feats = run_outputs(inference, loader, progress)["features"]
     if cache_file is not None:
         with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:
             np.save(fh, feats)

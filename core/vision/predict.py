@@ -9,7 +9,6 @@ import torch
 from PIL import Image
 
 from core.vision.backbones import IMAGENET, Backbone, BackboneWeightsError, create_backbone
-from core.vision.features import autocast
 from core.vision.runs import TrainedModel
 
 
@@ -44,19 +43,20 @@ def predict_images(
     images: list[Image.Image],
     reference: tuple[Backbone | None, str] | None = None,
 ) -> list[Prediction]:
+    from core.vision.inference import attached, load_inference, load_run_inference, softmax_np
+
     ref, note = reference if reference is not None else imagenet_reference(trained)
-    tf = trained.backbone.preprocess(False, trained.config.image_size)
-    x = torch.stack([tf(im) for im in images]).to(trained.device)
-    x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), autocast(trained.device, trained.config.amp):
-        probs = trained.model(x).float().softmax(1).cpu().numpy()
-        inet = None
-        if ref is not None:
-            # ImageNet head at the weights' own input size, as it was trained.
-            tf_in = ref.preprocess(False, ref.default_size)
-            xi = torch.stack([tf_in(im) for im in images]).to(trained.device)
-            xi = xi.contiguous(memory_format=torch.channels_last)
-            inet = ref.model.imagenet_logits(xi).float().softmax(1).cpu().numpy()
+    # OpenVINO / ONNX Runtime on CPUs, PyTorch on CUDA (core.vision.inference); loaded once.
+    run_inf = attached(trained, lambda: load_run_inference(trained))
+    probs = softmax_np(run_inf.run(torch.stack([run_inf.transform(im) for im in images]))["logits"])
+    inet = None
+    if ref is not None:
+        # ImageNet head at the weights' own input size, as it was trained.
+        size = ref.default_size
+        ref_inf = attached(ref, lambda: load_inference(ref, size, trained.device,
+                                                       amp=trained.config.amp))  # fmt: skip
+        inet = softmax_np(ref_inf.run(torch.stack([ref_inf.transform(im) for im in images]))
+                          ["imagenet"])  # fmt: skip
     out = []
     for i in range(len(images)):
         top5: list[tuple[str, float]] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,14 @@ import torch
 from core.evaluate import ClassificationResult, classification_result
 from core.io import read_json, read_jsonl
 from core.vision.backbones import Backbone, create_backbone
-from core.vision.features import make_loader, pick_device
+from core.vision.features import make_loader
 from core.vision.train import (
+    CheckpointError,
     RunFiles,
     SceneClassifier,
     SplitData,
     TrainConfig,
+    check_device,
     evaluate,
     load_checkpoint,
 )
@@ -57,11 +60,28 @@ class RunInfo:
     def resumable(self) -> bool:
         return RunFiles(self.path).last.exists() and not self.finished
 
+    @property
+    def selected_by(self) -> str | None:
+        """ "validation" for runs that chose their checkpoint on validation; None for runs
+        written before runs held out a validation set (chosen on the test set)."""
+        return (self.result or {}).get("selected_by") or self.config.get("selected_by")
+
+    @property
+    def selected_by_text(self) -> str:
+        return self.selected_by or "unknown (old run)"
+
+    @property
+    def accuracy(self) -> float | None:
+        """Test accuracy of the reported checkpoint: the result's, else the latest epoch's."""
+        if self.result is not None:
+            return self.result.get("accuracy")
+        return self.metrics[-1]["accuracy"] if self.metrics else None
+
     def label(self) -> str:
         c = self.config
-        acc = self.metrics[-1]["accuracy"] if self.metrics else None
+        acc = self.accuracy
         state = "finished" if self.finished else f"{len(self.metrics)}/{c.get('epochs')} epochs"
-        score = f", acc {acc:.3f}" if acc is not None else ""
+        score = f", test acc {acc:.3f}" if acc is not None else ""
         return f"{self.name} — {c.get('backbone')} {c.get('mode')} {c.get('image_size')}px, {state}{score}"
 
 
@@ -103,30 +123,48 @@ class TrainedModel:
     checkpoint: Path
 
 
-def checkpoint_path(run_dir: str | Path, which: str = "last") -> Path:
+CHECKPOINTS = ("best", "last")
+
+
+def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
+    """checkpoint_best.pt (chosen on validation) or checkpoint_last.pt. "best" falls back to
+    the last checkpoint when a run has none (nothing was better than nothing)."""
     files = RunFiles(Path(run_dir))
     path = {"last": files.last, "best": files.best}.get(which)
     if path is None:
-        raise ValueError(f"checkpoint must be 'last' or 'best', not {which!r}")
+        raise ValueError(f"checkpoint must be 'best' or 'last', not {which!r}")
+    if which == "best" and not path.exists() and files.last.exists():
+        path = files.last
     if not path.exists():
         raise FileNotFoundError(f"{run_dir}: no {path.name}; train the run first")
     return path
 
 
 def load_trained(
-    run_dir: str | Path, which: str = "last", device: str | None = None
+    run_dir: str | Path, which: str = "best", device: str | None = None
 ) -> TrainedModel:
     """Rebuild a run's classifier from its checkpoint (a linear probe's frozen backbone comes
-    from the pretrained weights; other modes carry every layer in the checkpoint)."""
+    from the pretrained weights; other modes carry every layer in the checkpoint).
+
+    The one way every part of SceneSeek loads a run: the checkpoint is read with
+    weights_only=True (core.vision.train.load_checkpoint); a checkpoint holding anything but
+    tensors and plain values, a truncated or a foreign file raises CheckpointError."""
     path = checkpoint_path(run_dir, which)
     ckpt = load_checkpoint(path)
-    cfg = TrainConfig.from_dict(ckpt["config"])
+    try:
+        cfg = TrainConfig.from_dict(ckpt["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its config is not valid ({exc})") from None
     trained_head_only = ckpt["trained"] == "head"
     backbone = create_backbone(cfg.backbone, cfg.weights if trained_head_only else None)
     model = SceneClassifier(backbone, len(ckpt["class_names"]))
     target = model.head if trained_head_only else model
-    target.load_state_dict(ckpt["model"], strict=True)
-    dev = pick_device(device or cfg.device)
+    try:
+        target.load_state_dict(ckpt["model"], strict=True)
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise CheckpointError(f"{path}: its tensors do not fit {cfg.backbone} ({first})") from None
+    dev = check_device(device or cfg.device)
     model.eval().to(dev, memory_format=torch.channels_last)
     return TrainedModel(model, backbone, list(ckpt["class_names"]), cfg, int(ckpt["epoch"]),
                         dev, path)  # fmt: skip
@@ -148,19 +186,38 @@ def labelled_split(folder: str | Path, split: str, cache_dir: str | Path | None 
 
 
 def split_data(
-    train_dir: str | Path, test_dir: str | Path, cache_dir: str | Path | None = None
+    train_dir: str | Path,
+    test_dir: str | Path,
+    cache_dir: str | Path | None = None,
+    val_dir: str | Path | None = None,
+    find_val: bool = True,
 ) -> SplitData:
-    """Usable train/test images; class names are the training folder's classes."""
+    """Usable train/test images; class names are the training folder's classes. The
+    validation images come from `val_dir`, else from a val/ (seg_val/, valid/...) folder
+    beside the training folder when `find_val`; without one the run holds out a share of the
+    training images."""
     from core.data.dataset import DatasetError
+    from core.vision.split import find_val_folder
 
     tr_p, tr_y, _ = labelled_split(train_dir, "train", cache_dir)
     te_p, te_y, _ = labelled_split(test_dir, "test", cache_dir)
     names = sorted(set(tr_y))
+    index = {n: i for i, n in enumerate(names)}
     unknown = sorted(set(te_y) - set(names))
     if unknown:
         raise DatasetError(f"{test_dir}: classes not in the training data: {unknown}")
-    index = {n: i for i, n in enumerate(names)}
-    return SplitData(tr_p, [index[y] for y in tr_y], te_p, [index[y] for y in te_y], names)
+    if val_dir is None and find_val:
+        val_dir = find_val_folder(train_dir)
+    va_p: list[str] = []
+    va_y: list[int] = []
+    if val_dir is not None:
+        paths, labels, _ = labelled_split(val_dir, "val", cache_dir)
+        unknown = sorted(set(labels) - set(names))
+        if unknown:
+            raise DatasetError(f"{val_dir}: classes not in the training data: {unknown}")
+        va_p, va_y = paths, [index[y] for y in labels]
+    return SplitData(tr_p, [index[y] for y in tr_y], te_p, [index[y] for y in te_y], names,
+                     va_p, va_y, str(val_dir) if val_dir is not None else "")  # fmt: skip
 
 
 def evaluate_folder(
@@ -188,12 +245,19 @@ def evaluate_folder(
 
 
 def eval_artefacts(run_dir: str | Path) -> dict[str, np.ndarray] | None:
-    """The last checkpoint's test logits, features, labels and paths (eval.npz)."""
+    """The reported checkpoint's test logits, features, labels and paths (eval.npz): the
+    validation-chosen one (runs written before validation splits: the last)."""
     path = RunFiles(Path(run_dir)).eval
     if not path.exists():
         return None
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(path) as z:  # allow_pickle stays False: data, never code
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(
+            f"{path}: unreadable evaluation file ({type(exc).__name__}); the run's scores in "
+            "result.json stand, retrain the run to rebuild it"
+        ) from None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -4,22 +4,41 @@ Modes:
   linear-probe  frozen backbone: features are extracted once (cached on disk) and only a
                 linear head is trained on them, which takes seconds. The augmentation cannot
                 apply to cached features, so it is off in this mode (the config says so).
-  fine-tune     every layer is trained, with the augmentation.
-  partial       the backbone's last stage and the head are trained; the rest stays frozen
-                (its batch-norm statistics too).
+  partial       the frozen part of the backbone runs once per image and once per mirrored
+                image; its activations are cached on disk (core.vision.activations) and every
+                epoch trains the unfrozen last block(s) and the head on them: about a minute
+                an epoch on a CPU instead of twenty. Flips are the augmentation (rotation
+                cannot apply to cached activations). How much to unfreeze, the epochs and the
+                learning rate default to the choice made on validation by
+                benchmarks/partial_search.py (core/resources/partial_search.json).
+  fine-tune     every layer is trained on images, with the augmentation.
+
+Model selection uses validation only: every run holds out a validation set (the data set's
+`val/` folder, else a seeded stratified share of the training images, core.vision.split).
+checkpoint_best.pt is the epoch with the best validation accuracy, early stopping
+(`patience`) watches validation, and the test set is only scored for reporting.
 
 A run is a folder (see `RunFiles`): config.json, metrics.jsonl (one line per finished
-epoch), checkpoint_last.pt and checkpoint_best.pt (model, optimizer, lr_scheduler, epoch,
-config, class names, history), eval.npz (logits, penultimate features and labels of the test
-set for the last checkpoint) and result.json. Every file is written atomically; an
-interrupted run resumes from checkpoint_last.pt and loses at most the epoch in progress.
+epoch), checkpoint_last.pt and checkpoint_best.pt, eval.npz (test logits, penultimate
+features and labels of the validation-selected checkpoint) and result.json. Checkpoints hold
+tensors and plain values only (configs and history as JSON text) and are read with
+`torch.load(weights_only=True)`: a checkpoint that needs anything else is refused
+(`CheckpointError`), so opening a shared run never runs code from it. Every file is written
+atomically; an interrupted run resumes from checkpoint_last.pt (model, optimizer, scheduler,
+gradient scaler, epoch) and loses at most the epoch in progress.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
+import pickle
+import re
 import time
+import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -40,27 +59,76 @@ from core.io import (
     read_json,
     read_jsonl,
 )
-from core.vision.backbones import IMAGENET, Backbone, create_backbone
-from core.vision.features import (
-    autocast,
-    batches,
-    cached_features,
-    make_loader,
-    pick_device,
-)
+from core.vision.backbones import IMAGENET, Backbone, BackboneWeightsError, create_backbone
+from core.vision.features import batches, cached_features, make_loader
+from core.vision.split import DEFAULT_VAL_FRACTION, Partition, make_partition
 
 log = logging.getLogger(__name__)
 
 MODES = ("linear-probe", "fine-tune", "partial")
+SCHEDULES = ("step", "cosine")
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+CHECKPOINT_FORMAT = 2
 # Settings that define what a run's checkpoints contain; a resume must not change them.
-FIXED_ON_RESUME = ("backbone", "weights", "mode", "image_size", "seed")
+FIXED_ON_RESUME = ("backbone", "weights", "mode", "image_size", "seed", "unfreeze")
+PARTIAL_SEARCH = Path(__file__).resolve().parents[1] / "resources" / "partial_search.json"
+# Partial-mode settings used when the search record is missing (what the search started from).
+PARTIAL_FALLBACK = {"unfreeze": "head", "epochs": 4, "lr": 1e-3, "schedule": "cosine",
+                    "image_size": 224, "label_smoothing": 0.1}  # fmt: skip
+RESNET_UNFREEZE = "layer4.0"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is unreadable, truncated, foreign, or holds more than tensors."""
+
+
+def partial_defaults(backbone: str = "efficientnet_lite0") -> dict[str, Any]:
+    """The partial-mode settings chosen on validation (core/resources/partial_search.json,
+    written by benchmarks/partial_search.py), else the fallback the search started from."""
+    chosen = dict(PARTIAL_FALLBACK)
+    try:
+        record = read_json(PARTIAL_SEARCH)
+        chosen.update(record["chosen"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("no partial-mode search record (%s); using built-in defaults", exc)
+    if backbone == "resnet50":
+        chosen["unfreeze"] = RESNET_UNFREEZE
+    return chosen
+
+
+def mode_defaults(mode: str, backbone: str = "efficientnet_lite0") -> dict[str, Any]:
+    """Defaults that depend on the mode (the rest are TrainConfig's field defaults)."""
+    if mode == "partial":
+        return partial_defaults(backbone)
+    return {}
+
+
+def check_device(name: str | None) -> torch.device:
+    """The device to train on: `name` (validated), else cuda when available, else cpu."""
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {name!r}; use cpu or cuda (cuda:N)") from None
+    if dev.type not in DEVICE_TYPES:
+        raise ValueError(f"unsupported device {name!r}; use cpu or cuda (cuda:N)")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for but no CUDA GPU is available; use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} GPU(s) here")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} asked for but MPS is not available; use cpu")
+    return dev
 
 
 @dataclass
 class TrainConfig:
     """The study's recipe by default: flip + 10 degree rotation, 224 px, ImageNet
     normalisation (the backbone's own), cross-entropy, AdamW lr 1e-3, StepLR(5, 0.1),
-    20 epochs, batch 32."""
+    20 epochs, batch 32. Mode "partial" takes its defaults from `partial_defaults`
+    (use `TrainConfig.for_mode`)."""
 
     backbone: str = "efficientnet_lite0"
     weights: str | None = IMAGENET
@@ -69,15 +137,20 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.01
+    schedule: str = "step"  # "step": StepLR(step_size, gamma); "cosine": to 0 over the epochs
     step_size: int = 5
     gamma: float = 0.1
     image_size: int = 224
     hflip: bool = True
     rotation: float = 10.0
+    label_smoothing: float = 0.0
+    unfreeze: str | None = None  # partial: the first trained unit (core.vision.activations)
+    val_fraction: float = DEFAULT_VAL_FRACTION  # share of training images held out (no val/)
+    patience: int | None = None  # stop after this many epochs without a better validation
     seed: int = 0
     workers: int | None = None
     device: str | None = None
-    amp: bool = True  # bf16 autocast on CPU (where supported), fp16 on CUDA
+    amp: bool = True  # mixed precision on CUDA (fp16 + GradScaler); the CPU stays float32
     eval_batch_size: int = 64
     max_minutes: float | None = None  # stop after the epoch that passes this budget
     notes: list[str] = field(default_factory=list)
@@ -85,12 +158,52 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.image_size < 16:
-            raise ValueError("epochs and batch size must be >= 1, image size >= 16")
-        if self.mode == "linear-probe":
-            note = "linear-probe trains on cached features of un-augmented images: no flip/rotation"
-            if note not in self.notes:
-                self.notes = [*self.notes, note]
+        for problem in self.problems():
+            raise ValueError(problem)
+        if self.mode == "partial" and self.unfreeze is None:
+            self.unfreeze = partial_defaults(self.backbone)["unfreeze"]
+        note = {
+            "linear-probe": "linear-probe trains on cached features of un-augmented images: "
+            "no flip/rotation",
+            "partial": "partial trains on cached activations: flip only, no rotation",
+        }.get(self.mode)
+        if note and note not in self.notes:
+            self.notes = [*self.notes, note]
+
+    def problems(self) -> list[str]:
+        """Every out-of-range setting, as messages naming the option."""
+        checks = [
+            (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}"),
+            (16 <= self.image_size <= 1024,
+             f"--image-size must be between 16 and 1024 pixels, not {self.image_size}"),
+            (math.isfinite(self.lr) and self.lr > 0, f"--lr must be positive, not {self.lr}"),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+             f"--weight-decay must be >= 0, not {self.weight_decay}"),
+            (self.schedule in SCHEDULES,
+             f"--schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}"),
+            (self.step_size >= 1, f"--step-size must be at least 1, not {self.step_size}"),
+            (0 < self.gamma <= 1, f"--gamma must be in (0, 1], not {self.gamma}"),
+            (0 <= self.rotation <= 180, f"--rotation must be 0-180 degrees, not {self.rotation}"),
+            (0 <= self.label_smoothing < 1,
+             f"--label-smoothing must be in [0, 1), not {self.label_smoothing}"),
+            (0 < self.val_fraction < 1,
+             f"--val-fraction must be between 0 and 1, not {self.val_fraction}"),
+            (self.patience is None or self.patience >= 1,
+             f"--patience must be at least 1, not {self.patience}"),
+            (self.workers is None or self.workers >= 0, f"--workers must be >= 0, not {self.workers}"),
+            (self.eval_batch_size >= 1, "eval batch size must be at least 1"),
+            (self.max_minutes is None or self.max_minutes > 0,
+             f"--max-minutes must be positive, not {self.max_minutes}"),
+        ]  # fmt: skip
+        return [msg for ok, msg in checks if not ok]
+
+    @classmethod
+    def for_mode(cls, mode: str = "linear-probe", **settings: Any) -> TrainConfig:
+        """A config whose unset settings take the mode's defaults (None counts as unset)."""
+        given = {k: v for k, v in settings.items() if v is not None}
+        return cls(mode=mode, **{**mode_defaults(mode, given.get("backbone", cls.backbone)),
+                                 **given})  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -100,11 +213,17 @@ class TrainConfig:
 
 @dataclass
 class SplitData:
+    """Training images, test images and (optionally) a validation folder's images. Without
+    val_paths the run holds out `val_fraction` of the training images."""
+
     train_paths: list[str]
     train_labels: list[int]
     test_paths: list[str]
     test_labels: list[int]
     class_names: list[str]
+    val_paths: list[str] = field(default_factory=list)
+    val_labels: list[int] = field(default_factory=list)
+    val_source: str = ""
 
 
 @dataclass
@@ -181,34 +300,48 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def set_trainable(model: SceneClassifier, backbone: Backbone, mode: str) -> list[nn.Parameter]:
+def precision(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """fp16 autocast on CUDA (with a GradScaler in training); float32 elsewhere: bf16 autocast
+    does not pay on this project's CPUs, and float32 keeps cached and live results equal."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def make_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 on CUDA (small gradients would underflow); a no-op elsewhere."""
+    return torch.amp.GradScaler("cuda", enabled=enabled and device.type == "cuda")
+
+
+def set_trainable(
+    model: SceneClassifier, backbone: Backbone, mode: str, unfreeze: str | None = None
+) -> list[nn.Parameter]:
     """Freeze what the mode keeps fixed; return the parameters to optimise."""
     trunk = backbone.model.trunk
-    for name, p in trunk.named_parameters():
-        if mode == "fine-tune":
-            p.requires_grad_(True)
-        elif mode == "partial":
-            p.requires_grad_(any(name.startswith(s + ".") for s in backbone.last_stage))
-        else:
-            p.requires_grad_(False)
+    trunk.requires_grad_(mode == "fine-tune")
+    if mode == "partial":
+        from core.vision.activations import split_trunk
+
+        _, tail = split_trunk(backbone, unfreeze or partial_defaults(backbone.name)["unfreeze"])
+        tail.requires_grad_(True)
     if backbone.model.imagenet_head is not None:
         backbone.model.imagenet_head.requires_grad_(False)
+    model.head.requires_grad_(True)
     return [p for p in model.parameters() if p.requires_grad]
-
-
-def set_train_mode(model: SceneClassifier, backbone: Backbone, mode: str) -> None:
-    """Training mode for the trained parts only: frozen layers keep their batch-norm stats."""
-    model.train()
-    if mode != "fine-tune":
-        backbone.model.trunk.eval()
-    if mode == "partial":
-        for prefix in backbone.last_stage:
-            backbone.model.trunk.get_submodule(prefix).train()
 
 
 def _check_stop(hooks: Hooks) -> None:
     if hooks.should_stop is not None and hooks.should_stop():
         raise TrainingStopped("training stopped on request; resume to continue")
+
+
+def _optimise(
+    loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def train_one_epoch(
@@ -220,17 +353,17 @@ def train_one_epoch(
     amp: bool,
     hooks: Hooks,
     stage: str,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[float, float]:
     """One pass over the loader; returns (mean loss, accuracy) on the training batches."""
+    scaler = scaler or make_scaler(device, False)
     total_loss, correct, n = 0.0, 0, 0
     for x, y in batches(loader, device):
         _check_stop(hooks)
-        with autocast(device, amp):
+        with precision(device, amp):
             logits = model(x)
         loss = criterion(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        _optimise(loss, optimizer, scaler)
         total_loss += loss.item() * len(y)
         correct += int((logits.argmax(1) == y).sum())
         n += len(y)
@@ -251,7 +384,7 @@ def evaluate(
     model.eval().to(device, memory_format=torch.channels_last)
     logits, feats = [], []
     progress = (lambda d, t: hooks.on_stage(stage, d, t)) if hooks and hooks.on_stage else None
-    with torch.inference_mode(), autocast(device, amp):
+    with torch.inference_mode(), precision(device, amp):
         for x, _ in batches(loader, device, progress):
             f, z = model.forward_with_features(x)
             feats.append(f.float().cpu().numpy())
@@ -260,18 +393,23 @@ def evaluate(
 
 
 def epoch_metrics(
-    logits: np.ndarray, labels: Sequence[int], class_names: list[str]
+    logits: np.ndarray, labels: Sequence[int], class_names: list[str], prefix: str = ""
 ) -> dict[str, float]:
+    """Accuracy, loss and macro scores; test keys are unprefixed (accuracy, test_loss...),
+    validation keys carry "val_"."""
     y = np.asarray(labels)
     res = classification_result(y, logits.argmax(1), class_names)
     loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y)))
     return {
-        "test_loss": loss,
-        "accuracy": res.accuracy,
-        "macro_precision": res.macro_precision,
-        "macro_recall": res.macro_recall,
-        "macro_f1": res.macro_f1,
+        f"{prefix or 'test_'}loss": loss,
+        f"{prefix}accuracy": res.accuracy,
+        f"{prefix}macro_precision": res.macro_precision,
+        f"{prefix}macro_recall": res.macro_recall,
+        f"{prefix}macro_f1": res.macro_f1,
     }
+
+
+# --- checkpoints -----------------------------------------------------------------------------
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -279,8 +417,87 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+def _checkpoint_state(
+    model: SceneClassifier,
+    cfg: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    epoch: int,
+    class_names: list[str],
+    history: list[dict[str, Any]],
+    train_seconds: float,
+    data_key: str,
+) -> dict[str, Any]:
+    """Tensors and plain values only; config and history as JSON text (weights_only-safe)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": _trained_state(model, cfg.mode),
+        "trained": "head" if cfg.mode == "linear-probe" else "all",
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": epoch,
+        "config_json": dumps_json(asdict(cfg), indent=None),
+        "class_names": list(class_names),
+        "history_json": dumps_json(history, indent=None),
+        "train_seconds": float(train_seconds),
+        "data_key": data_key,
+    }
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A run checkpoint, read with torch.load(weights_only=True): tensors and plain values
+    only, never code. Returns it with "config" (dict) and "history" (list) decoded. Raises
+    CheckpointError (one line) for a truncated, foreign or pickled-object file."""
+    path = Path(path)
+    redo = ("retrain the run (python -m core train ... --out NEW_FOLDER) with this version of "
+            "SceneSeek")  # fmt: skip
+    try:
+        with warnings.catch_warnings():  # torch warns on odd headers; the error below says it
+            warnings.simplefilter("ignore", UserWarning)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc)
+        if "global" not in detail.lower():  # not an object it refused: bytes it cannot parse
+            raise CheckpointError(
+                f"{path}: not a readable checkpoint (truncated or not a PyTorch file); {redo}"
+            ) from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", detail)
+        first = f"it needs {found.group(1)}" if found else "it needs arbitrary Python objects"
+        raise CheckpointError(
+            f"{path}: refused to load: the checkpoint holds Python objects, not only tensors "
+            f"({first}); loading it could run code from the file. If it is an old "
+            f"SceneSeek run, {redo}"
+        ) from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated or not a PyTorch file: "
+            f"{type(exc).__name__}); {redo}"
+        ) from None
+    return _normalise_checkpoint(path, ckpt, redo)
+
+
+def _normalise_checkpoint(path: Path, ckpt: Any, redo: str) -> dict[str, Any]:
+    needed = ("model", "epoch", "class_names", "trained")
+    if not isinstance(ckpt, dict) or not all(k in ckpt for k in needed):
+        raise CheckpointError(f"{path}: not a SceneSeek run checkpoint (a state dict or another "
+                              f"program's file); {redo}")  # fmt: skip
+    out = dict(ckpt)
+    try:
+        if "config_json" in out:
+            out["config"] = json.loads(out.pop("config_json"))
+        if "history_json" in out:
+            out["history"] = json.loads(out.pop("history_json"))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: damaged checkpoint ({exc}); {redo}") from None
+    if not isinstance(out.get("config"), dict) or not isinstance(out["model"], dict):
+        raise CheckpointError(f"{path}: not a SceneSeek run checkpoint; {redo}")
+    out.setdefault("history", [])
+    out.setdefault("format", 1)  # written before checkpoints carried JSON configs
+    return out
 
 
 def _sync_metrics(files: RunFiles, history: list[dict[str, Any]]) -> None:
@@ -293,8 +510,20 @@ def _sync_metrics(files: RunFiles, history: list[dict[str, Any]]) -> None:
     atomic_write_text(files.metrics, "".join(dumps_json(r, indent=None) + "\n" for r in history))
 
 
-def _prepare_run(cfg: TrainConfig, files: RunFiles, resume: bool) -> dict[str, Any] | None:
-    """Checkpoint to resume from (None: fresh start). Refuses to overwrite a run."""
+def _check_out_dir(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise RunExistsError(f"--out {root} is a file, not a folder; name a run folder")
+    for parent in root.parents:
+        if parent.exists() and not parent.is_dir():
+            raise RunExistsError(f"--out {root}: {parent} is a file, not a folder")
+
+
+def _prepare_run(
+    cfg: TrainConfig, files: RunFiles, resume: bool, class_names: list[str], data_key: str
+) -> dict[str, Any] | None:
+    """Checkpoint to resume from (None: fresh start). Refuses to overwrite a run and to resume
+    with other settings or other data. Writes nothing."""
+    _check_out_dir(files.root)
     if files.last.exists():
         if not resume:
             raise RunExistsError(
@@ -303,18 +532,55 @@ def _prepare_run(cfg: TrainConfig, files: RunFiles, resume: bool) -> dict[str, A
             )
         ckpt = load_checkpoint(files.last)
         old = ckpt["config"]
-        changed = [k for k in FIXED_ON_RESUME if old.get(k) != getattr(cfg, k)]
+        changed = [k for k in FIXED_ON_RESUME if k in old and old.get(k) != getattr(cfg, k)]
         if changed:
             raise ValueError(
                 f"cannot resume {files.root} with different "
                 + ", ".join(f"{k} ({old.get(k)!r} -> {getattr(cfg, k)!r})" for k in changed)
             )
+        if list(ckpt["class_names"]) != list(class_names):
+            raise ValueError(f"cannot resume {files.root} with different classes "
+                             f"({ckpt['class_names']} -> {class_names})")  # fmt: skip
+        if ckpt.get("data_key") not in (None, data_key):
+            raise ValueError(
+                f"cannot resume {files.root} with different data: its training/validation "
+                "images are not the ones it was trained on (same --train folder, files, "
+                "--val-fraction and --seed needed)"
+            )
+        if "data_key" not in ckpt:
+            raise ValueError(f"cannot resume {files.root}: it was written before runs kept a "
+                             "validation split; retrain it in a new folder")  # fmt: skip
         return ckpt
     if resume:
         log.warning("%s: nothing to resume, starting a new run", files.root)
-    if files.metrics.exists():  # lines without a checkpoint belong to no resumable state
-        files.metrics.unlink()
     return None
+
+
+def partition_of(data: SplitData, cfg: TrainConfig) -> Partition:
+    return make_partition(data.train_paths, data.train_labels, data.val_paths, data.val_labels,
+                          cfg.val_fraction, cfg.seed, data.val_source)  # fmt: skip
+
+
+def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.StepLR(optimizer, cfg.step_size, cfg.gamma)
+
+
+def _better(record: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    """Validation decides: higher accuracy, then lower loss."""
+    if best is None:
+        return True
+    a = (record["val_accuracy"], -record["val_loss"])
+    return a > (best["val_accuracy"], -best["val_loss"])
+
+
+def best_of(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    best = None
+    for r in history:
+        if "val_accuracy" in r and _better(r, best):
+            best = r
+    return best
 
 
 def run_training(
@@ -328,88 +594,107 @@ def run_training(
     """Train (or resume) a run in `out_dir`; return the result dict (also in result.json)."""
     hooks = hooks or Hooks()
     files = RunFiles(Path(out_dir))
-    files.root.mkdir(parents=True, exist_ok=True)
-    ckpt = _prepare_run(cfg, files, resume)
-    atomic_write_json(files.config, {**asdict(cfg), "class_names": data.class_names})
-    device = pick_device(cfg.device)
+    part = partition_of(data, cfg)
+    ckpt = _prepare_run(cfg, files, resume, data.class_names, part.key())
+    device = check_device(cfg.device)
     seed_everything(cfg.seed)
-    backbone = create_backbone(cfg.backbone, cfg.weights)
+    try:
+        backbone = create_backbone(cfg.backbone, cfg.weights)
+    except BackboneWeightsError:
+        raise
+    except RuntimeError as exc:  # a state dict of another network: say so in one line
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise BackboneWeightsError(
+            f"weights {cfg.weights} do not fit {cfg.backbone}: {first}"
+        ) from None
     model = SceneClassifier(backbone, len(data.class_names))
-    params = set_trainable(model, backbone, cfg.mode)
+    params = set_trainable(model, backbone, cfg.mode, cfg.unfreeze)
     model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.step_size, cfg.gamma)
+    scheduler = make_scheduler(cfg, optimizer)
+    scaler = make_scaler(device, cfg.amp)
     history: list[dict[str, Any]] = []
     spent = 0.0  # training seconds of earlier sessions of this run
-    best_acc = -1.0
     if ckpt is not None:
         _load_trained(model, ckpt)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["lr_scheduler"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
         history = list(ckpt["history"])
         spent = float(ckpt.get("train_seconds", 0.0))
-        best_acc = max((r["accuracy"] for r in history), default=-1.0)
+    # Everything is validated; only now does the run folder change.
+    files.root.mkdir(parents=True, exist_ok=True)
+    if ckpt is None and files.metrics.exists():  # lines without a checkpoint: no resumable state
+        files.metrics.unlink()
+    atomic_write_json(files.config, {**asdict(cfg), "class_names": data.class_names,
+                                     "validation": part.source, "n_val": len(part.val_idx),
+                                     "selected_by": "validation"})  # fmt: skip
+    if ckpt is not None:
         _sync_metrics(files, history)
         log.info("resuming %s after epoch %d", files.root, ckpt["epoch"])
 
     start = time.perf_counter()
     timings: dict[str, float] = {}
     if cfg.mode == "linear-probe":
-        step, finish = _linear_probe_steps(cfg, data, backbone, model, device, cache_dir, hooks,
-                                           timings)  # fmt: skip
+        step = _linear_probe_steps(cfg, data, part, backbone, model, device, cache_dir, hooks,
+                                   timings)  # fmt: skip
+    elif cfg.mode == "partial":
+        step = _partial_steps(cfg, data, part, backbone, model, device, cache_dir, hooks, timings,
+                              scaler)  # fmt: skip
     else:
-        step, finish = _network_steps(cfg, data, backbone, model, device, hooks)
+        step = _network_steps(cfg, data, part, backbone, model, device, hooks, scaler)
 
-    stopped_early = False
-    criterion = nn.CrossEntropyLoss()
+    best = best_of(history)
+    since_best = 0 if best is None else history[-1]["epoch"] - best["epoch"]
+    stop_reason = ""
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     for epoch in range(len(history) + 1, cfg.epochs + 1):
+        if cfg.patience is not None and since_best >= cfg.patience:
+            stop_reason = f"no better validation accuracy in {cfg.patience} epochs"
+            break
         t0 = time.perf_counter()
         seed_everything(cfg.seed * 1000 + epoch)  # same shuffles/augmentation after a resume
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc, logits, feats = step(epoch, criterion, optimizer)
+        out = step(epoch, criterion, optimizer)
         scheduler.step()
         record = {
             "epoch": epoch,
-            "train_loss": train_loss,
-            "train_accuracy": train_acc,
-            **epoch_metrics(logits, data.test_labels, data.class_names),
+            "train_loss": out.train_loss,
+            "train_accuracy": out.train_accuracy,
+            **epoch_metrics(out.val_logits, part.val_labels, data.class_names, "val_"),
+            **epoch_metrics(out.test_logits, data.test_labels, data.class_names),
             "lr": lr,
             "seconds": time.perf_counter() - t0,
         }
         history.append(record)
         elapsed = spent + time.perf_counter() - start
-        state = {
-            "model": _trained_state(model, cfg.mode),
-            "trained": "head" if cfg.mode == "linear-probe" else "all",
-            "optimizer": optimizer.state_dict(),
-            "lr_scheduler": scheduler.state_dict(),
-            "epoch": epoch,
-            "config": asdict(cfg),
-            "class_names": data.class_names,
-            "history": history,
-            "train_seconds": elapsed,
-        }
-        # Order matters for crash safety: checkpoint, then eval artefacts, then the log line
+        state = _checkpoint_state(model, cfg, optimizer, scheduler, scaler, epoch,
+                                  data.class_names, history, elapsed, part.key())  # fmt: skip
+        improved = _better(record, best)
+        # Order matters for crash safety: checkpoints, then eval artefacts, then the log line
         # (_sync_metrics repairs a line lost between the first and the last).
         _save_checkpoint(files.last, state)
-        _save_eval(files.eval, logits, feats, data, epoch)
-        append_jsonl(files.metrics, record)
-        if record["accuracy"] > best_acc:
-            best_acc = record["accuracy"]
+        if improved:
+            best, since_best = record, 0
             _save_checkpoint(files.best, state)
-        log.info("epoch %d: loss %.4f, test accuracy %.4f", epoch, train_loss, record["accuracy"])
+            _save_eval(files.eval, out.test_logits, out.test_features, data, epoch)
+        else:
+            since_best += 1
+        append_jsonl(files.metrics, record)
+        log.info("epoch %d: loss %.4f, validation accuracy %.4f, test accuracy %.4f", epoch,
+                 out.train_loss, record["val_accuracy"], record["accuracy"])  # fmt: skip
         if hooks.on_epoch:
             hooks.on_epoch(record)
         if cfg.max_minutes is not None and elapsed > cfg.max_minutes * 60 and epoch < cfg.epochs:
             log.warning("time budget of %.1f min spent after epoch %d", cfg.max_minutes, epoch)
-            stopped_early = True
+            stop_reason = f"time budget of {cfg.max_minutes:g} min spent"
             break
-    finish()
     train_seconds = spent + time.perf_counter() - start
     if ckpt is not None and len(history) == ckpt["epoch"]:
         train_seconds = spent  # nothing left to train
-    return write_result(files, cfg, data.class_names, history, train_seconds, stopped_early,
-                        backbone, timings, len(data.train_paths))  # fmt: skip
+    return write_result(files, cfg, data.class_names, history, train_seconds, stop_reason,
+                        backbone, timings, part)  # fmt: skip
 
 
 def _trained_state(model: SceneClassifier, mode: str) -> dict[str, torch.Tensor]:
@@ -434,38 +719,54 @@ def _save_eval(path: Path, logits: np.ndarray, feats: np.ndarray, data: SplitDat
     )
 
 
-StepFn = Callable[[int, nn.Module, torch.optim.Optimizer], tuple[float, float, np.ndarray, Any]]
+@dataclass
+class EpochOutput:
+    train_loss: float
+    train_accuracy: float
+    val_logits: np.ndarray
+    test_logits: np.ndarray
+    test_features: np.ndarray
+
+
+StepFn = Callable[[int, nn.Module, torch.optim.Optimizer], EpochOutput]
+
+
+def _progress(hooks: Hooks, stage: str) -> Callable[[int, int], None] | None:
+    return (lambda d, t: hooks.on_stage(stage, d, t)) if hooks.on_stage else None
 
 
 def _linear_probe_steps(
     cfg: TrainConfig,
     data: SplitData,
+    part: Partition,
     backbone: Backbone,
     model: SceneClassifier,
     device: torch.device,
     cache_dir: str | Path | None,
     hooks: Hooks,
     timings: dict[str, float],
-) -> tuple[StepFn, Callable[[], None]]:
+) -> StepFn:
     """Extract (or load cached) features once; each epoch trains the head on them."""
     feats: dict[str, np.ndarray] = {}
-    for split, paths in (("train", data.train_paths), ("test", data.test_paths)):
+    # The whole training pool (train + validation) is one cache entry: any validation split
+    # of the same files reuses it.
+    for split, paths in (("train", part.paths), ("test", data.test_paths)):
         t0 = time.perf_counter()
-        stage = f"features ({split})"
-        progress = (lambda d, t, s=stage: hooks.on_stage(s, d, t)) if hooks.on_stage else None
         feats[split], hit = cached_features(
             backbone, paths, cfg.image_size, cache_dir, device, cfg.eval_batch_size,
-            cfg.workers, cfg.amp, progress,
+            cfg.workers, cfg.amp and device.type == "cuda", _progress(hooks, f"features ({split})"),
         )  # fmt: skip
         timings[f"features_{split}"] = time.perf_counter() - t0
         timings[f"features_{split}_cached"] = float(hit)
         _check_stop(hooks)
-    x_train = torch.from_numpy(feats["train"]).to(device)
-    y_train = torch.as_tensor(data.train_labels, device=device)
+    pool = torch.from_numpy(feats["train"]).to(device)
+    x_train = pool[torch.as_tensor(part.train_idx, device=device)]
+    x_val = pool[torch.as_tensor(part.val_idx, device=device)]
+    y_train = torch.as_tensor(part.train_labels, device=device)
     x_test = torch.from_numpy(feats["test"]).to(device)
     head = model.head
 
-    def step(epoch: int, criterion: nn.Module, optimizer: torch.optim.Optimizer):
+    def step(epoch: int, criterion: nn.Module, optimizer: torch.optim.Optimizer) -> EpochOutput:
         head.train()
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         order = torch.randperm(len(y_train), generator=gen).to(device)
@@ -482,39 +783,128 @@ def _linear_probe_steps(
             correct += int((logits.argmax(1) == y_train[idx]).sum())
         head.eval()
         with torch.inference_mode():
-            logits = head(x_test).float().cpu().numpy()
+            val = head(x_val).float().cpu().numpy()
+            test = head(x_test).float().cpu().numpy()
         n = len(y_train)
-        return total / n, correct / n, logits, feats["test"]
+        return EpochOutput(total / n, correct / n, val, test, feats["test"])
 
-    return step, lambda: None
+    return step
+
+
+def _partial_steps(
+    cfg: TrainConfig,
+    data: SplitData,
+    part: Partition,
+    backbone: Backbone,
+    model: SceneClassifier,
+    device: torch.device,
+    cache_dir: str | Path | None,
+    hooks: Hooks,
+    timings: dict[str, float],
+    scaler: torch.amp.GradScaler,
+) -> StepFn:
+    """Cache the frozen part's activations (photo + mirror) once; each epoch trains the tail
+    and the head on them, one randomly chosen copy of each training image per epoch."""
+    from core.vision.activations import CACHE_BATCH, cached_activations, split_trunk
+
+    unfreeze = cfg.unfreeze or partial_defaults(cfg.backbone)["unfreeze"]
+    _, tail = split_trunk(backbone, unfreeze)
+    acts: dict[str, np.ndarray] = {}
+    for split, paths in (("train", part.paths), ("test", data.test_paths)):
+        t0 = time.perf_counter()
+        acts[split], hit = cached_activations(
+            backbone, unfreeze, paths, cfg.image_size, cache_dir, device,
+            cfg.eval_batch_size if device.type == "cuda" else CACHE_BATCH, cfg.workers,
+            _progress(hooks, f"activations ({split})"), hooks.should_stop,
+        )  # fmt: skip
+        timings[f"activations_{split}"] = time.perf_counter() - t0
+        timings[f"activations_{split}_cached"] = float(hit)
+    pool, test = acts["train"], acts["test"]
+    y_all = torch.as_tensor(part.labels)
+    train_idx = part.train_idx
+
+    def forward_rows(rows: np.ndarray, flips: np.ndarray | None = None) -> torch.Tensor:
+        x = pool[rows, flips] if flips is not None else pool[rows, 0]
+        return torch.from_numpy(np.ascontiguousarray(x)).to(device)
+
+    def infer(arr: np.ndarray, rows: np.ndarray, stage: str) -> tuple[np.ndarray, np.ndarray]:
+        tail.eval()
+        model.head.eval()
+        feats, logits = [], []
+        with torch.inference_mode(), precision(device, cfg.amp):
+            for i in range(0, len(rows), cfg.eval_batch_size):
+                r = rows[i : i + cfg.eval_batch_size]
+                x = torch.from_numpy(np.ascontiguousarray(arr[r, 0])).to(device)
+                f = tail(x.contiguous(memory_format=torch.channels_last))
+                feats.append(f.float().cpu().numpy())
+                logits.append(model.head(f).float().cpu().numpy())
+        return np.concatenate(logits), np.concatenate(feats)
+
+    def step(epoch: int, criterion: nn.Module, optimizer: torch.optim.Optimizer) -> EpochOutput:
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        order = torch.randperm(len(train_idx), generator=gen).numpy()
+        flips = (torch.randint(0, 2, (len(train_idx),), generator=gen).numpy() if cfg.hflip
+                 else np.zeros(len(train_idx), dtype=np.int64))  # fmt: skip
+        tail.train()
+        model.head.train()
+        total, correct, n = 0.0, 0, 0
+        stage = f"epoch {epoch}/{cfg.epochs}"
+        for i in range(0, len(order), cfg.batch_size):
+            _check_stop(hooks)
+            pick = order[i : i + cfg.batch_size]
+            rows = train_idx[pick]
+            # Sorted rows read the memory-mapped cache in file order; labels follow them.
+            srt = np.argsort(rows)
+            rows, fl = rows[srt], flips[pick][srt]
+            x = forward_rows(rows, fl).contiguous(memory_format=torch.channels_last)
+            y = y_all[torch.from_numpy(rows)].to(device)
+            with precision(device, cfg.amp):
+                logits = model.head(tail(x))
+            loss = criterion(logits.float(), y)
+            _optimise(loss, optimizer, scaler)
+            total += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+            if hooks.on_stage:
+                hooks.on_stage(stage, n, len(order))
+        val_logits, _ = infer(pool, part.val_idx, "validating")
+        test_logits, test_feats = infer(test, np.arange(len(data.test_paths)), "testing")
+        return EpochOutput(total / n, correct / n, val_logits, test_logits, test_feats)
+
+    return step
 
 
 def _network_steps(
     cfg: TrainConfig,
     data: SplitData,
+    part: Partition,
     backbone: Backbone,
     model: SceneClassifier,
     device: torch.device,
     hooks: Hooks,
-) -> tuple[StepFn, Callable[[], None]]:
-    """Real training loops over images with the augmentation (fine-tune / partial)."""
+    scaler: torch.amp.GradScaler,
+) -> StepFn:
+    """Real training loops over images with the augmentation (fine-tune)."""
     train_tf = backbone.preprocess(True, cfg.image_size, {"hflip": cfg.hflip,
                                                           "rotation": cfg.rotation})  # fmt: skip
-    test_loader = make_loader(data.test_paths, data.test_labels,
-                              backbone.preprocess(False, cfg.image_size), cfg.eval_batch_size,
+    eval_tf = backbone.preprocess(False, cfg.image_size)
+    val_loader = make_loader(part.val_paths, part.val_labels, eval_tf, cfg.eval_batch_size,
+                             workers=cfg.workers, device=device)  # fmt: skip
+    test_loader = make_loader(data.test_paths, data.test_labels, eval_tf, cfg.eval_batch_size,
                               workers=cfg.workers, device=device)  # fmt: skip
 
-    def step(epoch: int, criterion: nn.Module, optimizer: torch.optim.Optimizer):
-        loader = make_loader(data.train_paths, data.train_labels, train_tf, cfg.batch_size,
+    def step(epoch: int, criterion: nn.Module, optimizer: torch.optim.Optimizer) -> EpochOutput:
+        loader = make_loader(part.train_paths, part.train_labels, train_tf, cfg.batch_size,
                              shuffle=True, workers=cfg.workers, seed=cfg.seed * 1000 + epoch,
                              device=device)  # fmt: skip
-        set_train_mode(model, backbone, cfg.mode)
+        model.train()
         loss, acc = train_one_epoch(model, loader, criterion, optimizer, device, cfg.amp, hooks,
-                                    f"epoch {epoch}/{cfg.epochs}")  # fmt: skip
-        logits, feats = evaluate(model, test_loader, device, cfg.amp, hooks, "evaluating")
-        return loss, acc, logits, feats
+                                    f"epoch {epoch}/{cfg.epochs}", scaler)  # fmt: skip
+        val_logits, _ = evaluate(model, val_loader, device, cfg.amp, hooks, "validating")
+        logits, feats = evaluate(model, test_loader, device, cfg.amp, hooks, "testing")
+        return EpochOutput(loss, acc, val_logits, logits, feats)
 
-    return step, lambda: None
+    return step
 
 
 def write_result(
@@ -523,33 +913,42 @@ def write_result(
     class_names: list[str],
     history: list[dict[str, Any]],
     train_seconds: float,
-    stopped_early: bool,
+    stop_reason: str,
     backbone: Backbone,
     timings: dict[str, float] | None = None,
-    n_train: int | None = None,
+    part: Partition | None = None,
 ) -> dict[str, Any]:
-    """Score the last checkpoint's test predictions (eval.npz) and write result.json."""
+    """Score the validation-selected checkpoint's test predictions (eval.npz) and write
+    result.json. The test figures report; they chose nothing."""
     ev = np.load(files.eval)
     y = ev["labels"]
     res = classification_result(y, ev["logits"].argmax(1), class_names,
                                 timings={**(timings or {}), "train": train_seconds})  # fmt: skip
-    best = max(history, key=lambda r: r["accuracy"])
+    best = best_of(history) or history[-1]
     out = {
         **res.to_dict(),
+        "val_accuracy": best.get("val_accuracy"),
+        "val_macro_f1": best.get("val_macro_f1"),
+        "selected_by": "validation",
+        "validation": part.source if part is not None else None,
         "backbone": cfg.backbone,
         "backbone_source": backbone.source,
         "mode": cfg.mode,
         "image_size": cfg.image_size,
+        "unfreeze": cfg.unfreeze if cfg.mode == "partial" else None,
         "epochs": history,
         "epochs_done": len(history),
         "epochs_planned": cfg.epochs,
-        "evaluated_checkpoint": "last",
+        "evaluated_checkpoint": "best",
         "evaluated_epoch": int(ev["epoch"]),
         "best_epoch": best["epoch"],
-        "best_accuracy": best["accuracy"],
+        "best_accuracy": best["accuracy"],  # test accuracy of the validation-chosen epoch
+        "last_epoch_accuracy": history[-1]["accuracy"],
         "train_seconds": train_seconds,
-        "stopped_early": stopped_early,
-        "n_train": n_train,
+        "stopped_early": bool(stop_reason),
+        "stop_reason": stop_reason or None,
+        "n_train": len(part.train_idx) if part is not None else None,
+        "n_val": len(part.val_idx) if part is not None else None,
         "n_test": len(y),
         "run": str(files.root),
         "config": asdict(cfg),
@@ -563,6 +962,16 @@ def read_result(run_dir: str | Path) -> dict[str, Any] | None:
     return read_json(path) if path.exists() else None
 
 
+def selected_by(result_or_config: dict[str, Any] | None) -> str | None:
+    """Which split chose a run's reported checkpoint; None for runs written before runs held
+    out a validation set (their best checkpoint was chosen on the test set)."""
+    if not result_or_config:
+        return None
+    return result_or_config.get("selected_by")
+
+
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
-    """The StepLR learning rate of an epoch (1-based), for plots and checks."""
+    """The learning rate of an epoch (1-based) under the config's schedule."""
+    if cfg.schedule == "cosine":
+        return cfg.lr * (1 + math.cos(math.pi * (epoch - 1) / cfg.epochs)) / 2
     return cfg.lr * cfg.gamma ** math.floor((epoch - 1) / cfg.step_size)

@@ -26,9 +26,12 @@ def cached_tsne(run_dir: str | Path, features: np.ndarray, epoch: int, seed: int
     evaluated epoch changed)."""
     path = Path(run_dir) / "tsne.npz"
     if path.exists():
-        with np.load(path) as z:
-            if int(z["epoch"]) == epoch and len(z["xy"]) == len(features):
-                return z["xy"]
+        try:
+            with np.load(path) as z:
+                if int(z["epoch"]) == epoch and len(z["xy"]) == len(features):
+                    return z["xy"]
+        except (OSError, ValueError, KeyError):  # a damaged cache is recomputed
+            pass
     xy = tsne_2d(features, seed)
     atomic_save_npz(path, xy=xy, epoch=np.asarray(epoch))
     return xy

@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from dashboard.common import current_data_dir, load_manifest, require_dataset
+from dashboard.common import current_data_dir, load_manifest, require_dataset, thumbnail
 
 PAGE_SIZE = 24
 
@@ -54,7 +54,7 @@ with tab_grid:
     cols = st.columns(6)
     for i, (_, r) in enumerate(chunk.iterrows()):
         with cols[i % 6]:
-            st.image(r["path"], caption=f"{r['width']}x{r['height']}", width="stretch")
+            st.image(thumbnail(r["path"]), caption=f"{r['width']}x{r['height']}", width="stretch")
 
 with tab_sizes:
     sizes = usable.assign(size=usable["width"].astype(str) + "x" + usable["height"].astype(str))
@@ -95,7 +95,7 @@ with tab_problems:
         st.markdown("**Converted files** (used after the fix in *note*)")
         st.dataframe(converted[["path", "class", "mode", "note"]], width="stretch")
     if ds.ignored:
-        st.markdown("**Ignored files** (not image files)")
+        st.markdown("**Ignored files and folders** (not read; see *reason*)")
         st.dataframe(
             pd.DataFrame([(str(p), r) for p, r in ds.ignored], columns=["path", "reason"]),
             width="stretch",
@@ -112,7 +112,7 @@ with tab_dups:
     for _sha, group in cross.groupby("sha256", sort=False):
         cols = st.columns(max(2, len(group)))
         for col, (_, r) in zip(cols, group.iterrows(), strict=False):
-            col.image(r["path"], caption=f"{r['split']}/{r['class']}", width=150)
+            col.image(thumbnail(r["path"]), caption=f"{r['split']}/{r['class']}", width=150)
             col.caption(f"`{r['path']}`")
         st.divider()
     if len(dups):

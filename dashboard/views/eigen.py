@@ -20,7 +20,13 @@ from core.evaluate import classification_result
 from core.vision.eigen import EigenImageClassifier, eigen_images, explained_variance_at
 from core.vision.gray import load_gray_images
 from dashboard import plots_eigen as plots
-from dashboard.common import cache_dir, current_data_dir, load_manifest, require_dataset
+from dashboard.common import (
+    cache_dir,
+    current_data_dir,
+    load_manifest,
+    require_dataset,
+    thumbnail,
+)
 
 K_MAX = 200
 SIZES = [32, 48, 64]
@@ -113,6 +119,14 @@ def fit_max_model(
         sweep_seconds=sweep_seconds,
         skipped=train.n_skipped + test.n_skipped,
     )
+
+
+@st.cache_data(show_spinner="Computing t-SNE of the PCA space…", max_entries=8)
+def pca_tsne(key: str, k: int, n: int, _coords: np.ndarray) -> np.ndarray:
+    """t-SNE (core.vision.tsne) of training images' first k PCA coordinates, per model key."""
+    from core.vision.tsne import tsne_2d
+
+    return tsne_2d(_coords, seed=0)
 
 
 def split_folder(paths: list[Path]) -> Path:
@@ -264,6 +278,15 @@ with tab_pca:
         st.plotly_chart(plots.projection_scatter(coords, labels), width="stretch")
     if method == "class-subspace":
         st.caption("Eigen-images and projection show the global PCA; each class has its own.")
+    st.markdown(f"**t-SNE of the PCA space** (the study's map: training images' first {k_used} "
+                "components, at most 3,000 images)")  # fmt: skip
+    if st.checkbox("Compute the t-SNE (10-60 s once, then cached)", key="eigen_tsne"):
+        proj = fitted.model.train_projections_[:, :k_used]
+        pick = np.random.default_rng(0).permutation(len(proj))[:SCATTER_POINTS]
+        xy = pca_tsne(key, k_used, len(pick), proj[pick])
+        fig = plots.projection_scatter(xy, [fitted.train_labels[i] for i in pick])
+        st.plotly_chart(fig.update_layout(xaxis_title="t-SNE 1", yaxis_title="t-SNE 2"),
+                        width="stretch")  # fmt: skip
 
 with tab_gallery:
     wrong_first = st.checkbox("Misclassified first", value=True, key="eigen_wrong_first")
@@ -274,7 +297,7 @@ with tab_gallery:
     for i, j in enumerate(order[:GALLERY]):
         mark = "✅" if correct[j] else "❌"
         cols[i % 6].image(
-            fitted.test_paths[j],
+            thumbnail(fitted.test_paths[j]),
             caption=f"{mark} true {fitted.y_test[j]} · pred {pred[j]}",
             width="stretch",
         )

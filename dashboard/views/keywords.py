@@ -20,7 +20,7 @@ from core.data.captions import (
 from core.text import KeywordReport, Mapping, MappingError, PipelineConfig, analyze_text
 from core.text.mapping import mapping_source, user_mapping_path
 from core.text.pipeline import find_split_file, run_pipeline
-from dashboard.common import current_data_dir
+from dashboard.common import current_data_dir, thumbnail
 from dashboard.plots_text import category_bar, highlight, method_bar, stage_bar, wordcloud_array
 
 MAX_UPLOAD_MB = 50
@@ -349,7 +349,7 @@ with tabs[5]:
         with cols[k % 4]:
             photo = photo_path(captions_file, c.image)
             if photo is not None:
-                st.image(str(photo), width="stretch")
+                st.image(thumbnail(photo), width="stretch")
             top = ", ".join(report.caption_keywords(i))
             st.caption(f"{c.text}  \nTF-IDF: *{top}* · `{c.image or f'line {c.line}'}`")
 

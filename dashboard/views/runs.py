@@ -27,7 +27,7 @@ from core.vision.runs import (
 )
 from core.vision.tsne import cached_tsne
 from dashboard import plots_cnn as plots
-from dashboard.common import cache_dir, current_data_dir, load_manifest
+from dashboard.common import cache_dir, current_data_dir, load_manifest, thumbnail
 
 GALLERY = 12
 EIGEN_K = 100
@@ -40,7 +40,7 @@ def _trained(run: str, which: str, mtime: float) -> tuple[TrainedModel, tuple]:
     return trained, imagenet_reference(trained)
 
 
-def trained_model(run: Path, which: str = "last") -> tuple[TrainedModel, tuple]:
+def trained_model(run: Path, which: str = "best") -> tuple[TrainedModel, tuple]:
     path = checkpoint_path(run, which)
     return _trained(str(run), which, path.stat().st_mtime)
 
@@ -88,17 +88,33 @@ def show_evaluation(run: RunInfo) -> None:
     if res is None:
         st.info("This run has no result yet (unfinished); resume it on **Train a CNN**.")
         return
-    st.markdown(f"**Last checkpoint (epoch {run.result.get('evaluated_epoch')})**: accuracy "
-                f"{res.accuracy:.4f}, macro F1 {res.macro_f1:.4f}; best epoch "
-                f"{run.result.get('best_epoch')} ({run.result.get('best_accuracy', 0):.4f}). "
-                f"Backbone: {run.result.get('backbone_source', '')}.")  # fmt: skip
+    r = run.result
+    if run.selected_by == "validation":
+        val = r.get("val_accuracy")
+        st.markdown(f"**Checkpoint of epoch {r.get('evaluated_epoch')}, chosen on validation** "
+                    f"(validation accuracy {val:.4f}; {r.get('validation') or 'held-out images'}"
+                    f"): test accuracy {res.accuracy:.4f}, macro F1 {res.macro_f1:.4f}. The test "
+                    "set only reports. "
+                    f"Backbone: {r.get('backbone_source', '')}.")  # fmt: skip
+    else:
+        st.markdown(f"**Last checkpoint (epoch {r.get('evaluated_epoch')})**: accuracy "
+                    f"{res.accuracy:.4f}, macro F1 {res.macro_f1:.4f}. Backbone: "
+                    f"{r.get('backbone_source', '')}.")  # fmt: skip
+        st.warning("Checkpoint selection: **unknown (old run)**. This run was trained before "
+                   "runs held out a validation set; its best checkpoint was chosen on the test "
+                   "set, so its figures are not clean test figures. Retrain it to get them.")  # fmt: skip
     c1, c2 = st.columns(2)
     c1.plotly_chart(plots.confusion_heatmap(res.confusion_matrix, res.class_names))
     c2.dataframe(pd.DataFrame({c: vars(m) for c, m in res.per_class.items()}).T.round(3))
     c2.code(res.report())
 
     st.subheader("Misclassified test images")
-    wrong = misclassified(run.path, res.class_names, GALLERY)
+    try:
+        wrong = misclassified(run.path, res.class_names, GALLERY)
+        ev = eval_artefacts(run.path)
+    except ValueError as exc:  # a damaged eval.npz: named, the rest of the page still works
+        st.warning(str(exc))
+        return
     if not wrong:
         st.caption("None.")
     cols = st.columns(4)
@@ -106,11 +122,10 @@ def show_evaluation(run: RunInfo) -> None:
         top3 = ", ".join(f"{n} {p:.2f}" for n, p in w["top3"])
         with cols[i % 4]:
             if Path(w["path"]).exists():
-                st.image(w["path"], width="stretch")
+                st.image(thumbnail(w["path"]), width="stretch")
             st.caption(f"true **{w['true']}** · {top3}")
 
     st.subheader("t-SNE of penultimate features (test set)")
-    ev = eval_artefacts(run.path)
     have = (run.path / "tsne.npz").exists()
     if ev is not None and (have or st.button("Compute t-SNE", help="About 10-30 s on a CPU.")):
         xy = _tsne(str(run.path), int(ev["epoch"]), len(ev["labels"]))
@@ -129,7 +144,11 @@ def show_predict(run: RunInfo) -> None:
         st.error(f"`{up.name}` is not a readable image ({check.reason}"
                  f"{': ' + check.note if check.note else ''}). Upload a JPEG or PNG photo.")  # fmt: skip
         return
-    trained, ref = trained_model(run.path)
+    try:
+        trained, ref = trained_model(run.path)
+    except (OSError, ValueError) as exc:  # a damaged or refused checkpoint: say so
+        st.error(f"Cannot load this run's model: {exc}")
+        return
     pred = predict_images(trained, [check.image], ref)[0]
     c1, c2, c3 = st.columns([1, 2, 2])
     c1.image(check.image, caption=up.name)
@@ -154,6 +173,8 @@ last = st.session_state.get("cnn_last_run")
 index = next((i for i, r in enumerate(runs) if str(r.path) == last), 0)
 run = labels[st.selectbox("Run", list(labels), index=index)]
 st.plotly_chart(plots.training_curves(run.metrics, "per epoch"))
+st.caption(f"Checkpoint chosen by: **{run.selected_by_text}**"
+           + (f" — {run.config.get('validation')}" if run.config.get("validation") else ""))  # fmt: skip
 with st.expander("Config"):
     st.json(run.config)
 
@@ -165,7 +186,8 @@ with tab_eval:
 with tab_compare:
     others = [k for k in labels if labels[k].path != run.path]
     chosen = st.multiselect("Compare with", others, default=others[:1])
-    metric = st.selectbox("Metric", [*plots.SCORES, "train_loss", "test_loss"])
+    metric = st.selectbox("Metric", [*plots.SCORES, *plots.VAL_SCORES, "train_loss", "val_loss",
+                                     "test_loss"])  # fmt: skip
     series = {r.name: r.metrics for r in [run, *(labels[k] for k in chosen)]}
     st.plotly_chart(plots.compare_runs(series, metric))
 with tab_eigen:
@@ -182,8 +204,9 @@ with tab_eigen:
         else:
             st.plotly_chart(plots.eigen_vs_cnn(run.metrics, eigen, run.config.get("backbone")))
             best_k = max(eigen, key=lambda k: eigen[k]["accuracy"])
-            cnn_best = max((m["accuracy"] for m in run.metrics), default=float("nan"))
-            st.caption(f"Best eigen-image accuracy {eigen[best_k]['accuracy']:.4f} at k={best_k}; "
-                       f"CNN best epoch {cnn_best:.4f}.")  # fmt: skip
+            cnn = run.accuracy if run.accuracy is not None else float("nan")
+            st.caption(f"Best eigen-image accuracy {eigen[best_k]['accuracy']:.4f} at k={best_k} "
+                       "(chosen on the test set: the study's comparison); CNN test accuracy "
+                       f"{cnn:.4f} (checkpoint chosen by: {run.selected_by_text}).")  # fmt: skip
 with tab_predict:
     show_predict(run)

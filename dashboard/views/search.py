@@ -1,8 +1,11 @@
 """Search: find images by a sentence, four ranking modes side by side with the why of every
-result, "more like this", image upload, and retrieval quality per mode.
+result, "more like this", image upload (optionally steered by words), and retrieval quality
+per mode.
 
-The index and its models load once per process (st.cache_resource), keyed by the index's
-metadata stamp so a re-indexed folder is picked up."""
+Every query is served by the LanceDB index (core.search.engine): the page loads no vectors,
+and says for each query whether the index answered exactly or approximately (ANN). The
+engine loads once per process (st.cache_resource), keyed by the index's metadata stamp so a
+re-indexed folder is picked up."""
 
 from __future__ import annotations
 
@@ -12,9 +15,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.search.rank import DEFAULT_MODE, EXAMPLES, MODES, SearchEngine, SearchResponse
+from core.search.engine import DEFAULT_MODE, MODES, SearchEngine, SearchResponse
+from core.search.query import EXAMPLES, MAX_QUERY_CHARS, QueryError
 from core.search.store import IndexError_, meta_path, meta_summary, read_meta
-from dashboard.common import cache_dir, current_data_dir
+from dashboard.common import cache_dir, current_data_dir, thumbnail
 
 INDEX_ENV = "SCENESEEK_INDEX"
 QUERIES_ENV = "SCENESEEK_QUERIES"
@@ -28,6 +32,11 @@ MODE_HELP = {
     "classifier's probability of those categories",
     "semantic": "the query's MiniLM embedding against each image's learned embedding and tags",
     "hybrid": "reciprocal-rank fusion of the three",
+}
+SEARCH_WORDS = {
+    "exact": "exact search",
+    "approximate": "approximate (ANN) search",
+    "full-text": "full-text (BM25) search",
 }
 
 
@@ -97,21 +106,39 @@ def build_panel(index: Path) -> None:
 # --- results ----------------------------------------------------------------------------------
 
 
+def search_words(resp: SearchResponse) -> str:
+    """How the index answered, truthfully (the engine reports it per query)."""
+    text = SEARCH_WORDS.get(resp.search, resp.search)
+    d = resp.search_detail
+    if resp.search == "approximate" and d.get("nprobes"):
+        text += f" (nprobes {d['nprobes']}, refine ×{d['refine_factor']})"
+    return text
+
+
 def show_response(resp: SearchResponse, key: str) -> None:
+    floor = f" · relevance floor {resp.floor:.2f}" if resp.floor is not None else ""
     if resp.keywords or resp.categories:
         st.caption(
             f"keywords: {', '.join(resp.keywords) or '–'} · categories: "
             f"{', '.join(resp.categories) or '–'} · nearest by meaning: "
             + ", ".join(f"{c} {s:.2f}" for c, s in resp.nearest_categories)
-            + f" · {len(resp.results)} of {resp.pool} · {resp.seconds * 1000:.0f} ms"
+            + f" · {len(resp.results)} of {resp.pool} · {resp.seconds * 1000:.0f} ms · "
+            + search_words(resp)
+            + floor
         )
+    else:
+        st.caption(f"{len(resp.results)} of {resp.pool} · {resp.seconds * 1000:.0f} ms · "
+                   f"{search_words(resp)}{floor}")  # fmt: skip
     for note in resp.notes:
         st.info(note)
     cols = st.columns(COLUMNS)
     for r in resp.results:
         with cols[(r.rank - 1) % COLUMNS]:
-            st.image(r.path, width="stretch")
-            st.markdown(f"**{r.rank}.** {r.score:.3f} · {r.category or '–'}")
+            st.image(thumbnail(r.path), width="stretch")  # a grey tile when the file is gone
+            if getattr(r, "missing", False):
+                st.caption("⚠️ file missing (moved or deleted since it was indexed)")
+            below = " · *below the relevance floor*" if r.below_floor else ""
+            st.markdown(f"**{r.rank}.** {r.score:.3f} · {r.category or '–'}{below}")
             with st.expander("why"):
                 for w in r.why:
                     st.markdown(f"- {w}")
@@ -129,7 +156,8 @@ def search_section(engine: SearchEngine) -> None:
         if col.button(text, key=f"example-{i}"):
             st.session_state[QUERY_KEY] = text
     query = st.text_input("Describe a scene", key=QUERY_KEY,
-                          placeholder="A serene lake surrounded by forest.")  # fmt: skip
+                          placeholder="A serene lake surrounded by forest.",
+                          help="`-word` leaves out images that name it: beach -people")  # fmt: skip
     c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
     mode = c1.selectbox("Mode", MODES, index=MODES.index(DEFAULT_MODE), help="; ".join(
         f"{m}: {h}" for m, h in MODE_HELP.items()))  # fmt: skip
@@ -139,16 +167,22 @@ def search_section(engine: SearchEngine) -> None:
     cat = None if category == "(all)" else category
     if not query:
         return
-    if compare != "(none)" and compare != mode:
-        left, right = st.columns(2)
-        with left:
-            st.subheader(mode)
+    if len(query) > MAX_QUERY_CHARS:
+        st.warning(f"The query is {len(query):,} characters long: only its first "
+                   f"{MAX_QUERY_CHARS} are used.")  # fmt: skip
+    try:
+        if compare != "(none)" and compare != mode:
+            left, right = st.columns(2)
+            with left:
+                st.subheader(mode)
+                show_response(engine.search(query, mode, int(k), cat), "a")
+            with right:
+                st.subheader(compare)
+                show_response(engine.search(query, compare, int(k), cat), "b")
+        else:
             show_response(engine.search(query, mode, int(k), cat), "a")
-        with right:
-            st.subheader(compare)
-            show_response(engine.search(query, compare, int(k), cat), "b")
-    else:
-        show_response(engine.search(query, mode, int(k), cat), "a")
+    except (QueryError, IndexError_) as exc:
+        st.error(str(exc))
 
 
 def like_section(engine: SearchEngine) -> None:
@@ -157,7 +191,7 @@ def like_section(engine: SearchEngine) -> None:
         return
     st.subheader("More like this")
     c1, c2 = st.columns([1, 4])
-    c1.image(path, width="stretch")
+    c1.image(thumbnail(path), width="stretch")
     if c1.button("Clear", key="like-clear"):
         st.session_state.pop(LIKE_KEY, None)
         st.rerun()
@@ -182,37 +216,47 @@ def upload_section(engine: SearchEngine) -> None:
     c1.image(check.image, width="stretch")
     c1.markdown("  \n".join(f"{c}: {p:.2f}" for c, p in info["categories"][:3]))
     c1.caption(", ".join(f"{n} {p:.2f}" for n, p in info["top_labels"]))
+    words = c2.text_input("Steer it with words (optional)", key="upload_words",
+                          placeholder="at sunset, with snow", help="The photo and the words "
+                          "together: images like the photo that also fit the words.")  # fmt: skip
     with c2:
-        show_response(engine.similar(feature=info["feature"], k=10), "upload")
+        if words.strip() and info.get("semantic") is not None:
+            show_response(engine.search_image_text(info, words, k=10), "upload")
+        else:
+            show_response(engine.similar(feature=info["feature"], k=10), "upload")
 
 
 def evaluation_section(index: Path, engine: SearchEngine) -> None:
     st.subheader("Retrieval quality per mode")
     queries = default_queries()
-    has_captions = any(engine.rows["captions"])
+    has_captions = any(r.get("captions") for r in engine.meta.get("roots", {}).values())
     st.caption(
         "Category queries: precision@10 and average precision on the test split (relevant = "
-        "the image's class folder). Caption queries: each caption of a held-out captioned "
-        "photo must find its photo (R@k, median rank, MRR). Command: `python -m core "
+        "the image's class folder). Caption queries: each caption of a photo the text mapping "
+        "never saw must find its photo among all indexed images (R@k, median rank, MRR; "
+        "fitted_share_top10: the share of photos that fitted the mapping among the top 10). "
+        "Command: `python -m core "
         f"evaluate-retrieval --index {index} --queries FILE --json`."
     )
     if not st.button("Run the evaluation", key="evaluate"):
         return
     s = stamp(index)
-    if queries is not None and (engine.splits == "test").any():
+    if queries is not None and "test" in (engine.meta.get("splits") or []):
         try:
             out = evaluate(str(index), s, "queries", str(queries))
             st.markdown(f"**Category queries** ({out['n_queries']} from `{queries.name}`, "
                         f"pool {out['pool']} test images)")  # fmt: skip
-            st.dataframe(pd.DataFrame(out["modes"]).T.round(3))
+            st.dataframe(pd.DataFrame(out["modes"]).T.round(3).assign(pool=out["pool"]))
         except ValueError as exc:
             st.warning(f"Category queries not evaluated: {exc}")
     if has_captions:
         try:
             out = evaluate(str(index), s, "captions", "")
-            st.markdown(f"**Caption queries** ({out['n_queries']} captions, pool "
-                        f"{out['pool']} held-out photos)")  # fmt: skip
-            st.dataframe(pd.DataFrame(out["modes"]).T.round(3))
+            st.markdown(f"**Caption queries** ({out['n_queries']} captions of {out['n_photos']} "
+                        f"photos the mapping never saw, pool {out['pool']} images: all "
+                        f"indexed; {(out.get('refused') or {}).get('fitted_captions', 0)} "
+                        "captions of photos that fitted the mapping refused)")  # fmt: skip
+            st.dataframe(pd.DataFrame(out["modes"]).T.round(3).assign(pool=out["pool"]))
         except ValueError as exc:
             st.warning(f"Caption queries not evaluated: {exc}")
 
@@ -226,11 +270,34 @@ def index_status(meta: dict) -> str:
         return text + (
             f"none, vector search is exact (an ANN index is built from {s['ann_min_rows']:,} rows)"
         )
+    cols = ", ".join(a.get("columns") or {}) or "vector"
     return text + (
-        f"approximate, {a['type']} ({a['metric']}, {a['num_partitions']} partitions, "
-        f"m={a['m']}) built {a['built']} on {a['rows_at_build']:,} rows in {a['seconds']} s"
-        f"; {s['rows_since_build']:,} rows added since"
+        f"approximate, {a['type']} on {cols} ({a['metric']}, {a['num_partitions']} partitions, "
+        f"nprobes {a.get('nprobes')}, refine ×{a.get('refine_factor')}) built {a['built']} on "
+        f"{a['rows_at_build']:,} rows in {a['seconds']} s; {s['rows_since_build']:,} rows "
+        "added since"
     )
+
+
+def maintenance_section(index: Path) -> None:
+    """Remove the rows whose files are gone (`python -m core index --index DIR --prune`)."""
+    from core.search.maintenance import IndexBusyError, prune
+
+    with st.expander("Index maintenance"):
+        st.caption(
+            "Files deleted since they were indexed still have rows (results show them as "
+            "missing). Moved files are followed by `index` (by content hash). Same as "
+            f"`python -m core index --index {index} --prune`."
+        )
+        if st.button("Remove missing files", key="prune"):
+            try:
+                res = prune(index)
+            except (IndexBusyError, IndexError_) as exc:
+                st.error(str(exc))
+                return
+            st.success(f"Removed {len(res.removed)} of {res.checked} rows (file gone).")
+            if res.removed:
+                load_engine.clear()  # the cached engine still holds the removed rows
 
 
 # --- page -------------------------------------------------------------------------------------
@@ -242,7 +309,7 @@ if not meta_path(index).exists():
     st.stop()
 try:
     engine = load_engine(str(index), stamp(index))
-except IndexError_ as exc:
+except (IndexError_, OSError, ValueError) as exc:  # missing, half-written, older format
     st.error(str(exc))
     st.stop()
 st.caption(f"Index `{index}`: {engine.n} images · categories from {engine.category_source}")
@@ -251,3 +318,4 @@ search_section(engine)
 like_section(engine)
 upload_section(engine)
 evaluation_section(index, engine)
+maintenance_section(index)

@@ -24,7 +24,9 @@ MODE_HELP = {
     "linear-probe": "frozen backbone; features extracted once and cached, head trained in "
     "seconds (no augmentation: it cannot apply to cached features)",
     "fine-tune": "every layer trained, with flip + rotation (slow on a CPU)",
-    "partial": "last backbone stage + head trained, with flip + rotation",
+    "partial": "the frozen part runs once per image and its mirror image (cached); the last "
+    "block(s) + head train on the cache in about a minute an epoch (flip, no rotation); block, "
+    "epochs and learning rate default to the choice made on validation",
 }
 
 
@@ -46,8 +48,13 @@ def split_from_manifest(root: str) -> SplitData | None:
     names = sorted(set(tr_y))
     index = {n: i for i, n in enumerate(names)}
     keep = [i for i, y in enumerate(te_y) if y in index]
+    # The data set's own val/ folder validates when it has one; else the run holds out a share.
+    va_p, va_y = manifest.paths_labels("val")
+    vkeep = [i for i, y in enumerate(va_y) if y in index]
     return SplitData([str(p) for p in tr_p], [index[y] for y in tr_y],
-                     [str(te_p[i]) for i in keep], [index[te_y[i]] for i in keep], names)  # fmt: skip
+                     [str(te_p[i]) for i in keep], [index[te_y[i]] for i in keep], names,
+                     [str(va_p[i]) for i in vkeep], [index[va_y[i]] for i in vkeep],
+                     "the data set's val/ folder" if vkeep else "")  # fmt: skip
 
 
 st.title("🧠 Train a CNN")
@@ -65,15 +72,22 @@ st.info(f"Default backbone: **{default_name}** — {reason}.")
 c1, c2, c3, c4 = st.columns(4)
 backbone = c1.selectbox("Backbone", BACKBONES, index=BACKBONES.index(default_name))
 mode = c2.selectbox("Mode", MODES, help="; ".join(f"{k}: {v}" for k, v in MODE_HELP.items()))
-epochs = c3.number_input("Epochs", 1, 100, 20 if mode == "linear-probe" else 3)
-image_size = c4.selectbox("Image size", SIZES, index=SIZES.index(224 if mode == "linear-probe"
-                                                                  else 150))  # fmt: skip
+defaults = TrainConfig.for_mode(mode, backbone=backbone)
+epochs = c3.number_input("Epochs", 1, 100, {"fine-tune": 3}.get(mode, defaults.epochs))
+size_default = defaults.image_size if defaults.image_size in SIZES else 224
+image_size = c4.selectbox("Image size", SIZES, index=SIZES.index(size_default))
 with st.expander("More settings"):
-    d1, d2, d3, d4 = st.columns(4)
+    d1, d2, d3, d4, d5 = st.columns(5)
     batch_size = d1.number_input("Batch size", 1, 512, 32)
-    lr = d2.number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f")
-    step_size = d3.number_input("StepLR step (epochs)", 1, 100, 5)
+    lr = d2.number_input("Learning rate", 1e-6, 1.0, float(defaults.lr), format="%.5f")
+    step_size = d3.number_input("StepLR step (epochs)", 1, 100, 5,
+                                disabled=defaults.schedule != "step")  # fmt: skip
     seed = d4.number_input("Seed", 0, 10**6, 0)
+    val_fraction = d5.number_input(
+        "Validation share", 0.02, 0.5, 0.1, step=0.01,
+        help="Share of training images held out (stratified, seeded) when the data set has no "
+        "val/ folder. Validation alone chooses the best checkpoint; the test set only reports.",
+    )  # fmt: skip
 st.caption(f"{MODE_HELP[mode]}. {len(data.train_paths)} training and {len(data.test_paths)} "
            f"test images, {len(data.class_names)} classes. Runs are saved under `{runs_dir}`.")  # fmt: skip
 
@@ -99,9 +113,10 @@ if start:
         out = runs_dir / name
         if (out / "config.json").exists():
             out = runs_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        cfg = TrainConfig(backbone=backbone, mode=mode, epochs=int(epochs),
-                          image_size=int(image_size), batch_size=int(batch_size), lr=float(lr),
-                          step_size=int(step_size), seed=int(seed), workers=0)  # fmt: skip
+        cfg = TrainConfig.for_mode(mode, backbone=backbone, epochs=int(epochs),
+                                   image_size=int(image_size), batch_size=int(batch_size),
+                                   lr=float(lr), step_size=int(step_size), seed=int(seed),
+                                   val_fraction=float(val_fraction), workers=0)  # fmt: skip
         resume = False
     # workers=0: forking DataLoader workers out of Streamlit's threaded server is unsafe.
     cfg.workers = 0
@@ -115,7 +130,11 @@ if start:
     def on_epoch(record: dict) -> None:
         rows.append(record)
         df = pd.DataFrame(rows).set_index("epoch")
-        chart.line_chart(df[["train_loss", "accuracy", "macro_f1"]])
+        chart.line_chart(
+            df[["train_loss", "val_accuracy", "accuracy"]].rename(
+                columns={"val_accuracy": "validation accuracy", "accuracy": "test accuracy"}
+            )
+        )
 
     from core.vision.train import Hooks
 
@@ -132,8 +151,10 @@ if start:
     else:
         bar.progress(1.0, text="Done")
         st.success(f"Test accuracy {result['accuracy']:.4f} (macro F1 {result['macro_f1']:.4f}) "
-                   f"after {result['epochs_done']} epochs in {result['train_seconds']:.1f} s. "
-                   "See **Runs & evaluation** for the details.")  # fmt: skip
+                   f"of epoch {result['best_epoch']}, chosen on validation (accuracy "
+                   f"{result['val_accuracy']:.4f}), after {result['epochs_done']} epochs in "
+                   f"{result['train_seconds']:.1f} s. See **Runs & evaluation** for the "
+                   "details.")  # fmt: skip
         st.session_state["cnn_last_run"] = str(out)
 
 st.subheader("Saved runs")
@@ -145,6 +166,7 @@ else:
         "run": r.name, "backbone": r.config.get("backbone"), "mode": r.config.get("mode"),
         "image size": r.config.get("image_size"),
         "epochs": f"{len(r.metrics)}/{r.config.get('epochs')}",
-        "accuracy": r.metrics[-1]["accuracy"] if r.metrics else None,
+        "test accuracy": r.accuracy,
+        "chosen by": r.selected_by_text,
         "state": "finished" if r.finished else ("resumable" if r.resumable else "empty"),
     } for r in runs]), hide_index=True)  # fmt: skip

@@ -1,0 +1,127 @@
+"""Export a set of images into class folders (copies or symbolic links), with a CSV of
+paths, labels and scores: what the study's script did by hand. Also as a zip in memory for
+the app's download button. The source files are only read, never moved or changed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import re
+import shutil
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.io import atomic_path, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+MODES = ("copy", "link")
+CSV_NAME = "export.csv"
+UNLABELLED = "unlabelled"
+Progress = Callable[[int, int], None]
+
+
+class ExportError(ValueError):
+    """Nothing to export, an unusable destination, or a bad mode."""
+
+
+@dataclass(frozen=True)
+class ExportItem:
+    path: str
+    label: str | None
+    score: float | None = None
+
+
+def _folder_name(label: str | None) -> str:
+    """A safe folder name for a label (no separators or leading dots)."""
+    name = re.sub(r"[^\w\- ]+", "_", str(label or UNLABELLED)).strip(" ._")
+    return name or UNLABELLED
+
+
+def plan_names(items: Sequence[ExportItem]) -> list[str]:
+    """Relative destination of each item, <label>/<file name>; a clash gets a numbered name."""
+    used: set[str] = set()
+    out = []
+    for it in items:
+        folder, name = _folder_name(it.label), Path(it.path).name
+        stem, suffix = Path(name).stem, Path(name).suffix
+        rel, n = f"{folder}/{name}", 1
+        while rel in used:
+            rel, n = f"{folder}/{stem}-{n}{suffix}", n + 1
+        used.add(rel)
+        out.append(rel)
+    return out
+
+
+def _csv_text(items: Sequence[ExportItem], names: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["file", "source", "label", "score"])
+    for it, rel in zip(items, names, strict=True):
+        w.writerow([rel, it.path, it.label or "", "" if it.score is None else f"{it.score:.6f}"])
+    return buf.getvalue()
+
+
+def dedupe(items: Sequence[ExportItem]) -> list[ExportItem]:
+    """Drop repeats of the same source file (keeps the first)."""
+    seen: set[str] = set()
+    out = []
+    for it in items:
+        if it.path not in seen:
+            seen.add(it.path)
+            out.append(it)
+    return out
+
+
+def export_folder(
+    items: Sequence[ExportItem],
+    out_dir: str | Path,
+    mode: str = "copy",
+    progress: Progress | None = None,
+) -> Path:
+    """Write `items` into `out_dir`/<label>/ (copies, or symbolic links to the originals) and
+    `out_dir`/export.csv. `out_dir` must be new or empty: nothing is overwritten."""
+    if mode not in MODES:
+        raise ExportError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    items = dedupe(items)
+    if not items:
+        raise ExportError("nothing to export: the selection is empty")
+    out = Path(out_dir).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"{out}: exists and is not an empty folder; choose a new one")
+    missing = [it.path for it in items if not Path(it.path).is_file()]
+    if missing:
+        raise ExportError(f"{len(missing)} selected files are missing, e.g. {missing[0]}")
+    names = plan_names(items)
+    for k, (it, rel) in enumerate(zip(items, names, strict=True)):
+        dest = out / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if mode == "copy":
+            with atomic_path(dest) as tmp:
+                shutil.copy2(it.path, tmp)
+        else:
+            os.symlink(os.path.realpath(it.path), dest)
+        if progress:
+            progress(k + 1, len(items))
+    atomic_write_text(out / CSV_NAME, _csv_text(items, names))
+    log.info("exported %d images to %s (%s)", len(items), out, mode)
+    return out / CSV_NAME
+
+
+def export_zip(items: Sequence[ExportItem]) -> bytes:
+    """The same layout as `export_folder` (copies), as zip bytes."""
+    items = dedupe(items)
+    if not items:
+        raise ExportError("nothing to export: the selection is empty")
+    names = plan_names(items)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # JPEGs do not compress
+        for it, rel in zip(items, names, strict=True):
+            zf.write(it.path, rel)
+        zf.writestr(CSV_NAME, _csv_text(items, names))
+    return buf.getvalue()

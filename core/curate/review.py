@@ -1,0 +1,207 @@
+"""Review decisions on a collection, kept in a JSON sidecar in the cache.
+
+A user marks an image relabel (with the new label), keep or remove. Nothing moves or
+rewrites the user's files: the decisions live in `<cache>/curate/reviews/<root key>.json`
+(written atomically), and training, evaluation and the index apply them on request
+(`--apply-review FILE`). Decisions are keyed by the image's real path (symlinks resolved).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from core.io import atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+REVIEW_VERSION = 1
+ACTIONS = ("relabel", "keep", "remove")
+
+
+class ReviewError(ValueError):
+    """The review file is missing, unreadable or holds an invalid decision."""
+
+
+def real(path: str | Path) -> str:
+    return os.path.realpath(str(path))
+
+
+@dataclass
+class Review:
+    root: str
+    decisions: dict[str, dict[str, Any]] = field(default_factory=dict)  # real path -> decision
+
+    def decide(
+        self,
+        path: str | Path,
+        action: str,
+        label: str | None = None,
+        given: str | None = None,
+        suggested: str | None = None,
+    ) -> None:
+        if action not in ACTIONS:
+            raise ReviewError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+        if action == "relabel" and not label:
+            raise ReviewError("relabel needs the new label")
+        self.decisions[real(path)] = {
+            "action": action,
+            "label": label if action == "relabel" else None,
+            "given": given,
+            "suggested": suggested,
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+    def undo(self, path: str | Path) -> None:
+        self.decisions.pop(real(path), None)
+
+    def get(self, path: str | Path) -> dict[str, Any] | None:
+        return self.decisions.get(real(path))
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(ACTIONS, 0)
+        for d in self.decisions.values():
+            out[d["action"]] += 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": REVIEW_VERSION, "root": self.root, "decisions": self.decisions}
+
+
+def review_file(root: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """Where the sidecar of the collection at `root` lives in the cache."""
+    from core.config import resolve_cache_dir
+
+    key = hashlib.sha1(real(root).encode()).hexdigest()[:16]
+    return resolve_cache_dir(cache_dir) / "curate" / "reviews" / f"{key}.json"
+
+
+def load_review(path: str | Path, root: str | Path | None = None) -> Review:
+    """The sidecar at `path`; an absent file is an empty review of `root`."""
+    path = Path(path)
+    if not path.exists():
+        if root is None:
+            raise ReviewError(f"{path}: no such review file")
+        return Review(real(root))
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise ReviewError(f"{path}: not a readable review file ({exc})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("decisions"), dict):
+        raise ReviewError(f"{path}: not a review file (no 'decisions' object)")
+    for p, d in data["decisions"].items():
+        if not isinstance(d, dict) or d.get("action") not in ACTIONS:
+            raise ReviewError(f"{path}: invalid decision for {p}")
+        if d["action"] == "relabel" and not d.get("label"):
+            raise ReviewError(f"{path}: relabel without a label for {p}")
+    return Review(str(data.get("root", "")), dict(data["decisions"]))
+
+
+def save_review(path: str | Path, review: Review) -> Path:
+    return atomic_write_json(path, review.to_dict())
+
+
+@dataclass
+class Applied:
+    """What applying a review changed."""
+
+    removed: list[str] = field(default_factory=list)
+    relabelled: list[tuple[str, str, str]] = field(default_factory=list)  # (path, old, new)
+    kept: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"removed": len(self.removed), "relabelled": len(self.relabelled), "kept": self.kept}
+
+
+def apply_review(
+    items: Sequence[tuple[str, str | None]], review: Review | str | Path
+) -> tuple[list[tuple[str, str | None]], Applied]:
+    """(path, label) pairs with the review applied: removed images dropped, relabelled ones
+    given their new label, the rest unchanged and in order."""
+    if not isinstance(review, Review):
+        review = load_review(review)
+    out: list[tuple[str, str | None]] = []
+    applied = Applied()
+    for path, label in items:
+        d = review.decisions.get(real(path))
+        if d is None:
+            out.append((path, label))
+        elif d["action"] == "remove":
+            applied.removed.append(str(path))
+        elif d["action"] == "relabel":
+            out.append((path, d["label"]))
+            if d["label"] != label:
+                applied.relabelled.append((str(path), str(label), d["label"]))
+        else:
+            out.append((path, label))
+            applied.kept += 1
+    log.info("review applied: %s", applied.to_dict())
+    return out, applied
+
+
+def apply_review_split(data: Any, review: Review | str | Path) -> tuple[Any, Applied]:
+    """A core.vision.train.SplitData with the review applied to every split it holds (train,
+    test and a validation folder's images). A relabel to a class the training data does not
+    have is an error (the head has no output for it)."""
+    import dataclasses
+
+    if not isinstance(review, Review):
+        review = load_review(review)
+    names = list(data.class_names)
+    total = Applied()
+    changes: dict[str, list] = {}
+    for split in ("train", "test", "val"):
+        paths = getattr(data, f"{split}_paths", None)
+        if paths is None:
+            continue
+        labels = getattr(data, f"{split}_labels")
+        items = [(p, names[y]) for p, y in zip(paths, labels, strict=True)]
+        items, applied = apply_review(items, review)
+        unknown = sorted({str(lab) for _, lab in items if lab not in names})
+        if unknown:
+            raise ReviewError(f"review relabels images to classes not in the data: {unknown}")
+        changes[f"{split}_paths"] = [p for p, _ in items]
+        changes[f"{split}_labels"] = [names.index(lab) for _, lab in items]
+        total.removed += applied.removed
+        total.relabelled += applied.relabelled
+        total.kept += applied.kept
+    if not changes["train_paths"]:
+        raise ReviewError("the review removes every training image")
+    return dataclasses.replace(data, **changes), total
+
+
+def apply_review_to_index(index_dir: str | Path, review: Review | str | Path) -> Applied:
+    """Apply a review to a search index's table, holding the index's writer lock: rows of
+    removed images are deleted, the `label` of relabelled ones updated, and index.json's row
+    count and table version rewritten. (A later re-index adds removed files back unless it is
+    given the review again.)"""
+    from core.io import atomic_write_json
+    from core.search.maintenance import index_lock
+    from core.search.store import meta_path, open_table, read_meta
+
+    if not isinstance(review, Review):
+        review = load_review(review)
+
+    def quoted(paths: Sequence[str]) -> str:
+        return ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
+
+    with index_lock(index_dir):
+        tbl = open_table(index_dir)
+        t = tbl.to_arrow().select(["path", "label"]).to_pydict()
+        _, applied = apply_review(list(zip(t["path"], t["label"], strict=True)), review)
+        for k in range(0, len(applied.removed), 500):
+            tbl.delete(f"path IN ({quoted(applied.removed[k : k + 500])})")
+        for path, _, new in applied.relabelled:
+            tbl.update(where=f"path = {quoted([path])}", values={"label": new})
+        if applied.removed or applied.relabelled:
+            meta = read_meta(index_dir)
+            meta["rows"] = tbl.count_rows()
+            meta["table_version"] = tbl.version
+            atomic_write_json(meta_path(index_dir), meta)
+    return applied

@@ -1,0 +1,340 @@
+"""Index time, after the images are encoded: everything a query needs that has to be fitted
+or computed from the whole collection, so that a query only reads.
+
+- the `semantic` column: each image's vector in the sentence space (core.search.textmap's
+  fit; its key goes to index.json, and when the key changes every row is rewritten in one
+  LanceDB commit, so an index never mixes vectors of two mappings). Encoders with their own
+  image-text space (CLIP) wrote the column while encoding; nothing is fitted then.
+- `category`, `probs` and `class_probs`: the predicted category and class probabilities
+  (the trained run's, else the category head fitted with the mapping); `class_probs` is a
+  fixed-size vector column so that the category mode is a dot-product search.
+- `text`: category, ImageNet labels and captions, for full-text search.
+- the keyword model (TF-IDF weights, HMM tagger) fitted on the index's captions.
+- the relevance floor per mode, chosen on the index's own training photos (never on the
+  held-out ones): the score that 95% of captions reach against their own photo.
+- the ONNX export of the sentence encoder that query processes use (core.search.textonnx).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+CLASS_PROBS = "class_probs"
+LABELS_FILE = "imagenet_labels.json"  # ImageNet class names (query side: no torchvision)
+SEMANTIC = "semantic"
+WRITE_BATCH = 4096  # rows per record batch when rewriting columns (bounded memory per batch)
+FLOOR_MAX_QUERIES = 400
+FLOOR_NEGATIVES = 8  # other photos scored per caption
+
+
+@dataclasses.dataclass
+class Derived:
+    """What `finalize` computed for every row (aligned with `paths`)."""
+
+    paths: list[str]
+    semantic: np.ndarray  # (N, D)
+    classes: list[str]
+    probs: np.ndarray  # (N, C)
+    category: list[str]
+    text: list[str]
+    key: str
+
+
+def _columns(tbl: Any, names: Sequence[str]) -> dict[str, list]:
+    return tbl.to_arrow().select(list(names)).to_pydict()
+
+
+def _fixed(x: np.ndarray) -> pa.FixedSizeListArray:
+    x = np.ascontiguousarray(x, np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])
+
+
+def semantic_source(encoder: Any) -> str:
+    return "encoder" if getattr(encoder, "semantic_dim", None) else "mapping"
+
+
+def text_backend_for(meta: dict) -> Callable[[], Any]:
+    """Index time: the text encoder of the index's semantic space (loaded when called)."""
+    sem = meta.get("semantic") or {}
+    if sem.get("source") == "encoder":
+        from core.search import clip  # type: ignore[attr-defined]  # H2's CLIP backend
+
+        return lambda: clip.load_text_backend(meta)
+    from core.search.textmap import TextEncoder
+
+    return lambda: TextEncoder.load()
+
+
+def finalize(
+    index_dir: Path,
+    tbl: Any,
+    meta: dict,
+    encoder: Any,
+    map_config: Any = None,
+    text_factory: Callable[[], Any] | None = None,
+) -> bool:
+    """Write the derived columns and side files; True when rows were rewritten (their
+    vector and full-text indexes must then be rebuilt)."""
+    from core.search.store import tag_text
+
+    meta.setdefault("semantic", {})["source"] = semantic_source(encoder)
+    factory = text_factory or text_backend_for(meta)
+    text_cache: dict[str, Any] = {}
+
+    def text() -> Any:  # load the (large) sentence encoder at most once, and only if needed
+        if "t" not in text_cache:
+            text_cache["t"] = factory()
+        return text_cache["t"]
+
+    cols = ["path", "sha256", "split", "label", "captions", "top_ids", "top_labels", "top_probs",
+            "probs", "category", "text", SEMANTIC]  # fmt: skip
+    rows = _columns(tbl, cols)
+    d = tbl.schema.field("vector").type.list_size
+    feats = tbl.to_arrow().column("vector").combine_chunks().values.to_numpy().reshape(-1, d)
+    fit = None
+    if meta["semantic"]["source"] == "encoder":
+        vectors = np.array(rows[SEMANTIC], np.float32)
+        key = "encoder:" + hashlib.sha256(repr(sorted(encoder.identity().items())).encode()
+                                          ).hexdigest()[:16]  # fmt: skip
+        model = None
+    else:
+        from core.search.textmap import ensure_semantic
+
+        fit = ensure_semantic(index_dir, feats, rows, meta, text, map_config)
+        if fit is None:
+            return False
+        vectors, key, model = fit.vectors, fit.key, fit.model
+    classes, probs, source = _categories(encoder, rows, feats, model)
+    category = [classes[int(i)] for i in probs.argmax(1)] if classes else [""] * len(vectors)
+    # Captions of the photos held out for evaluation stay out of the full-text column: a
+    # caption query must not find its photo by its own words (evaluate-retrieval's pool).
+    held = set(fit.heldout_images) if fit is not None else set()
+    texts = [tag_text(c, labels, [] if Path(p).name in held else caps or [])
+             for c, labels, caps, p in zip(category, rows["top_labels"], rows["captions"],
+                                           rows["path"], strict=True)]  # fmt: skip
+    derived = Derived(rows["path"], vectors, classes, probs, category, texts, key)
+    old = meta.get("semantic", {})
+    full = (old.get("key") != key or meta.get("classes") != classes
+            or (bool(classes) and not _has(tbl, CLASS_PROBS)))  # fmt: skip
+    if full:
+        todo = np.arange(len(vectors))
+    else:
+        stale = {int(i) for i, v in enumerate(rows[SEMANTIC]) if v is None}
+        stale |= {i for i, (a, b, t, u) in enumerate(zip(rows["category"], category,
+                                                          rows["text"], texts, strict=True))
+                  if a != b or t != u}  # fmt: skip
+        todo = np.array(sorted(stale), dtype=int)
+    if len(todo):
+        _write(tbl, derived, todo, len(classes))
+    meta["semantic"] = {
+        "key": key,
+        "dim": int(vectors.shape[1]),
+        "source": meta["semantic"]["source"],
+        "text_model": getattr(model, "config", {}).get("text_model") if model else None,
+        "mapping": str(Path("mappings") / key) if model is not None else None,
+        "fitted_images": len(fit.fitted_images) if fit else 0,
+        "heldout_images": len(fit.heldout_images) if fit else 0,
+    }
+    meta["classes"] = classes
+    meta["splits"] = sorted({s for s in rows["split"] if s})
+    meta["category_source"] = source
+    if meta["semantic"]["source"] == "mapping":
+        meta["keyword_model"] = fit_keyword_model(index_dir, meta, fit)
+        meta["text_export"] = _export_text_model()
+    meta["floor"] = calibrate_floor(derived, rows, fit, text, feats)
+    if encoder.imagenet_classes:
+        from core.io import atomic_write_json
+
+        atomic_write_json(Path(index_dir) / LABELS_FILE, list(encoder.imagenet_classes))
+    log.info("derived columns written for %d of %d rows (key %s)", len(todo), len(vectors), key)
+    return bool(full and len(todo))
+
+
+def _has(tbl: Any, name: str) -> bool:
+    return name in tbl.schema.names
+
+
+def _categories(encoder: Any, rows: dict, feats: np.ndarray, model: Any):
+    """(classes, (N, C) probabilities, where they come from)."""
+    run_classes = list(encoder.class_names)
+    if run_classes and all(len(p or []) == len(run_classes) for p in rows["probs"]):
+        return run_classes, np.array(rows["probs"], np.float32), f"trained run {_run(encoder)}"
+    if model is not None and model.has_category_head:
+        return (list(model.class_names), model.category_proba(feats),
+                "category head fitted on the index's labelled training images")  # fmt: skip
+    return [], np.zeros((len(feats), 0), np.float32), "none (index a run or labelled images)"
+
+
+def _run(encoder: Any) -> str | None:
+    return encoder.identity().get("run")
+
+
+def _write(tbl: Any, d: Derived, todo: np.ndarray, n_classes: int) -> None:
+    """One merge_insert (one atomic commit) of the derived columns of rows `todo`."""
+    if n_classes and (
+        not _has(tbl, CLASS_PROBS) or tbl.schema.field(CLASS_PROBS).type.list_size != n_classes
+    ):
+        if _has(tbl, CLASS_PROBS):
+            tbl.drop_columns([CLASS_PROBS])
+        tbl.add_columns(pa.field(CLASS_PROBS, pa.list_(pa.float32(), n_classes)))
+    schema_fields = [
+        pa.field("path", pa.string()),
+        pa.field(SEMANTIC, tbl.schema.field(SEMANTIC).type),
+        pa.field("category", pa.string()),
+        pa.field("probs", pa.list_(pa.float32())),
+        pa.field("text", pa.string()),
+    ]
+    if n_classes:
+        schema_fields.append(pa.field(CLASS_PROBS, pa.list_(pa.float32(), n_classes)))
+    schema = pa.schema(schema_fields)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for a in range(0, len(todo), WRITE_BATCH):
+            idx = todo[a : a + WRITE_BATCH]
+            cols = [
+                pa.array([d.paths[i] for i in idx]),
+                _fixed(d.semantic[idx]),
+                pa.array([d.category[i] for i in idx]),
+                pa.array([d.probs[i].tolist() for i in idx], pa.list_(pa.float32())),
+                pa.array([d.text[i] for i in idx]),
+            ]
+            if n_classes:
+                cols.append(_fixed(d.probs[idx]))
+            yield pa.RecordBatch.from_arrays(cols, schema=schema)
+
+    reader = pa.RecordBatchReader.from_batches(schema, batches())
+    tbl.merge_insert("path").when_matched_update_all().execute(reader)
+
+
+def _export_text_model() -> dict | None:
+    """The ONNX sentence encoder for query processes (see core.search.textonnx)."""
+    from core.search.textonnx import ensure_export
+
+    try:
+        return {"onnx": str(ensure_export())}
+    except Exception as exc:  # queries fall back to sentence-transformers
+        log.warning("sentence encoder not exported to ONNX: %s", exc)
+        return None
+
+
+# --- keyword model ------------------------------------------------------------------------------
+
+
+def keyword_model_path(index_dir: Path, key: str) -> Path:
+    return Path(index_dir) / "keyword_models" / f"{key}.pkl"
+
+
+def fit_keyword_model(index_dir: Path, meta: dict, fit: Any) -> dict | None:
+    """The keyword capability's model (TF-IDF weights, HMM tagger, learned category word
+    weights) fitted on the index's captions file without the held-out photos' captions;
+    saved (signed) in the index folder. None when the index has no captions."""
+    from core.data.captions import CaptionFileError, read_captions
+    from core.io import load_signed_pickle, save_signed_pickle
+    from core.text import PipelineConfig, run_pipeline
+    from core.text.mapping import Mapping
+
+    held = set(fit.heldout_images) if fit is not None else set()
+    files = [r["captions"] for r in meta.get("roots", {}).values() if r.get("captions")]
+    source = next((Path(f) for f in files if Path(f).is_file()), None)
+    if source is None:
+        return None
+    mapping = Mapping.load()
+    st = source.stat()
+    key = hashlib.sha256(
+        repr((str(source), st.st_size, st.st_mtime_ns, sorted(held), mapping.to_json())).encode()
+    ).hexdigest()[:16]
+    path = keyword_model_path(index_dir, key)
+    entry = {"key": key, "file": str(path.relative_to(index_dir)), "captions": str(source)}
+    if path.exists() and load_signed_pickle(path) is not None:
+        return entry
+    try:
+        cs = read_captions(source)
+        cs = dataclasses.replace(cs, captions=[c for c in cs.captions if c.image not in held])
+        report = run_pipeline(cs, mapping, PipelineConfig(run_yake=False, eval_sample=200))
+    except (CaptionFileError, ValueError) as exc:
+        log.warning("no keyword model: %s", exc)
+        return None
+    if not save_signed_pickle(path, report.model):
+        return None
+    return entry
+
+
+# --- relevance floor ----------------------------------------------------------------------------
+
+
+FLOOR_RECALL = 0.95  # the floor keeps this share of relevant pairs above it
+
+
+def recall_floor(pos: np.ndarray, neg: np.ndarray, recall: float = FLOOR_RECALL) -> dict:
+    """The score that `recall` of the relevant pairs (`pos`) reach: below it a result is
+    unlikely to be a match. Also how many unrelated pairs (`neg`) still clear it (fpr)."""
+    value = float(np.quantile(pos, 1 - recall))
+    return {"value": round(value, 4), "tpr": round(float(np.mean(pos >= value)), 3),
+            "fpr": round(float(np.mean(neg >= value)), 3), "positives": len(pos),
+            "negatives": len(neg)}  # fmt: skip
+
+
+def calibrate_floor(d: Derived, rows: dict, fit: Any, text: Callable[[], Any],
+                    feats: np.ndarray) -> dict:  # fmt: skip
+    """Floors for the semantic score (query · semantic vector) and the category probability,
+    chosen on the index's training data, never on its held-out photos: for each training
+    photo's first caption, its own photo is relevant (the photos' vectors are out-of-fold,
+    so a caption never scores against a mapping fitted on it); the floor is the score
+    FLOOR_RECALL of them reach, and the share of FLOOR_NEGATIVES random other photos per
+    caption that still clear it is recorded beside it (fpr). Without captioned photos, the labelled training images and
+    sentences about their class play the same parts."""
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {}
+    n = len(d.paths)
+    fitted = fit.fitted_images if fit is not None else frozenset()
+    names = [Path(p).name for p in d.paths]
+    cap_rows = [i for i, c in enumerate(rows["captions"]) if c and (names[i] in fitted or
+                                                                    fit is None)]  # fmt: skip
+    if n >= 2 and len(cap_rows) >= 10:
+        pick = rng.permutation(cap_rows)[:FLOOR_MAX_QUERIES]
+        q = text().encode([rows["captions"][i][0] for i in pick])
+        source = "first caption of each training photo (out-of-fold vectors) vs other photos"
+    else:
+        lab = [i for i, (lab, sp) in enumerate(zip(rows["label"], rows["split"], strict=True))
+               if lab and sp in ("train", "")]  # fmt: skip
+        if n < 2 or len(lab) < 10 or len({rows["label"][i] for i in lab}) < 2:
+            return {}
+        from core.search.textmap import class_sentences
+
+        pick = rng.permutation(lab)[:FLOOR_MAX_QUERIES]
+        labels = sorted({rows["label"][i] for i in pick})
+        emb = {c: text().encode([class_sentences(c)[0]])[0] for c in labels}
+        q = np.stack([emb[rows["label"][i]] for i in pick])
+        source = "a sentence about each labelled training image's class vs other images"
+    pos = np.einsum("nd,nd->n", q, d.semantic[pick])
+    others = rng.integers(0, n, (len(pick), FLOOR_NEGATIVES))
+    same = others == np.asarray(pick)[:, None]
+    others[same] = (others[same] + 1) % n
+    neg = np.einsum("nd,nkd->nk", q, d.semantic[others]).reshape(-1)
+    if "label" in rows and rows["label"][pick[0]] and source.startswith("a sentence"):
+        lab_arr = np.array(rows["label"])
+        keep = lab_arr[others] != lab_arr[np.asarray(pick)][:, None]  # other classes only
+        neg = np.einsum("nd,nkd->nk", q, d.semantic[others])[keep]
+    out["semantic"] = {**recall_floor(pos, neg), "source": source}
+    if d.classes:
+        lab = [i for i, (lab, sp) in enumerate(zip(rows["label"], rows["split"], strict=True))
+               if lab in d.classes and sp in ("train", "")]  # fmt: skip
+        if len(lab) >= 10:
+            j = np.array([d.classes.index(rows["label"][i]) for i in lab])
+            p = d.probs[lab]
+            pos_c = p[np.arange(len(lab)), j]
+            neg_c = p[np.arange(p.shape[1])[None, :] != j[:, None]]
+            out["category"] = {**recall_floor(pos_c, neg_c),
+                               "source": "labelled training images: P(own class) vs P(other "
+                                         "classes)"}  # fmt: skip
+    return out

@@ -1,0 +1,592 @@
+"""The search engine: every query served by the LanceDB index, for every mode.
+
+    engine = SearchEngine.load("idx")          # opens the table; loads no vectors
+    engine.search("A serene lake surrounded by forest.", mode="hybrid", k=10)
+    engine.similar(path=...)                   # image to image
+    engine.search_image_text(engine.classify_image(photo), "at sunset")
+
+Loading reads index.json, opens the table and loads the query-side models (the sentence
+encoder, the saved text mapping and keyword model); it never fits or writes anything, so a
+read-only index folder (a shared disk, object storage) serves queries. A query reads the rows
+it returns: memory does not grow with the collection. Whether each query used an ANN index
+or an exact scan is in its response (`search`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.search.derive import LABELS_FILE
+from core.search.explain import Explainer, image_why
+from core.search.maintenance import file_missing
+from core.search.query import (
+    EXAMPLES,
+    MAX_K,
+    MAX_QUERY_CHARS,
+    Analyzer,
+    Query,
+    QueryError,
+    check_k,
+    mentions,
+)
+from core.search.retrievers import (
+    CategoryRetriever,
+    HybridRetriever,
+    KeywordRetriever,
+    VectorRetriever,
+    tiebreak,
+)
+from core.search.store import IndexError_
+from core.search.table import RESULT_COLUMNS, Hits, IndexTable, where_clause
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_MODE", "EXAMPLES", "MAX_K", "MAX_QUERY_CHARS", "MODES", "SearchEngine",
+           "SearchResponse", "SearchResult", "single_threaded"]  # fmt: skip
+
+MODES = ("keyword", "category", "semantic", "hybrid")
+# The default is the mode that measured best over both evaluations (Flickr8k caption queries
+# and Intel category queries, see the closing note of issue 5): semantic.
+DEFAULT_MODE = "semantic"
+IMAGE_TEXT_WEIGHT = 0.5  # text + image query: the photo's share of the query vector
+NEGATIVE_OVERFETCH = 3  # excluded words: fetch 3k (+20) rows, keep the first k without them
+
+
+@dataclass
+class SearchResult:
+    rank: int
+    path: str
+    score: float
+    category: str
+    category_prob: float
+    top_labels: list[tuple[str, float]]
+    why: list[str]
+    label: str = ""  # class folder, when the layout has one
+    split: str = ""
+    caption: str = ""
+    below_floor: bool = False  # scored below the mode's relevance floor
+    missing: bool = False  # the file is gone since it was indexed (`index --prune` drops it)
+
+
+@dataclass
+class SearchResponse:
+    query: str
+    mode: str
+    results: list[SearchResult]
+    keywords: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)  # the query's, as index classes
+    nearest_categories: list[tuple[str, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    pool: int = 0
+    seconds: float = 0.0
+    search: str = "exact"  # how the index answered: exact, approximate (ANN) or full-text
+    search_detail: dict = field(default_factory=dict)  # ANN settings used, hybrid parts
+    floor: float | None = None  # the mode's relevance floor (None: the mode has none)
+    no_good_match: bool = False  # results exist but none clears the floor
+    negatives: list[str] = field(default_factory=list)  # excluded words
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run one query's small tensor and matrix work on one thread: on a shared 2-core CPU,
+    torch's and OpenBLAS's thread pools spin against each other (measured ~550 ms per query
+    with their defaults against ~25 ms with one thread each). torch is only touched when
+    something already imported it: a text query process never does."""
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    n = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            yield
+    finally:
+        if torch is not None and n:
+            torch.set_num_threads(n)
+
+
+def query_text_backend(meta: dict) -> Any:
+    """The text encoder of the index's semantic space, as light as available."""
+    if (meta.get("semantic") or {}).get("source") == "encoder":
+        from core.search import clip  # type: ignore[attr-defined]  # CLIP (issue 11)
+
+        return clip.load_text_backend(meta)
+    from core.search.textonnx import load_query_encoder
+
+    return load_query_encoder()
+
+
+class SearchEngine:
+    """Load once per process with `SearchEngine.load(index)`; then search many times."""
+
+    def __init__(self, table: IndexTable, text: Any, mapping: Any, keyword_model: Any = None,
+                 semantic: Any = None, imagenet: list[str] | None = None) -> None:  # fmt: skip
+        self.table = table
+        self.meta = table.meta
+        self.text = text
+        self.mapping = mapping
+        self.keyword_model = keyword_model
+        self.semantic = semantic  # core.search.textmap.SemanticMap (None: CLIP / no mapping)
+        self.imagenet = imagenet or []
+        self.classes: list[str] = list(self.meta.get("classes") or [])
+        self.category_source: str = self.meta.get("category_source") or "none"
+        self.floors: dict = self.meta.get("floor") or {}
+        self._encoder = None
+        self._pools: dict[str | None, int] = {}
+        self.analyzer = Analyzer(text, mapping, keyword_model, self.classes, self._class_emb(),
+                                 self._vocab(), self._stop_words())  # fmt: skip
+        self.explainer = Explainer(self.classes, semantic)
+        self.retrievers: dict[str, Any] = {
+            "keyword": KeywordRetriever(table),
+            "category": CategoryRetriever(table, self.classes),
+            "semantic": VectorRetriever(table, "semantic", "semantic"),
+        }
+        self.retrievers["hybrid"] = HybridRetriever(dict(self.retrievers))
+        self.image_retriever = VectorRetriever(table, "vector", "image")
+
+    # --- loading ------------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        index_dir: str | Path,
+        text: Any = None,
+        mapping: Any = None,
+        keyword_model: Any = "auto",
+        map_config: Any = None,  # kept for compatibility: queries never fit a mapping
+    ) -> SearchEngine:
+        from core.text.mapping import Mapping
+
+        table = IndexTable.open(index_dir)
+        if table.n == 0:
+            raise IndexError_(f"{index_dir}: the index holds no images")
+        sem = table.meta.get("semantic") or {}
+        semantic = None
+        if sem.get("mapping"):
+            folder = table.side_path(sem["mapping"])
+            if folder is None:
+                raise IndexError_(f"{index_dir}: its text mapping {sem['mapping']} is missing; "
+                                  "re-run `python -m core index` to rebuild it")  # fmt: skip
+            from core.search.textmap import SemanticMap
+
+            semantic = SemanticMap.load(folder)
+        if keyword_model == "auto":
+            keyword_model = _load_keyword_model(table)
+        text = text or query_text_backend(table.meta)
+        labels = table.side_path(LABELS_FILE)
+        imagenet = json.loads(labels.read_text()) if labels is not None else []
+        return cls(table, text, mapping or Mapping.load(), keyword_model, semantic, imagenet)
+
+    @property
+    def index_dir(self) -> Path:
+        return Path(self.table.location)
+
+    @property
+    def n(self) -> int:
+        return self.table.n
+
+    def _class_emb(self) -> np.ndarray:
+        m = self.semantic
+        if m is not None and m.class_emb is not None and list(m.tag_classes) == self.classes:
+            return np.asarray(m.class_emb, np.float32)
+        if not self.classes:
+            return np.zeros((0, int(getattr(self.text, "dim", 384))), np.float32)
+        from core.search.textmap import class_sentences, normalize
+
+        return normalize(np.stack([self.text.encode(class_sentences(c)).mean(0)
+                                   for c in self.classes]))  # fmt: skip
+
+    def _vocab(self) -> set[str]:
+        from core.search.query import WORD
+
+        vocab: set[str] = set(self.classes)
+        for lab in self.imagenet:
+            vocab.update(WORD.findall(lab.lower()))
+        for ws in self.mapping.categories.values():
+            vocab.update(ws)
+        vocab.update(getattr(self.keyword_model, "idf", {}) or {})
+        return vocab
+
+    def _stop_words(self) -> set[str]:
+        prep = getattr(self.keyword_model, "prep", None)
+        if prep is None:
+            from core.text.preprocess import Preprocessor
+
+            prep = Preprocessor.default()
+        return set(prep.stop_words)
+
+    # --- analysis (also used by evaluation) ---------------------------------------------------
+
+    def analyze(self, query: str) -> Query:
+        return self.analyzer.analyze(query)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return self.analyzer.embed(texts)
+
+    def prime(self, queries: Sequence[str]) -> None:
+        self.analyzer.prime(queries)
+
+    # --- text search --------------------------------------------------------------------------
+
+    def check(self, mode: str, category: str | None = None) -> None:
+        if mode not in MODES:
+            raise QueryError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if category and category not in self.classes:
+            raise QueryError(f"unknown category {category!r}; the index has "
+                             f"{', '.join(self.classes) or 'none'}")  # fmt: skip
+        if mode in ("semantic", "hybrid") and not self.table.has_semantic():
+            raise IndexError_(f"{self.table.location}: the semantic column was never written "
+                              "(indexed with --no-mapping?); re-run `python -m core index`")  # fmt: skip
+
+    def pool(self, where: str | None) -> int:
+        if where not in self._pools:
+            self._pools[where] = int(self.table.tbl.count_rows(where) if where else self.n)
+        return self._pools[where]
+
+    def search(self, query: str, *args: Any, **kw: Any) -> SearchResponse:
+        """Rank the index for a text query; see `_search` for the arguments."""
+        with single_threaded():
+            return self._search(query, *args, **kw)
+
+    def _search(
+        self,
+        query: str,
+        mode: str = DEFAULT_MODE,
+        k: int = 10,
+        category: str | None = None,
+        split: str | None = None,
+        label: str | None = None,
+    ) -> SearchResponse:
+        start = time.perf_counter()
+        self.check(mode, category)
+        k = check_k(k)
+        q = self.analyze(query)
+        where = where_clause(category=category, split=split, label=label)
+        resp = self.search_query(q, mode, k, where)
+        resp.seconds = time.perf_counter() - start
+        return resp
+
+    def search_query(self, q: Query, mode: str, k: int, where: str | None = None
+                     ) -> SearchResponse:  # fmt: skip
+        """Everything after analysis: retrieve through the index, leave out excluded words,
+        explain, mark the results below the relevance floor."""
+        start = time.perf_counter()
+        resp = SearchResponse(
+            query=q.text, mode=mode, results=[], keywords=list(q.keywords),
+            categories=[c for c, w in zip(self.classes, q.class_weights, strict=True) if w > 0],
+            nearest_categories=q.nearest, notes=list(q.notes), negatives=list(q.negatives),
+        )  # fmt: skip
+        resp.pool = self.pool(where)
+        if q.empty or q.no_content:
+            resp.seconds = time.perf_counter() - start
+            return resp
+        fetch = k * NEGATIVE_OVERFETCH + 20 if q.negatives else k
+        # semantic explanations need the backbone vector; hybrid's floor the semantic one
+        extra = {"semantic": ("vector",), "hybrid": ("vector", "semantic")}.get(mode, ())
+        hits = self.retrievers[mode].retrieve(q, min(fetch, self.n), where,
+                                              RESULT_COLUMNS + extra)  # fmt: skip
+        rows = self._exclude(hits.rows, q.negatives)[:k]
+        resp.search, resp.search_detail = hits.search, hits.detail
+        if mode == "keyword" and not rows:
+            near = ", ".join(f"{c} ({s:.2f})" for c, s in q.nearest)
+            resp.notes.append(
+                "No keyword of the query matches an image's labels, predicted category or "
+                f"captions. Nearest categories by meaning: {near}. Try the semantic or hybrid "
+                "mode."
+            )
+        for r in rows:
+            if mode == "semantic":
+                r["semantic_score"] = r["score"]
+            elif r.get("semantic") is not None:
+                r["semantic_score"] = float(np.dot(np.asarray(r["semantic"], np.float32),
+                                                   q.embedding))  # fmt: skip
+        resp.results = [self._result(i + 1, r, q, mode, r.get("vector"))
+                        for i, r in enumerate(rows)]  # fmt: skip
+        self._apply_floor(resp, rows, mode)
+        if mode == "category" and not np.any(q.class_weights) and q.nearest:
+            resp.notes.append(
+                f"No category word in the query; ranked by the nearest category by meaning, "
+                f"{q.nearest[0][0]} ({q.nearest[0][1]:.2f})."
+            )
+        resp.seconds = time.perf_counter() - start
+        return resp
+
+    def _exclude(self, rows: list[dict], negatives: list[str]) -> list[dict]:
+        if not negatives:
+            return rows
+        return [r for r in rows if not mentions(r.get("text", ""), negatives)]
+
+    def _vectors(self, paths: list[str]) -> dict[str, dict]:
+        """The backbone and semantic vectors of a few result rows (explanations, floors)."""
+        got = self.table.rows_by_path(paths, ("path", "vector", "semantic"))
+        return {p: {k: (np.asarray(v, np.float32) if v is not None else None)
+                    for k, v in r.items() if k != "path"} for p, r in got.items()}  # fmt: skip
+
+    def floor(self, mode: str) -> float | None:
+        """The relevance floor of a mode's scores (chosen at index time on training data)."""
+        key = {"semantic": "semantic", "hybrid": "semantic", "category": "category"}.get(mode)
+        f = self.floors.get(key) if key else None
+        return float(f["value"]) if f else None
+
+    def _apply_floor(self, resp: SearchResponse, rows: list[dict], mode: str) -> None:
+        floor = self.floor(mode)
+        resp.floor = floor
+        if floor is None or not resp.results:
+            return
+        for res, r in zip(resp.results, rows, strict=True):
+            s = r.get("semantic_score") if mode == "hybrid" else r["score"]
+            res.below_floor = s is not None and s < floor
+        if all(r.below_floor for r in resp.results):
+            resp.no_good_match = True
+            what = "semantic similarity" if mode in ("semantic", "hybrid") else "probability"
+            resp.notes.append(
+                f"No good match: no result reaches the relevance floor ({what} {floor:.2f}, "
+                "chosen when the index was built); these are the closest there are."
+            )
+
+    # --- images -------------------------------------------------------------------------------
+
+    def similar(self, *args: Any, **kw: Any) -> SearchResponse:
+        """Images like an indexed one or a feature vector; see `_similar`."""
+        with single_threaded():
+            return self._similar(*args, **kw)
+
+    def _similar(
+        self,
+        path: str | None = None,
+        feature: np.ndarray | None = None,
+        k: int = 10,
+        category: str | None = None,
+        exclude_self: bool = True,
+    ) -> SearchResponse:
+        """Images ranked by backbone-feature cosine similarity (vector search on `vector`)."""
+        start = time.perf_counter()
+        k = check_k(k)
+        self.check(DEFAULT_MODE if self.table.has_semantic() else "keyword", category)
+        src = None
+        if feature is None:
+            got = self.table.rows_by_path([str(path)], ("path", "vector", "top_labels",
+                                                        "category"))  # fmt: skip
+            if not got:
+                raise QueryError(f"{path}: not in the index")
+            src = got[str(path)]
+            feature = np.asarray(src["vector"], np.float32)
+        where = where_clause(category=category)
+        hits = self.image_retriever.retrieve_vector(feature, k + (1 if src else 0), where)
+        rows = [r for r in hits.rows if not (exclude_self and src and r["path"] == path)][:k]
+        results = []
+        for i, r in enumerate(rows):
+            res = self._result(i + 1, r, None, "image")
+            res.why = image_why(r, src)
+            results.append(res)
+        return SearchResponse(query=path or "(image)", mode="image", results=results,
+                              pool=self.pool(where), seconds=time.perf_counter() - start,
+                              search=hits.search, search_detail=hits.detail)  # fmt: skip
+
+    def search_image_text(
+        self, info: dict, text: str, k: int = 10, category: str | None = None,
+        weight: float = IMAGE_TEXT_WEIGHT,
+    ) -> SearchResponse:  # fmt: skip
+        """A photo steered by words: the photo's semantic vector (`classify_image(...)
+        ["semantic"]`) blended with the text's embedding, searched on the semantic column."""
+        with single_threaded():
+            start = time.perf_counter()
+            k = check_k(k)
+            self.check("semantic", category)
+            if info.get("semantic") is None:
+                raise QueryError("this index cannot place a photo in the sentence space")
+            q = self.analyze(text)
+            v = np.asarray(info["semantic"], np.float32)
+            if q.embedding is not None:
+                v = weight * v + (1 - weight) * q.embedding
+            v = v / max(float(np.linalg.norm(v)), 1e-12)
+            where = where_clause(category=category)
+            fetch = k * NEGATIVE_OVERFETCH + 20 if q.negatives else k
+            hits = self.retrievers["semantic"].retrieve_vector(v, min(fetch, self.n), where)
+            rows = self._exclude(hits.rows, q.negatives)[:k]
+            combined = Query(q.text or "(image)", q.tokens, q.keywords, q.class_weights,
+                             q.category_why, v, q.word_embeddings, q.nearest, q.notes,
+                             False, q.negatives)  # fmt: skip
+            extra = self._vectors([r["path"] for r in rows])
+            results = []
+            for i, r in enumerate(rows):
+                res = self._result(i + 1, r, combined, "semantic",
+                                   extra.get(r["path"], {}).get("vector"))  # fmt: skip
+                res.why.insert(0, f"photo ({weight:.0%}) + words ({1 - weight:.0%}) ~ image: "
+                                  f"{r['score']:.2f}")  # fmt: skip
+                results.append(res)
+            notes = [n for n in q.notes if not n.startswith("Empty query")]
+            return SearchResponse(query=q.text, mode="image+text", results=results,
+                                  keywords=list(q.keywords), nearest_categories=q.nearest,
+                                  notes=notes, pool=self.pool(where),
+                                  seconds=time.perf_counter() - start, search=hits.search,
+                                  search_detail=hits.detail, negatives=q.negatives)  # fmt: skip
+
+    def encoder(self) -> Any:
+        """The image encoder the index was built with (loaded on first use: an upload)."""
+        if self._encoder is None:
+            from core.search.embed import load_encoder
+
+            e = self.meta.get("encoder", {})
+            if (self.meta.get("semantic") or {}).get("source") == "encoder":
+                from core.search import clip  # type: ignore[attr-defined]
+
+                self._encoder = clip.encoder_for_index("clip", None, None, self.meta)
+            else:
+                self._encoder = load_encoder(e.get("backbone", "efficientnet_lite0"),
+                                             e.get("run"), e.get("image_size"))  # fmt: skip
+        return self._encoder
+
+    def classify_image(self, image: Any) -> dict:
+        """An uploaded PIL image: its category probabilities, ImageNet top-5, backbone
+        features and semantic vector (no fitting: the saved mapping embeds it)."""
+        enc_model = self.encoder()
+        enc = enc_model.encode_images([image])
+        feat = enc.features[0]
+        if enc.probs is not None:
+            probs = enc.probs[0]
+        elif self.semantic is not None and self.semantic.has_category_head:
+            probs = self.semantic.category_proba(feat[None])[0]
+        else:
+            probs = np.zeros(0)
+        if enc.semantic is not None:
+            sem = enc.semantic[0]
+        elif self.semantic is not None:
+            sem = self.semantic.embed_encoded(enc)[0]
+        else:
+            sem = None
+        names = self.imagenet or list(getattr(enc_model, "imagenet_classes", []))
+        return {
+            "feature": feat,
+            "semantic": sem,
+            "categories": sorted(
+                ((c, float(p)) for c, p in zip(self.classes, probs, strict=False)),
+                key=lambda t: -t[1],
+            ),
+            "top_labels": [(names[int(j)], float(p))
+                           for j, p in zip(enc.top_ids[0], enc.top_probs[0], strict=True)],
+        }  # fmt: skip
+
+    # --- results ------------------------------------------------------------------------------
+
+    def _result(self, rank: int, r: dict, q: Query | None, mode: str,
+                feature: np.ndarray | None = None) -> SearchResult:  # fmt: skip
+        caps = r.get("captions") or []
+        probs = r.get("probs") or []
+        res = SearchResult(
+            rank=rank, path=r["path"], score=round(float(r["score"]), 5),
+            category=r.get("category") or "",
+            category_prob=round(float(max(probs)) if probs else 0.0, 4),
+            top_labels=[(lab, round(float(p), 4)) for lab, p in
+                        zip(r.get("top_labels") or [], r.get("top_probs") or [], strict=False)],
+            why=[], label=r.get("label") or "", split=r.get("split") or "",
+            caption=caps[0] if caps else "", missing=file_missing(r["path"]),
+        )  # fmt: skip
+        if q is not None:
+            res.why = self.explainer.explain(r, q, mode, feature)
+        return res
+
+    # --- evaluation: whole-pool rankings through the same retrievers ---------------------------
+
+    @functools.cached_property
+    def rows(self) -> dict[str, list]:
+        """path, split, label, captions, category of every row (evaluation only: memory grows
+        with the table; a query never touches this)."""
+        t = self.table.columns_table(["path", "split", "label", "captions", "category"])
+        return t.to_pydict()
+
+    @property
+    def paths(self) -> list[str]:
+        return self.rows["path"]
+
+    @functools.cached_property
+    def labels(self) -> np.ndarray:
+        return np.array(self.rows["label"])
+
+    @functools.cached_property
+    def splits(self) -> np.ndarray:
+        return np.array(self.rows["split"])
+
+    @functools.cached_property
+    def pred(self) -> np.ndarray:
+        return np.array(self.rows["category"])
+
+    @functools.cached_property
+    def tiebreak(self) -> np.ndarray:
+        return np.array([tiebreak(p) for p in self.paths])
+
+    @functools.cached_property
+    def _row_of(self) -> dict[str, int]:
+        return {p: i for i, p in enumerate(self.paths)}
+
+    def mask(self, category: str | None = None, split: str | None = None,
+             label: str | None = None) -> np.ndarray:  # fmt: skip
+        m = np.ones(len(self.paths), dtype=bool)
+        if category:
+            m &= self.pred == category
+        if split:
+            m &= self.splits == split
+        if label:
+            m &= self.labels == label
+        return m
+
+    def mode_scores(self, q: Query, mode: str) -> np.ndarray:
+        """Every row's score for one mode (aligned with `paths`; rows a mode did not return
+        score 0), computed by the same retrievers a query uses, asked for the whole table.
+        For evaluation: the pool's ranks need every row."""
+        self.check(mode)
+        s = np.zeros(len(self.paths), np.float32)
+        if q.empty:
+            return s
+        if mode == "hybrid":  # fused over the same top-200 lists a query fuses
+            rows, _ = self.retrievers["hybrid"].fused(q, None, self.retrievers["hybrid"].candidates)
+            hits = Hits(rows, "")
+        else:
+            hits = self.retrievers[mode].retrieve(q, len(self.paths), None, ("path",))
+        for r in hits.rows:
+            s[self._row_of[r["path"]]] = r["score"]
+        return s  # unreturned rows score 0: below every returned one (BM25, RRF, P, cos>0)
+
+    def semantic_vectors(self) -> np.ndarray:
+        """(N, D) semantic column aligned with `paths` (evaluation only)."""
+        t = self.table.columns_table(["path", "semantic"])
+        where = {p: i for i, p in enumerate(t.column("path").to_pylist())}
+        vec = np.array(t.column("semantic").to_pylist(), np.float32)
+        return vec[[where[p] for p in self.paths]]
+
+    def top_k(self, scores: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarray:
+        """Positions of the k best scores (ties by the fixed pseudo-random order)."""
+        s = scores.astype(np.float64, copy=True)
+        if mask is not None:
+            s[~mask] = -np.inf
+        idx = np.flatnonzero(np.isfinite(s))
+        order = idx[np.lexsort((self.tiebreak[idx], -s[idx]))]
+        return order[:k]
+
+
+def _load_keyword_model(table: IndexTable) -> Any:
+    """The keyword model saved at index time (None when none or not signed by this user)."""
+    entry = table.meta.get("keyword_model")
+    if not entry:
+        return None
+    path = table.side_path(entry["file"])
+    if path is None:
+        return None
+    from core.io import load_signed_pickle
+
+    return load_signed_pickle(path)

@@ -1,0 +1,286 @@
+"""The query side's view of an index: the LanceDB table opened read-only, its index.json, and
+the searches every mode is made of (vector search on a column, full-text search, lookups by
+path). Nothing here loads a whole column: a query reads the rows it returns.
+
+The index may be a local folder or an object-store URI (s3://, gs://; anything LanceDB and
+pyarrow's filesystems open). Its small side files (the text mapping, the keyword model) are
+then copied once into a private temporary folder.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.search.store import INDEX_VERSION, META_FILE, TABLE, IndexError_
+from core.search.uri import is_uri
+
+log = logging.getLogger(__name__)
+
+# What a result needs (no vectors: a result row stays a few hundred bytes).
+RESULT_COLUMNS = ("path", "category", "probs", "top_ids", "top_labels", "top_probs", "label",
+                  "split", "captions", "text")  # fmt: skip
+INDEX_CACHE_MB = 256  # per query process; $SCENESEEK_INDEX_CACHE_MB overrides
+CACHE_ENV = "SCENESEEK_INDEX_CACHE_MB"
+REBUILD = "re-run `python -m core index --images DIR --index {index}` to rebuild it"
+
+
+@dataclass
+class Hits:
+    """Rows (dicts with `score`, higher is better) and how they were found."""
+
+    rows: list[dict]
+    search: str  # "exact", "approximate" (ANN) or "full-text"
+    detail: dict = field(default_factory=dict)
+
+
+def _read_meta(location: str) -> dict:
+    if is_uri(location):
+        from core.search.uri import read_bytes
+
+        try:
+            raw = read_bytes(f"{location.rstrip('/')}/{META_FILE}")
+        except (FileNotFoundError, OSError) as exc:
+            raise IndexError_(f"{location}: not an index (no {META_FILE}: {exc})") from exc
+    else:
+        path = Path(location) / META_FILE
+        if not Path(location).is_dir():
+            raise IndexError_(f"{location}: not an index (no such folder)")
+        if not path.exists():
+            raise IndexError_(
+                f"{location}: not an index (no {META_FILE}); build one with "
+                "`python -m core index --images DIR --index INDEX_DIR`"
+            )
+        raw = path.read_bytes()
+    try:
+        meta = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexError_(f"{location}: {META_FILE} is unreadable ({exc.__class__.__name__}); "
+                          + REBUILD.format(index=location)) from exc  # fmt: skip
+    if not isinstance(meta, dict):
+        raise IndexError_(f"{location}: {META_FILE} is not an index description")
+    return meta
+
+
+class IndexTable:
+    """One opened index. `open` checks it is complete and of this version."""
+
+    def __init__(self, location: str, meta: dict, tbl: Any) -> None:
+        self.location = location
+        self.meta = meta
+        self.tbl = tbl
+        self.columns = set(tbl.schema.names)
+        self.indexed: dict[str, str] = {}  # column -> index type
+        self.indexed_rows: dict[str, int] = {}  # rows the index covers (0: all searched flat)
+        for ix in tbl.list_indices():
+            for col in ix.columns:
+                self.indexed[col] = str(ix.index_type)
+                self.indexed_rows[col] = int(getattr(ix, "num_indexed_rows", None) or 0)
+        self._side: Path | None = None
+        self._n: int | None = None
+
+    @classmethod
+    def open(cls, index: str | Path) -> IndexTable:
+        import lancedb
+
+        location = str(index)
+        meta = _read_meta(location)
+        version = int(meta.get("version", 1) or 1)
+        if version < INDEX_VERSION:
+            raise IndexError_(f"{location}: an index of an older format (version {version}, "
+                              f"this SceneSeek reads {INDEX_VERSION}); "
+                              + REBUILD.format(index=location).replace("rebuild", "upgrade")
+                              )  # fmt: skip
+        if version > INDEX_VERSION:
+            raise IndexError_(f"{location}: index format {version} is newer than this "
+                              f"SceneSeek ({INDEX_VERSION}); upgrade SceneSeek")  # fmt: skip
+        try:
+            db = lancedb.connect(location, session=_session())
+            tbl = db.open_table(TABLE)
+        except Exception as exc:  # LanceDB raises ValueError/RuntimeError/OSError here
+            raise IndexError_(f"{location}: {META_FILE} is there but the table is missing or "
+                              f"damaged (a half-written index?); "
+                              + REBUILD.format(index=location)) from exc  # fmt: skip
+        missing = {"path", "vector", "semantic", "text", "category"} - set(tbl.schema.names)
+        if missing:
+            raise IndexError_(f"{location}: the table lacks {sorted(missing)} (an older format); "
+                              + REBUILD.format(index=location))  # fmt: skip
+        return cls(location, meta, tbl)
+
+    # --- facts --------------------------------------------------------------------------------
+
+    @property
+    def n(self) -> int:
+        if self._n is None:
+            self._n = int(self.tbl.count_rows())
+        return self._n
+
+    def has_semantic(self) -> bool:
+        return bool((self.meta.get("semantic") or {}).get("key"))
+
+    def is_ann(self, column: str) -> bool:
+        """The column has a vector index that covers rows: its searches are approximate (an
+        index LanceDB could not train, too few rows, leaves every row to an exact scan)."""
+        kind = self.indexed.get(column, "").upper()  # IvfPq, IvfHnswSq, ...
+        return ("IVF" in kind or "HNSW" in kind) and self.indexed_rows.get(column, 0) > 0
+
+    def has_fts(self) -> bool:
+        kind = self.indexed.get("text", "").upper()
+        return "FTS" in kind or "INVERTED" in kind
+
+    def ann_query_params(self, column: str) -> dict:
+        ann = self.meta.get("ann") or {}
+        p = (ann.get("columns") or {}).get(column) or ann
+        return {
+            "nprobes": int(p.get("nprobes", 20)),
+            "refine_factor": int(p.get("refine_factor", 10)),
+        }
+
+    # --- searches -----------------------------------------------------------------------------
+
+    def vector_search(
+        self,
+        column: str,
+        vector: np.ndarray,
+        k: int,
+        where: str | None = None,
+        metric: str = "cosine",
+        columns: tuple[str, ...] = RESULT_COLUMNS,
+        exact: bool = False,
+    ) -> Hits:
+        """Top `k` rows by `metric` similarity of `column` to `vector`; ANN (with the index's
+        recorded nprobes and refine factor) when the column has an ANN index, unless `exact`."""
+        if column not in self.columns:
+            raise IndexError_(f"{self.location}: the index has no {column!r} column; "
+                              + REBUILD.format(index=self.location))  # fmt: skip
+        if k <= 0:
+            return Hits([], "exact")
+        v = np.asarray(vector, np.float32).reshape(-1)
+        q = self.tbl.search(v, vector_column_name=column).distance_type(metric)
+        ann = self.is_ann(column) and not exact
+        if ann:
+            p = self.ann_query_params(column)
+            q = q.nprobes(p["nprobes"]).refine_factor(p["refine_factor"])
+        else:
+            q = q.bypass_vector_index()
+        if where:
+            q = q.where(where, prefilter=True)
+        rows = q.limit(int(k)).select([*columns, "_distance"]).to_arrow().to_pylist()
+        for r in rows:
+            d = float(r.pop("_distance"))
+            r["score"] = 1.0 - d  # LanceDB: cosine distance 1 - cos, dot distance 1 - x·y
+        detail = self.ann_query_params(column) if ann else {}
+        return Hits(rows, "approximate" if ann else "exact", detail)
+
+    def text_search(
+        self, query: Any, k: int, where: str | None = None,
+        columns: tuple[str, ...] = RESULT_COLUMNS,
+    ) -> Hits:  # fmt: skip
+        """BM25 full-text search over `text` (a lancedb FullTextQuery or a string)."""
+        if k <= 0:
+            return Hits([], "full-text")
+        if not self.has_fts():
+            raise IndexError_(f"{self.location}: the index has no full-text index; "
+                              + REBUILD.format(index=self.location))  # fmt: skip
+        q = self.tbl.search(query, query_type="fts")
+        if where:
+            q = q.where(where, prefilter=True)
+        rows = q.limit(int(k)).select([*columns, "_score"]).to_arrow().to_pylist()
+        for r in rows:
+            r["score"] = float(r.pop("_score"))
+        return Hits(rows, "full-text")
+
+    def rows_by_path(self, paths: list[str], columns: tuple[str, ...] = RESULT_COLUMNS) -> dict:
+        """{path: row} for the given paths (one filtered scan; bounded by len(paths))."""
+        if not paths:
+            return {}
+        out: dict[str, dict] = {}
+        for a in range(0, len(paths), 500):
+            quoted = ", ".join(_sql_str(p) for p in paths[a : a + 500])
+            t = (self.tbl.search().where(f"path IN ({quoted})").select(list(columns))
+                 .limit(len(paths[a : a + 500])).to_arrow())  # fmt: skip
+            for r in t.to_pylist():
+                out[r["path"]] = r
+        return out
+
+    def column(self, name: str, where: str | None = None) -> list:
+        """A whole column (evaluation and maintenance only: memory grows with the table)."""
+        q = self.tbl.search().select([name]).limit(self.n)
+        if where:
+            q = q.where(where)
+        return q.to_arrow().column(name).to_pylist()
+
+    def columns_table(self, names: list[str]):
+        return self.tbl.search().select(names).limit(max(1, self.n)).to_arrow()
+
+    # --- side files ---------------------------------------------------------------------------
+
+    def side_path(self, rel: str) -> Path | None:
+        """A local path to the index's side file or folder `rel` (copied from object
+        storage once); None when absent."""
+        if not is_uri(self.location):
+            p = Path(self.location) / rel
+            return p if p.exists() else None
+        if self._side is None:
+            self._side = Path(tempfile.mkdtemp(prefix="sceneseek-index-"))
+            atexit.register(shutil.rmtree, self._side, True)
+        dest = self._side / rel
+        if dest.exists():
+            return dest
+        return _fetch(f"{self.location.rstrip('/')}/{rel}", dest)
+
+
+def cache_mb() -> tuple[int, int]:
+    """(index cache, metadata cache) in MB for a query process: LanceDB keeps the index
+    partitions it has read (IVF centroids, PQ codes, full-text postings) in a cache; bounded,
+    a process's memory stays the same however large the table grows (the least recently used
+    partitions are read again from disk when needed)."""
+    index = int(os.environ.get(CACHE_ENV, "") or INDEX_CACHE_MB)
+    return index, max(16, index // 4)
+
+
+def _session() -> Any:
+    from lancedb import Session
+
+    index, metadata = cache_mb()
+    return Session(index_cache_size_bytes=index << 20, metadata_cache_size_bytes=metadata << 20)
+
+
+def _fetch(uri: str, dest: Path) -> Path | None:
+    """Copy a file or a folder (one level) from a URI."""
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    info = filesystem.get_file_info(path)
+    if info.type == fs.FileType.NotFound:
+        return None
+    items = (
+        [f for f in filesystem.get_file_info(fs.FileSelector(path)) if f.type == fs.FileType.File]
+        if info.type == fs.FileType.Directory
+        else [info]
+    )
+    for f in items:
+        target = dest / Path(f.path).name if info.type == fs.FileType.Directory else dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with filesystem.open_input_stream(f.path) as fh:
+            target.write_bytes(fh.read())
+    return dest
+
+
+def _sql_str(s: str) -> str:
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+def where_clause(**equal: str | None) -> str | None:
+    """`a = 'x' AND b = 'y'` for the given non-empty values (bitmap-indexed columns)."""
+    parts = [f"{col} = {_sql_str(v)}" for col, v in equal.items() if v]
+    return " AND ".join(parts) or None

@@ -1,0 +1,174 @@
+"""The sentence encoder for queries without torch: all-MiniLM-L6-v2 exported to ONNX once, at
+index time, and run with ONNX Runtime and the `tokenizers` library.
+
+Why: importing torch alone costs a process over 600 MB of resident memory here, more than
+half of the 1 GB a query process may use (issue 10). Indexing still encodes with
+sentence-transformers (core.search.textmap.TextEncoder); the exported model gives the same
+embeddings (checked at export, max difference 1e-4), so the index and its queries share one
+space.
+
+The export goes to the cache (`$SCENESEEK_CACHE/models/minilm-onnx-<key>/`), keyed by the
+bundled model's files; a query process that finds none falls back to TextEncoder (and says so
+in its log).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MAX_TOKENS = 256  # the model's max_seq_length
+EXPORT_TOLERANCE = 1e-4
+
+
+def _model_dir() -> Path:
+    from core.search.textmap import text_model_path
+
+    return text_model_path()
+
+
+def export_key(model_dir: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        f = model_dir / name
+        h.update(name.encode())
+        h.update(str(f.stat().st_size if f.exists() else -1).encode())
+    return h.hexdigest()[:12]
+
+
+def cache_folder(model_dir: Path | None = None) -> Path:
+    from core.config import resolve_cache_dir
+
+    model_dir = model_dir or _model_dir()
+    return resolve_cache_dir() / "models" / f"minilm-onnx-{export_key(model_dir)}"
+
+
+def ensure_export(folder: Path | None = None) -> Path:
+    """Export the bundled MiniLM to ONNX (index time; needs torch) unless already there."""
+    model_dir = _model_dir()
+    folder = folder or cache_folder(model_dir)
+    if (folder / "model.onnx").exists() and (folder / "tokenizer.json").exists():
+        return folder
+    import torch
+    from transformers import AutoModel
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+
+        class Hidden(torch.nn.Module):  # keyword arguments: BertModel's order varies
+            def __init__(self) -> None:
+                super().__init__()
+                self.bert = AutoModel.from_pretrained(
+                    str(model_dir), attn_implementation="eager"
+                ).eval()
+
+            def forward(self, input_ids, attention_mask, token_type_ids):
+                return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                                 token_type_ids=token_type_ids).last_hidden_state  # fmt: skip
+
+        model = Hidden().eval()
+        ids = torch.ones(2, 8, dtype=torch.long)
+        mask = torch.ones(2, 8, dtype=torch.long)
+        mask[1, 5:] = 0  # a padded row, so that the traced graph keeps the mask
+        with torch.no_grad():
+            torch.onnx.export(
+                model, (ids, mask, torch.zeros_like(ids)), str(tmp / "model.onnx"),
+                input_names=["input_ids", "attention_mask", "token_type_ids"],
+                output_names=["last_hidden_state"],
+                dynamic_axes={n: {0: "batch", 1: "tokens"} for n in
+                              ("input_ids", "attention_mask", "token_type_ids",
+                               "last_hidden_state")},
+                opset_version=17, dynamo=False,
+            )  # fmt: skip
+        shutil.copy2(model_dir / "tokenizer.json", tmp / "tokenizer.json")
+        _check(tmp)
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process exported first: keep theirs
+            if not (folder / "model.onnx").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("exported the sentence encoder to %s", folder)
+    return folder
+
+
+def _check(folder: Path) -> None:
+    """The export must embed like sentence-transformers does."""
+    from core.search.textmap import TextEncoder
+
+    texts = ["A serene lake surrounded by forest.", "snow", "The beach is full of tourists."]
+    ref = TextEncoder.load("cpu").encode(texts)
+    got = OnnxTextEncoder.load(folder).encode(texts)
+    diff = float(np.abs(ref - got).max())
+    if diff > EXPORT_TOLERANCE:
+        raise RuntimeError(f"ONNX export of the sentence encoder differs by {diff:.2e}")
+
+
+@dataclass
+class OnnxTextEncoder:
+    """MiniLM with mean pooling and L2 normalisation, as sentence-transformers does it."""
+
+    session: Any  # onnxruntime.InferenceSession
+    tokenizer: Any  # tokenizers.Tokenizer
+    name: str = "all-MiniLM-L6-v2"
+    dim: int = 384
+
+    @classmethod
+    def load(cls, folder: Path) -> OnnxTextEncoder:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        opts = ort.SessionOptions()
+        # One query at a time: a thread pool per query costs more than it gains on 2 cores.
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(folder / "model.onnx"), opts,
+                                       providers=["CPUExecutionProvider"])  # fmt: skip
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        tok.enable_truncation(MAX_TOKENS)
+        tok.enable_padding(pad_id=0, pad_token="[PAD]")
+        return cls(session, tok)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        out = []
+        for a in range(0, len(texts), batch_size):
+            enc = self.tokenizer.encode_batch(list(texts[a : a + batch_size]))
+            ids = np.array([e.ids for e in enc], np.int64)
+            mask = np.array([e.attention_mask for e in enc], np.int64)
+            hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                             "token_type_ids": np.zeros_like(ids)})[0]  # fmt: skip
+            m = mask[..., None].astype(np.float32)
+            pooled = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+            out.append(pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12))
+        return np.concatenate(out).astype(np.float32)
+
+
+def load_query_encoder() -> Any:
+    """The lightest sentence encoder available: the ONNX export when cached, else
+    sentence-transformers (torch)."""
+    try:
+        folder = cache_folder()
+        if (folder / "model.onnx").exists():
+            return OnnxTextEncoder.load(folder)
+        log.info("no ONNX export of the sentence encoder in %s: using torch", folder)
+    except Exception as exc:  # a damaged export must not stop queries
+        log.warning("ONNX sentence encoder unusable (%s): using torch", exc)
+    from core.search.textmap import TextEncoder
+
+    return TextEncoder.load()

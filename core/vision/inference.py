@@ -1,0 +1,684 @@
+"""Inference for backbones and trained runs: OpenVINO / ONNX Runtime on CPUs, PyTorch on CUDA.
+
+`load_inference(backbone, image_size)` (or `load_run_inference(trained)` for a trained run)
+returns an `Inference`: the matching eval preprocessing (`transform`, PIL image -> float32 CHW
+tensor, the numbers of `Backbone.preprocess(False, size)` to within one 8-bit level on a few
+pixels, without torch's intra-op threads, which stall on a busy machine) and `run(x)` giving named float32 outputs: "features"
+(penultimate, pooled), "imagenet" (the pretrained ImageNet logits) and, for a run, "logits"
+(its class head). A caller cannot pair a model with the wrong normalisation, input size or
+backend.
+
+On a CPU the module is exported once to ONNX (dynamo exporter, dynamic batch, fixed image size
+because "same" padding depends on it) into `<cache>/onnx/`, keyed by backbone, weights, image
+size, run checkpoint and library versions, and checked against PyTorch fp32 on two real photos
+(fp32: cosine >= 0.999 on each and the same top-1 classes; bf16/int8: a sanity floor, their
+cost is measured by benchmarks/precision_probe.py). What runs, backend="auto" and
+precision="auto" (or $SCENESEEK_BACKEND / $SCENESEEK_PRECISION):
+  1. OpenVINO in bf16, where it is installed and the CPU has bf16 units (AVX512-BF16, AMX);
+  2. ONNX Runtime in fp32 (about 2.5x PyTorch eager on this project's CPUs);
+  3. PyTorch, with `Inference.reason` (also logged) saying why the others were not used.
+On CUDA, PyTorch on the GPU. A failed export or check is remembered beside the export, so it
+is not retried on every load. precision="int8": the export statically quantised by ONNX
+Runtime (see `quantize_int8`), calibrated on photos the caller gives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from core.io import atomic_path, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "openvino", "onnxruntime", "torch")
+BACKEND_ENV = "SCENESEEK_BACKEND"  # what "auto" means, when set
+PRECISION_ENV = "SCENESEEK_PRECISION"
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+EXPORT_VERSION = 1
+OPSET = 18
+PARITY_COSINE = 0.999  # fp32 export against PyTorch fp32, per image
+REDUCED_COSINE = 0.98  # bf16/int8 against fp32, mean over the check photos: a sanity floor
+_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+
+
+# --- preprocessing ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """PIL image -> normalised float32 CHW tensor: torchvision's Resize(size / crop_pct) +
+    CenterCrop(size) + ToTensor + Normalize, in one PIL resize of the crop box (the same
+    sampling positions; float rounding of the filter weights moves about one pixel value in
+    10,000 by one 8-bit level) and one fused numpy pass, with no torch threads (measured: 400-550
+    images/s on one thread, as torchvision's; 2-4x torchvision's when torch's threads compete
+    with other processes). Picklable, for DataLoader workers and Ray tasks."""
+
+    size: int
+    crop_pct: float
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def box(self, w: int, h: int) -> tuple[float, float, float, float]:
+        """The centre crop in source coordinates, as torchvision computes it."""
+        short = round(self.size / self.crop_pct)
+        # torchvision's Resize(int): short side -> `short`, long side truncated (not rounded).
+        if w <= h:
+            new_w, new_h = short, int(short * h / w)
+        else:
+            new_w, new_h = int(short * w / h), short
+        left = round((new_w - self.size) / 2.0)
+        top = round((new_h - self.size) / 2.0)
+        sx, sy = w / new_w, h / new_h
+        return (
+            max(0.0, left * sx),
+            max(0.0, top * sy),
+            min(float(w), (left + self.size) * sx),
+            min(float(h), (top + self.size) * sy),
+        )
+
+    def pixels(self, im: Image.Image) -> np.ndarray:
+        """The resized, cropped RGB pixels (size, size, 3) uint8."""
+        if im.mode != "RGB":
+            im = im.convert("RGB")
+        resample = _RESAMPLE[self.interpolation]
+        out = im.resize((self.size, self.size), resample, box=self.box(*im.size))
+        return np.asarray(out)
+
+    def __call__(self, im: Image.Image) -> torch.Tensor:
+        u8 = self.pixels(im)
+        scale = np.asarray([1.0 / (255.0 * s) for s in self.std], np.float32)[:, None, None]
+        shift = np.asarray([m / s for m, s in zip(self.mean, self.std, strict=True)], np.float32)
+        out = np.empty((3, self.size, self.size), np.float32)
+        np.multiply(u8.transpose(2, 0, 1), scale, out=out, casting="unsafe")
+        out -= shift[:, None, None]
+        return torch.from_numpy(out)
+
+
+def eval_transform(backbone: Any, image_size: int) -> Callable[[Image.Image], torch.Tensor]:
+    """The fast eval transform for `backbone` at `image_size` (torchvision's own when the crop
+    is larger than the resized image, which the box form does not cover)."""
+    if backbone.crop_pct > 1.0 or backbone.interpolation not in _RESAMPLE:
+        return backbone.preprocess(False, image_size)
+    return EvalTransform(int(image_size), float(backbone.crop_pct), backbone.interpolation,
+                         tuple(backbone.mean), tuple(backbone.std))  # fmt: skip
+
+
+# --- runners ---------------------------------------------------------------------------------
+
+
+class _Outputs(nn.Module):
+    """A module returning the named outputs as a tuple (what is exported and run)."""
+
+    def __init__(self, model: nn.Module, outputs: tuple[str, ...], imagenet_head: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.names = outputs
+        self.imagenet_head = imagenet_head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if hasattr(self.model, "forward_with_features"):  # a run's SceneClassifier
+            feats, logits = self.model.forward_with_features(x)
+        else:
+            feats, logits = self.model(x), None
+        got = {"features": feats, "logits": logits}
+        if "imagenet" in self.names:
+            got["imagenet"] = self.imagenet_head(feats)
+        return tuple(got[n] for n in self.names)
+
+
+class TorchRunner:
+    """PyTorch eager: inference mode, channels-last, autocast where it is fast (bf16 on CPUs
+    with bf16 kernels, fp16 on CUDA) when `amp`."""
+
+    def __init__(self, module: _Outputs, device: torch.device, amp: bool) -> None:
+        self.module = module.eval().to(device, memory_format=torch.channels_last)
+        self.device = device
+        self.amp = amp
+
+    def __call__(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+        from core.vision.features import autocast
+
+        x = torch.as_tensor(x).to(self.device, non_blocking=True)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), autocast(self.device, self.amp):
+            outs = self.module(x)
+        return {n: o.float().cpu().numpy() for n, o in zip(self.module.names, outs, strict=True)}
+
+
+class OrtRunner:
+    """An onnxruntime CPU session over an exported file."""
+
+    def __init__(self, path: Path, outputs: tuple[str, ...], threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads or torch.get_num_threads())
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.names = outputs
+
+    def __call__(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        outs = self.session.run(list(self.names), {"x": x})
+        return dict(zip(self.names, outs, strict=True))
+
+
+class OpenVinoRunner:
+    """An OpenVINO CPU model compiled from the same export; bf16 runs on the CPU's bf16 units
+    (AMX or AVX512-BF16), accumulating in fp32."""
+
+    def __init__(self, path: Path, outputs: tuple[str, ...], precision: str,
+                 threads: int | None = None) -> None:  # fmt: skip
+        import openvino as ov
+
+        core = ov.Core()
+        # OpenVINO's compiled-model cache beside the export: later loads skip compilation.
+        core.set_property({"CACHE_DIR": str(path.parent / "openvino_cache")})
+        cfg = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+               "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+               "PERFORMANCE_HINT": "LATENCY"}  # fmt: skip
+        self.model = core.compile_model(core.read_model(str(path)), "CPU", cfg)
+        self.request = self.model.create_infer_request()
+        self.names = outputs
+
+    def __call__(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        res = self.request.infer({"x": np.ascontiguousarray(x, dtype=np.float32)})
+        # copy: the request's output buffers are reused by the next call
+        return {n: np.array(res[self.model.output(n)], np.float32) for n in self.names}
+
+
+@dataclass
+class Inference:
+    """A model ready to run, with the preprocessing that matches it (see module doc)."""
+
+    name: str
+    image_size: int
+    transform: Callable[[Image.Image], torch.Tensor]
+    outputs: tuple[str, ...]
+    backend: str  # "openvino" | "onnxruntime" | "torch"
+    precision: str  # "bf16" (openvino) | "fp32" | "int8"; "amp" | "fp32" (torch)
+    reason: str  # why this backend, for logs and pages
+    device: torch.device
+    runner: Callable[[Any], dict[str, np.ndarray]] = field(repr=False)
+    path: Path | None = None  # the ONNX file, when one runs
+
+    def run(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+        """Named float32 outputs for a batch of transformed images (n, 3, size, size)."""
+        if len(x) == 0:
+            return {n: np.zeros((0, 0), np.float32) for n in self.outputs}
+        return self.runner(x)
+
+    def features(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        return self.run(x)["features"]
+
+    def numerics(self) -> str:
+        """What the output numbers depend on beyond the weights: part of feature cache keys."""
+        return f"{_SHORT[self.backend]}-{self.precision}"
+
+    def describe(self) -> str:
+        return f"{self.name} on {self.backend} ({self.precision}): {self.reason}"
+
+
+# --- export, check and cache -----------------------------------------------------------------
+
+
+_SHORT = {"onnxruntime": "ort", "openvino": "ov", "torch": "torch"}
+
+
+def openvino_missing() -> str | None:
+    """Why OpenVINO bf16 cannot be used, or None when it can."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return "openvino is not installed"
+    try:
+        caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception as exc:  # no CPU plugin, odd platforms
+        return f"OpenVINO has no CPU device ({type(exc).__name__})"
+    return None if "BF16" in caps else "this CPU has no bf16 units"
+
+
+def onnxruntime_missing() -> str | None:
+    """Why onnxruntime cannot be used, or None when it can."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        return f"onnxruntime is not installed ({exc}); pip install onnxruntime"
+    return None
+
+
+def check_photos() -> list[Image.Image]:
+    """Real photos that ship with scikit-learn (a temple, a flower): the export check runs on
+    them offline, whatever data set is in use."""
+    from sklearn.datasets import load_sample_images
+
+    return [Image.fromarray(im) for im in load_sample_images().images]
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+
+    return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def export_key(ident: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def export_onnx(module: _Outputs, image_size: int, path: Path) -> None:
+    """Export `module` (a deep copy: the exporter must not touch the live model) with a dynamic
+    batch axis; written atomically."""
+    m = copy.deepcopy(module).float().cpu().eval()
+    x = torch.zeros(2, 3, image_size, image_size)  # batch 2: a 1 would be specialised away
+    batch = torch.export.Dim("batch")
+    with atomic_path(path) as tmp, warnings.catch_warnings(), _quiet_exporter():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            m, (x,), str(tmp), dynamo=True, opset_version=OPSET, input_names=["x"],
+            output_names=list(module.names), dynamic_shapes=({0: batch},), verbose=False,
+            optimize=True, external_data=False,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter's optimiser logs hundreds of INFO lines per export: keep them out."""
+    loggers = [logging.getLogger(n) for n in ("onnx_ir", "onnxscript", "torch.onnx")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # "[torch.onnx] Obtain model graph..."
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.sum(a * b, axis=1) / np.maximum(den, 1e-12)
+
+
+def parity(reference: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Cosine of the features and top-1 agreement of every logit output, per image."""
+    out: dict[str, Any] = {"cosine": [float(c) for c in _cosines(reference["features"],
+                                                                  got["features"])]}  # fmt: skip
+    for name in ("imagenet", "logits"):
+        if name in reference:
+            out[f"{name}_top1_same"] = bool(
+                np.array_equal(reference[name].argmax(1), got[name].argmax(1))
+            )
+    return out
+
+
+def passes(check: dict[str, Any], precision: str) -> tuple[bool, str]:
+    """(ok, reason) for a parity record. fp32 needs cosine >= 0.999 on every photo and the
+    same top-1 classes. bf16 and int8 change the numbers by design (on Intel photos bf16 keeps
+    cosine 0.999 on average, int8 0.99, and top-1 agreement is 96% / 85%), so here they only
+    need a mean cosine >= 0.98, which catches a broken model; what they cost is measured on a
+    linear probe by benchmarks/precision_probe.py."""
+    cos = np.asarray(check["cosine"])
+    strict = precision == "fp32"
+    floor = PARITY_COSINE if strict else REDUCED_COSINE
+    value = float(cos.min() if strict else cos.mean())
+    if value < floor:
+        why = f"{precision} export features differ from PyTorch (cosine {value:.4f} < {floor})"
+        return False, why
+    if strict:
+        for k, same in check.items():
+            if k.endswith("_top1_same") and not same:
+                return False, f"{precision} export changes the {k.split('_')[0]} top-1 class"
+    stat = "min" if strict else "mean"
+    return True, f"checked against PyTorch fp32 on {len(cos)} photos (cosine {stat} {value:.4f})"
+
+
+def _reference(module: _Outputs, images: list[Image.Image], transform: Any) -> tuple[Any, Any]:
+    x = torch.stack([transform(im) for im in images])
+    m = copy.deepcopy(module).float().cpu().eval()
+    with torch.inference_mode():
+        outs = m(x)
+    return x, {n: o.numpy() for n, o in zip(module.names, outs, strict=True)}
+
+
+def _compiled_or_none(
+    engine: str,
+    module: _Outputs,
+    ident: dict[str, Any],
+    transform: Any,
+    image_size: int,
+    cache_dir: Path,
+    precision: str,
+    calibration: Sequence[str | Path] | None,
+) -> tuple[Any, Path | None, str]:
+    """The checked runner (ONNX Runtime or OpenVINO) for `module`, exported and checked once
+    per key; or (None, None, reason) when it cannot be used."""
+    folder = cache_dir / "onnx"
+    ident = {**ident, "export": EXPORT_VERSION, "opset": OPSET, "outputs": list(module.names),
+             **_versions()}  # fmt: skip
+    key = export_key(ident)
+    stem = f"{ident.get('backbone', 'model')}-{image_size}-{key}"
+    fp32 = folder / f"{stem}.onnx"
+    path, meta_path = fp32, folder / f"{stem}.json"
+    if precision == "int8":
+        qkey = export_key({"fp32": key, "int8": int8_ident(calibration)})
+        path = folder / f"{stem}-int8-{qkey}.onnx"
+        meta_path = path.with_suffix(".json")
+    if engine == "openvino":  # the same file, its own check
+        meta_path = meta_path.with_name(f"{meta_path.stem}-ov-{precision}.json")
+    meta = _read_meta(meta_path)
+    if meta is not None and not meta.get("ok"):
+        return None, None, f"{meta.get('reason')} (remembered in {meta_path})"
+    if not path.is_file():
+        try:
+            if not fp32.is_file():
+                log.info("exporting %s to ONNX (once per key) -> %s", stem, fp32)
+                export_onnx(module, image_size, fp32)
+            if precision == "int8":
+                quantize_int8(fp32, path, transform, calibration or [])
+        except Exception as exc:  # exporter/quantiser errors are many and version-specific
+            reason = f"ONNX export failed ({type(exc).__name__}: {str(exc)[:200]})"
+            if not isinstance(exc, ImportError):  # a missing package is not remembered
+                atomic_write_json(meta_path, {"ok": False, "reason": reason, "ident": ident})
+            return None, None, reason
+        meta = None
+    try:
+        runner: Any = (OpenVinoRunner(path, module.names, precision) if engine == "openvino"
+                       else OrtRunner(path, module.names))  # fmt: skip
+    except Exception as exc:  # a runtime that cannot load the file
+        return None, None, f"{engine} cannot load {path.name} ({type(exc).__name__}: {exc})"
+    if meta is None:
+        x, ref = _reference(module, check_photos(), transform)
+        check = parity(ref, runner(x))
+        ok, why = passes(check, precision)
+        meta = {"ok": ok, "reason": why, "check": check, "ident": ident, "precision": precision}
+        atomic_write_json(meta_path, meta)
+        if not ok:
+            return None, None, why
+    return runner, path, str(meta["reason"])
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _plan(
+    device: torch.device, backend: str, precision: str, amp: bool = True
+) -> list[tuple[str, str]]:
+    """(engine, precision) to try in order, ending with PyTorch. auto on a CPU: OpenVINO bf16
+    where the CPU has bf16 units (about 2x ONNX Runtime fp32 here), then ONNX Runtime fp32;
+    with amp=False (full precision asked for) "auto" means fp32. int8 runs on ONNX Runtime
+    unless OpenVINO is asked for. On CUDA: PyTorch."""
+    if backend == "auto":
+        backend = os.environ.get(BACKEND_ENV, "") or "auto"
+    if precision == "auto":
+        precision = os.environ.get(PRECISION_ENV, "") or ("auto" if amp else "fp32")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if backend == "torch" or device.type != "cpu":
+        return [("torch", "")]
+    plan: list[tuple[str, str]] = []
+    if backend in ("auto", "openvino") and not (backend == "auto" and precision == "int8"):
+        if precision in ("auto", "bf16"):
+            plan.append(("openvino", "bf16"))
+        elif backend == "openvino" and precision in ("fp32", "int8"):
+            plan.append(("openvino", precision))
+    if backend in ("auto", "onnxruntime") or precision == "auto":
+        plan.append(("onnxruntime", "int8" if precision == "int8" else "fp32"))
+    return [*plan, ("torch", "")]
+
+
+def _skip_reason(engine: str, device: torch.device, backend: str) -> str:
+    if engine == "openvino":
+        return openvino_missing() or ""
+    if engine == "onnxruntime":
+        return onnxruntime_missing() or ""
+    return ""
+
+
+def _build(
+    name: str,
+    module: _Outputs,
+    ident: dict[str, Any],
+    transform: Any,
+    image_size: int,
+    device: torch.device,
+    backend: str,
+    precision: str,
+    amp: bool,
+    cache_dir: str | Path | None,
+    calibration: Sequence[str | Path] | None,
+) -> Inference:
+    from core.config import resolve_cache_dir
+
+    reasons: list[str] = []
+    for engine, prec in _plan(device, backend, precision, amp):
+        if engine == "torch":
+            break
+        missing = _skip_reason(engine, device, backend)
+        if missing:
+            reasons.append(missing)
+            continue
+        runner, path, why = _compiled_or_none(engine, module, ident, transform, image_size,
+                                              resolve_cache_dir(cache_dir), prec, calibration)  # fmt: skip
+        if runner is not None:
+            log.info("%s: %s %s (%s)", name, engine, prec, why)
+            return Inference(name, image_size, transform, module.names, engine, prec,
+                             "; ".join([*reasons, why]), device, runner, path)  # fmt: skip
+        reasons.append(f"{engine} {prec} not used: {why}")
+        log.warning("%s: %s", name, reasons[-1])
+    if backend == "torch":
+        reason = "PyTorch chosen explicitly"
+    elif device.type != "cpu":
+        reason = f"PyTorch on {device.type}"
+    else:
+        reason = "; ".join(reasons) or "PyTorch"
+        log.warning("%s: running PyTorch instead (%s)", name, reason)
+    tprec = "amp" if amp and (device.type == "cuda" or _cpu_bf16()) else "fp32"
+    return Inference(name, image_size, transform, module.names, "torch", tprec, reason, device,
+                     TorchRunner(module, device, amp))  # fmt: skip
+
+
+def planned_numerics(
+    device: str | torch.device | None, backend: str, precision: str, amp: bool
+) -> str:
+    """The numerics `load_inference` is expected to give (before exporting anything): lets a
+    feature cache be found without loading a model."""
+    from core.vision.features import pick_device
+
+    dev = pick_device(str(device) if device is not None else None)
+    for engine, prec in _plan(dev, backend, precision, amp):
+        if engine != "torch" and not _skip_reason(engine, dev, backend):
+            return f"{_SHORT[engine]}-{prec}"
+    return "torch-amp" if amp and (dev.type == "cuda" or _cpu_bf16()) else "torch-fp32"
+
+
+def _cpu_bf16() -> bool:
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def load_inference(
+    backbone: Any,
+    image_size: int | None = None,
+    device: str | torch.device | None = None,
+    backend: str = "auto",
+    precision: str = "auto",
+    amp: bool = True,
+    cache_dir: str | Path | None = None,
+    calibration: Sequence[str | Path] | None = None,
+) -> Inference:
+    """A pretrained backbone (core.vision.backbones.Backbone, holding its weights file's
+    weights: the export is keyed by that file) ready to run: outputs "features" and
+    "imagenet" (when it has an ImageNet head). Kept per backbone object and settings while the
+    backbone lives, so repeated calls (train, validation, test features) load it once."""
+    from core.vision.features import pick_device
+
+    dev = pick_device(str(device) if device is not None else None)
+    size = int(image_size or backbone.default_size)
+    settings = (size, str(dev), backend, precision, amp, str(cache_dir),
+                json.dumps(int8_ident(calibration)) if precision == "int8" else "",
+                os.environ.get(BACKEND_ENV, ""), os.environ.get(PRECISION_ENV, ""))  # fmt: skip
+    return attached(backbone, lambda: _load_backbone(backbone, size, dev, backend, precision,
+                                                     amp, cache_dir, calibration), settings)  # fmt: skip
+
+
+def _load_backbone(
+    backbone: Any,
+    size: int,
+    dev: torch.device,
+    backend: str,
+    precision: str,
+    amp: bool,
+    cache_dir: str | Path | None,
+    calibration: Sequence[str | Path] | None,
+) -> Inference:
+    from core.vision.features import weights_stamp
+
+    head = backbone.model.imagenet_head
+    names = ("features", "imagenet") if head is not None else ("features",)
+    module = _Outputs(backbone.model, names, head)
+    ident = {"kind": "backbone", "backbone": backbone.name,
+             "weights": weights_stamp(backbone.weights), "image_size": size}  # fmt: skip
+    return _build(backbone.name, module, ident, eval_transform(backbone, size), size, dev,
+                  backend, precision, amp, cache_dir, calibration)  # fmt: skip
+
+
+_ATTACHED: dict[tuple[int, Any], Inference] = {}
+
+
+def attached(owner: Any, make: Callable[[], Inference], settings: Any = None) -> Inference:
+    """The Inference made once for `owner` (a TrainedModel, a Backbone) and `settings`, kept
+    while the owner lives: repeated calls do not reload the session."""
+    key = (id(owner), settings)
+    if key not in _ATTACHED:
+        _ATTACHED[key] = make()
+        weakref.finalize(owner, _ATTACHED.pop, key, None)
+    return _ATTACHED[key]
+
+
+def _file_sha256(path: str | Path) -> str:
+    """Content hash: the same checkpoint reached by another path is the same export."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def softmax_np(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def load_run_inference(
+    trained: Any,
+    image_size: int | None = None,
+    backend: str = "auto",
+    precision: str = "auto",
+    cache_dir: str | Path | None = None,
+    amp: bool | None = None,
+) -> Inference:
+    """A trained run (core.vision.runs.TrainedModel) ready to run: "features", "logits" (its
+    classes) and, for a linear probe (whose trunk is the pretrained one), "imagenet"."""
+    from core.vision.features import weights_stamp
+
+    bb = trained.backbone
+    size = int(image_size or trained.config.image_size)
+    head = bb.model.imagenet_head
+    probe = trained.config.mode == "linear-probe" and head is not None
+    names = ("features", "logits", "imagenet") if probe else ("features", "logits")
+    module = _Outputs(trained.model, names, head if probe else None)
+    ident = {"kind": "run", "backbone": bb.name, "weights": weights_stamp(bb.weights),
+             "image_size": size, "checkpoint": _file_sha256(trained.checkpoint),
+             "epoch": int(trained.epoch), "mode": trained.config.mode}  # fmt: skip
+    amp = bool(trained.config.amp) if amp is None else amp
+    return _build(f"{bb.name} run", module, ident, eval_transform(bb, size), size,
+                  trained.device, backend, precision, amp, cache_dir, None)  # fmt: skip
+
+
+# --- int8 --------------------------------------------------------------------------------------
+
+INT8_CALIBRATION = 200  # photos used when the caller gives more
+
+
+def int8_ident(calibration: Sequence[str | Path] | None) -> dict[str, Any]:
+    from core.vision.features import _file_stamp
+
+    files = [str(p) for p in (calibration or [])][:INT8_CALIBRATION]
+    return {"method": "qdq-per-channel-minmax-edges-fp32", "version": 1,
+            "calibration": [_file_stamp(p) for p in files]}  # fmt: skip
+
+
+class _Calibration:
+    """onnxruntime's CalibrationDataReader over photos, a few at a time (bounded memory)."""
+
+    def __init__(self, paths: Sequence[str | Path], transform: Any, batch: int = 4) -> None:
+        from core.data.images import check_image
+
+        self.paths, self.transform, self.batch, self.i = list(paths), transform, batch, 0
+        self._check = check_image
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        while self.i < len(self.paths):
+            chunk = self.paths[self.i : self.i + self.batch]
+            self.i += self.batch
+            ims = [c.image for c in map(self._check, chunk) if c.image is not None]
+            if len(ims) == self.batch:  # the histogram calibrators need equal batches
+                return {"x": np.stack([self.transform(im).numpy() for im in ims])}
+        return None
+
+
+def quantize_int8(src: Path, dst: Path, transform: Any, calibration: Sequence[str | Path]) -> None:
+    """Static int8 quantisation of an fp32 export: BN already folded by the exporter, ORT's
+    pre-processing (shape inference, graph fusions), QDQ with per-channel int8 weights and
+    min-max activation ranges from `calibration` photos; the stem conv, the head conv and the
+    classifier stay fp32 (the layers whose error reaches the features most directly)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    files = [str(p) for p in calibration][:INT8_CALIBRATION]
+    if len(files) < 8:
+        raise ValueError(f"int8 calibration needs at least 8 photos, got {len(files)}")
+    with tempfile.TemporaryDirectory() as work, atomic_path(dst) as tmp:
+        pre = Path(work) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        nodes = onnx.load(str(pre)).graph.node
+        convs = [n.name for n in nodes if n.op_type == "Conv"]
+        keep = [convs[0], convs[-1]] + [n.name for n in nodes if n.op_type == "Gemm"]
+        quantize_static(
+            str(pre), str(tmp), _Calibration(files, transform), quant_format=QuantFormat.QDQ,
+            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep,
+            extra_options={"CalibMaxIntermediateOutputs": 8},
+        )  # fmt: skip

@@ -1,0 +1,85 @@
+"""Plotly figures of the Curate page (computing stays in core.curate)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.express as px
+import plotly.graph_objects as go
+
+
+def map_scatter(
+    xy: np.ndarray,
+    colour: Sequence,
+    colour_name: str,
+    hover: Sequence[str],
+    numeric: bool,
+) -> go.Figure:
+    """The embedding map; each point's customdata is its position in the collection, which
+    is how a lasso/box selection finds its images."""
+    data = {
+        "x": xy[:, 0],
+        "y": xy[:, 1],
+        colour_name: list(colour),
+        "image": list(hover),
+        "row": np.arange(len(xy)),
+    }
+    kwargs = {"color_continuous_scale": "Viridis"} if numeric else {}
+    fig = px.scatter(
+        data,
+        x="x",
+        y="y",
+        color=colour_name,
+        hover_name="image",
+        custom_data=["row"],
+        render_mode="webgl",
+        **kwargs,
+    )
+    fig.update_traces(marker={"size": 5, "opacity": 0.75})
+    fig.update_layout(
+        height=560,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        dragmode="lasso",
+        xaxis_title=None,
+        yaxis_title=None,
+        legend_title=None,
+    )
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    return fig
+
+
+def distance_histogram(distances: Sequence[float], threshold: float) -> go.Figure:
+    """Cosine distances of the near-duplicate candidate pairs, with the threshold line."""
+    fig = go.Figure(go.Histogram(x=list(distances), nbinsx=40, marker_color="#4c78a8"))
+    fig.add_vline(
+        x=threshold,
+        line_dash="dash",
+        line_color="#e45756",
+        annotation_text=f"threshold {threshold:.3f}",
+    )
+    fig.update_layout(
+        height=220,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis_title="cosine distance of a pair",
+        yaxis_title="pairs",
+    )
+    return fig
+
+
+def issue_counts(pairs: dict[tuple[str, str], int]) -> go.Figure:
+    """Given -> suggested class of the flagged images, as a heatmap."""
+    given = sorted({g for g, _ in pairs})
+    sugg = sorted({s for _, s in pairs})
+    z = [[pairs.get((g, s), 0) for s in sugg] for g in given]
+    fig = go.Figure(
+        go.Heatmap(z=z, x=sugg, y=given, colorscale="Blues", text=z, texttemplate="%{text}")
+    )
+    fig.update_layout(
+        height=280,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis_title="suggested",
+        yaxis_title="given",
+    )
+    return fig

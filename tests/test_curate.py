@@ -1,0 +1,192 @@
+"""Curation on small real subsets of the Intel data: injected label flips are found, a
+resized/re-encoded copy is found as a near-duplicate, review decisions apply to training,
+export writes exactly the selection."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.curate.audit import run_audit
+from core.curate.duplicates import group_pairs, regroup
+from core.curate.export import ExportError, ExportItem, export_folder, export_zip
+from core.curate.review import (
+    Review,
+    ReviewError,
+    apply_review,
+    apply_review_split,
+    load_review,
+    review_file,
+    save_review,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def linked_copy(src: Path, dest: Path, flips: int, seed: int = 0) -> set[str]:
+    """Symbolic links to every train/test image of `src`; `flips` training images filed under
+    another class (seeded). Returns the flipped link paths."""
+    rng = random.Random(seed)
+    train = sorted((src / "seg_train").glob("*/*.jpg"))
+    flip = set(rng.sample(range(len(train)), flips))
+    classes = sorted(p.name for p in (src / "seg_train").iterdir())
+    flipped = set()
+    for i, f in enumerate(train):
+        label = (
+            rng.choice([c for c in classes if c != f.parent.name]) if i in flip else f.parent.name
+        )
+        link = dest / "seg_train" / label / f.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(f, link)
+        if i in flip:
+            flipped.add(str(link))
+    for f in sorted((src / "seg_test").glob("*/*.jpg")):
+        link = dest / "seg_test" / f.parent.name / f.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(f, link)
+    return flipped
+
+
+def test_injected_label_flips_are_ranked_first(intel_small: Path, tmp_path: Path) -> None:
+    flipped = linked_copy(intel_small, tmp_path / "noisy", flips=6)
+    audit = run_audit(tmp_path / "noisy")
+    c = audit.collection
+    assert len(c) == 6 * 28 and len(audit.labelled) == len(c)
+    top = [c.paths[i.index] for i in audit.issues[:12]]
+    assert sum(p in flipped for p in top) >= 4, top
+    # Each flagged image comes with a suggestion other than its given label and a score.
+    for issue in audit.issues:
+        assert issue.suggested != issue.given and 0 < issue.score <= 1
+    scores = [i.score for i in audit.issues]
+    assert scores == sorted(scores, reverse=True)
+    # A second audit of the same view is read from the cache, with the same answer.
+    again = run_audit(tmp_path / "noisy")
+    assert again.timings.get("from_cache") == 1.0
+    assert [i.index for i in again.issues] == [i.index for i in audit.issues]
+
+
+def test_resized_reencoded_copy_is_a_near_duplicate(intel_small: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    linked_copy(intel_small, root, flips=0)
+    original = sorted((intel_small / "seg_train" / "forest").glob("*.jpg"))[3]
+    with Image.open(original) as im:  # enlarged 2x and re-encoded (benchmarks/curate.py)
+        big = im.convert("RGB").resize((im.width * 2, im.height * 2), Image.Resampling.BICUBIC)
+    copy = root / "seg_test" / "mountain" / "copy_of_forest.jpg"  # another class and split
+    big.save(copy, "JPEG", quality=85)
+    audit = run_audit(root)
+    first = audit.to_dict()["near_duplicates"][0]
+    real = [os.path.realpath(p) for p in first["paths"]]
+    assert str(original.resolve()) in real and str(copy) in first["paths"]
+    assert first["cross_class"] and first["cross_split"]  # listed first: crosses both
+    assert first["max_distance"] <= 0.05
+    assert audit.to_dict()["cross_split_pairs"] >= 1
+    # The user's slider: below the pair's distance the group disappears, no new search.
+    d = first["max_distance"]
+    lower = regroup(
+        audit.duplicates,
+        audit.collection.labels,
+        audit.collection.splits,
+        len(audit.collection),
+        max(0.0, d - 1e-4),
+    )
+    assert all(set(g.members) != set(audit.duplicates.groups[0].members) for g in lower.groups)
+
+
+def test_group_pairs_union_find() -> None:
+    groups = group_pairs(6, [(0, 1, 0.01), (1, 2, 0.03), (4, 5, 0.02)])
+    assert sorted((m, round(w, 2)) for m, w in groups) == [([0, 1, 2], 0.03), ([4, 5], 0.02)]
+
+
+def test_review_sidecar_applies_to_training(intel_small: Path, tmp_path: Path) -> None:
+    from core.vision.runs import split_data
+
+    data = split_data(intel_small / "seg_train", intel_small / "seg_test", tmp_path / "c")
+    gone, moved = data.train_paths[:2], data.train_paths[5]
+    review = Review(str(intel_small))
+    for p in gone:
+        review.decide(p, "remove")
+    review.decide(moved, "relabel", "street")
+    review.decide(data.train_paths[7], "keep")
+    file = review_file(intel_small, tmp_path / "c")
+    save_review(file, review)
+    assert file.is_relative_to(tmp_path / "c")  # in the cache, never beside the images
+    before = {p.stat().st_mtime_ns for p in intel_small.rglob("*.jpg")}
+    reviewed, applied = apply_review_split(data, file)
+    assert len(reviewed.train_paths) == len(data.train_paths) - 2
+    assert not set(gone) & set(reviewed.train_paths)
+    i = reviewed.train_paths.index(moved)
+    assert reviewed.class_names[reviewed.train_labels[i]] == "street"
+    assert applied.to_dict() == {"removed": 2, "relabelled": 1, "kept": 1}
+    assert reviewed.test_paths == data.test_paths
+    assert {p.stat().st_mtime_ns for p in intel_small.rglob("*.jpg")} == before
+    # A relabel to a class the data does not have is refused.
+    review.decide(moved, "relabel", "volcano")
+    with pytest.raises(ReviewError, match="volcano"):
+        apply_review_split(data, review)
+
+
+def test_review_file_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "r.json"
+    bad.write_text("{not json")
+    with pytest.raises(ReviewError, match="not a readable review file"):
+        load_review(bad)
+    bad.write_text(json.dumps({"decisions": {"/x.jpg": {"action": "burn"}}}))
+    with pytest.raises(ReviewError, match="invalid decision"):
+        load_review(bad)
+    with pytest.raises(ReviewError, match="no such review file"):
+        load_review(tmp_path / "absent.json")
+    items, applied = apply_review([("/a.jpg", "sea")], Review("/"))
+    assert items == [("/a.jpg", "sea")] and applied.to_dict()["removed"] == 0
+
+
+def test_export_writes_exactly_the_selection(intel_small: Path, tmp_path: Path) -> None:
+    files = sorted((intel_small / "seg_train").glob("*/*.jpg"))
+    chosen = [files[0], files[30], files[31], files[100]]
+    items = [
+        ExportItem(str(p), p.parent.name if k else "glacier", 0.5 + k / 10)
+        for k, p in enumerate(chosen)
+    ]
+    csv_path = export_folder(items, tmp_path / "out", "copy")
+    written = sorted(
+        str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.jpg")
+    )
+    expected = sorted(f"{it.label}/{Path(it.path).name}" for it in items)
+    assert written == expected
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["source"] for r in rows] == [str(p) for p in chosen]
+    assert rows[0]["label"] == "glacier" and float(rows[1]["score"]) == pytest.approx(0.6)
+    for it in items:  # copies are byte-identical; the originals are untouched
+        assert (tmp_path / "out" / it.label / Path(it.path).name).read_bytes() == Path(
+            it.path
+        ).read_bytes()
+    # Links point at the originals.
+    export_folder(items[:2], tmp_path / "links", "link")
+    link = tmp_path / "links" / items[1].label / Path(items[1].path).name
+    assert link.is_symlink() and os.path.realpath(link) == os.path.realpath(items[1].path)
+    # Never into a non-empty folder; never an empty selection.
+    with pytest.raises(ExportError, match="not an empty folder"):
+        export_folder(items, tmp_path / "out")
+    with pytest.raises(ExportError, match="empty"):
+        export_folder([], tmp_path / "new")
+    names = zipfile.ZipFile(io.BytesIO(export_zip(items))).namelist()
+    assert sorted(names) == sorted([*expected, "export.csv"])
+
+
+def test_export_name_clash_gets_numbered(intel_small: Path, tmp_path: Path) -> None:
+    a = sorted((intel_small / "seg_train" / "sea").glob("*.jpg"))[0]
+    b = tmp_path / "other" / a.name
+    b.parent.mkdir()
+    b.write_bytes(np.random.default_rng(0).bytes(10))
+    export_folder([ExportItem(str(a), "sea"), ExportItem(str(b), "sea")], tmp_path / "o")
+    assert sorted(p.name for p in (tmp_path / "o" / "sea").iterdir()) == sorted(
+        [a.name, f"{a.stem}-1{a.suffix}"]
+    )

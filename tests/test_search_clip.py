@@ -1,0 +1,131 @@
+"""`--encoder clip`: the whole code path with randomly initialised weights (shapes, index,
+query, evaluation), and the clear errors when weights cannot be had. Random weights find
+nothing, so these tests check plumbing, never retrieval quality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from core.cli import app
+from core.search import clip
+from tests.test_search_common import flickr_subset
+
+runner = CliRunner()
+QUERIES = Path(__file__).parent / "data" / "queries.csv"
+TINY = "sceneseek-tiny-clip"  # ViT-B-32's layout at toy size: a test of the path, in seconds
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
+    import open_clip
+
+    folder = tmp_path_factory.mktemp("clip_config")
+    (folder / f"{TINY}.json").write_text(json.dumps(TINY_CONFIG))
+    open_clip.add_model_config(folder)
+    return TINY
+
+
+def _images(intel_small: Path, n: int = 4):
+    from PIL import Image
+
+    files = sorted((intel_small / "seg_test" / "sea").glob("*.jpg"))[:n]
+    return [Image.open(f).convert("RGB") for f in files]
+
+
+def test_random_clip_encodes_images_and_text_into_one_space(tiny: str, intel_small: Path) -> None:
+    enc = clip.load_encoder(tiny, clip.RANDOM, "cpu")
+    assert enc.feature_dim == enc.semantic_dim == 32 and enc.class_names == []
+    e = enc.encode_images(_images(intel_small))
+    assert e.features.shape == e.semantic.shape == (4, 32)
+    np.testing.assert_allclose(np.linalg.norm(e.semantic, axis=1), 1, atol=1e-5)
+    assert e.top_ids.shape == e.top_probs.shape == (4, clip.TOP_K_LABELS)
+    assert ((e.top_ids >= 0) & (e.top_ids < 1000)).all()
+    assert (np.diff(e.top_probs, axis=1) <= 1e-7).all() and (e.top_probs.sum(1) <= 1 + 1e-5).all()
+    text = clip.ClipText(enc.clip)
+    t = text.encode(["a sandy beach", "snow on a mountain"])
+    assert t.shape == (2, 32) and text.encode([]).shape == (0, 32)
+    np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1, atol=1e-5)
+    # seeded: a second process (the query side) builds the same random model
+    again = clip.load_encoder(tiny, clip.RANDOM, "cpu").encode_images(_images(intel_small))
+    np.testing.assert_allclose(again.semantic, e.semantic, atol=1e-5)
+    assert enc.identity()["backbone"] == f"clip:{tiny}" and enc.identity()["weights"] == "random"
+    spec = enc.spec("cpu")
+    assert spec.load().identity() == enc.identity()
+
+
+def test_weights_that_cannot_be_had_give_one_clear_error(tiny: str, tmp_path: Path) -> None:
+    with pytest.raises(
+        clip.ClipWeightsError, match=r"no such CLIP weights file.*efficientnet_lite0"
+    ):
+        clip.load_clip("ViT-B-32", str(tmp_path / "missing.bin"))
+    with pytest.raises(clip.ClipWeightsError, match="unknown CLIP weights 'nope'"):
+        clip.load_clip("ViT-B-32", "nope")
+    with pytest.raises(clip.ClipWeightsError, match="unknown CLIP model"):
+        clip.load_clip("ViT-Q-99")
+    bad = tmp_path / "garbage.bin"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(clip.ClipWeightsError, match=r"could not be loaded.*efficientnet_lite0"):
+        clip.load_clip(tiny, str(bad))
+
+
+@pytest.mark.slow
+def test_offline_without_cached_weights_names_the_offline_default(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    with pytest.raises(clip.ClipWeightsError) as err:
+        clip.load_clip("ViT-B-32")
+    msg = str(err.value)
+    assert "laion2b_s34b_b79k" in msg and "offline" in msg and "efficientnet_lite0" in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.slow
+def test_clip_index_search_and_evaluation_end_to_end(
+    tiny: str, intel_small: Path, tmp_path: Path
+) -> None:
+    index = tmp_path / "idx"
+    images, captions = flickr_subset(tmp_path / "flickr", n=12)
+    r = runner.invoke(app, ["index", "--images", str(intel_small), "--index", str(index),
+                            "--encoder", "clip", "--clip-model", tiny, "--clip-weights",
+                            "random", "--workers", "0", "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["rows"] == 168
+    # an update keeps the encoder without being told again
+    r = runner.invoke(app, ["index", "--images", str(images), "--captions", str(captions),
+                            "--index", str(index), "--workers", "0", "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    meta = json.loads((index / "index.json").read_text())
+    assert meta["encoder"]["backbone"] == f"clip:{tiny}"
+    assert meta["semantic"]["source"] == "encoder" and meta["semantic"]["dim"] == 32
+    r = runner.invoke(app, ["index", "--images", str(images), "--index", str(index),
+                            "--backbone", "efficientnet_lite0", "--encoder", "efficientnet_lite0",
+                            "--workers", "0"])  # fmt: skip
+    assert r.exit_code != 0 and "clip" in r.output
+    r = runner.invoke(app, ["search", "--index", str(index), "waves on a beach", "--k", "5",
+                            "--mode", "semantic", "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)["results"]
+    assert len(res) == 5 and all(-1.0 <= x["score"] <= 1.0 for x in res)
+    r = runner.invoke(app, ["evaluate-retrieval", "--index", str(index), "--captions",
+                            str(captions), "--modes", "semantic", "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    ev = json.loads(r.stdout)
+    assert ev["pool"] == 180 and ev["pool_kind"] == "all" and ev["n_queries"] == 60
+    m = ev["modes"]["semantic"]
+    assert {"R@1", "R@5", "R@10", "median_rank", "MRR"} <= set(m)
+    r = runner.invoke(app, ["evaluate-retrieval", "--index", str(index), "--queries",
+                            str(QUERIES), "--modes", "semantic", "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["pool"] == 48
