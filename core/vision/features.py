@@ -91,6 +91,9 @@ def make_loader(
         generator=gen,
         pin_memory=device is not None and device.type == "cuda",
         persistent_workers=False,
+        # Forking a process that already runs LanceDB, ONNX Runtime or OpenVINO threads can
+        # crash the child (seen as a segfault in the full test run); forkserver starts clean.
+        multiprocessing_context="forkserver" if workers > 0 else None,
     )
 
 
