@@ -295,3 +295,23 @@ def test_no_import_cycle_between_the_engines() -> None:
 
     assert {"spec", "semantic_dim", "encode_tensor"} <= set(dir(ImageEncoder))
     assert EncoderBackend and EncoderSpec
+
+
+def test_imagenet_label_groups_reach_the_keyword_column(
+    engine: SearchEngine, exact_index: Path
+) -> None:
+    """Issue 13: "church" -> building; the keyword mode's full-text column carries the group
+    words of each image's ImageNet labels, so a category word finds such images."""
+    from core.curate.imagenet_groups import ImagenetGroups
+
+    groups = ImagenetGroups.default()
+    rows = load_rows(exact_index, ["path", "top_labels", "text"]).to_pylist()
+    tagged = [(r, groups.tags(r["top_labels"])) for r in rows]
+    tagged = [(r, t) for r, t in tagged if t]
+    assert tagged, "no image of the subset has a grouped ImageNet label"
+    for r, tags in tagged:
+        words = set(r["text"].lower().replace(",", " ").replace("|", " ").split())
+        assert all(set(t.lower().split()) <= words for t in tags), (r["path"], tags)
+    row, tags = tagged[0]
+    hits = engine.search(tags[0], mode="keyword", k=200)
+    assert row["path"] in {h.path for h in hits.results}

@@ -75,6 +75,17 @@ def text_backend_for(meta: dict) -> Callable[[], Any]:
     return lambda: TextEncoder.load()
 
 
+def _imagenet_groups() -> Any:
+    """The user's ImageNet-label groups table (the Curate page edits it), else the packaged one."""
+    from core.curate.imagenet_groups import GroupsError, ImagenetGroups, load_groups
+
+    try:
+        return load_groups()
+    except GroupsError as e:
+        log.warning("ImageNet-label groups table unusable (%s); using the packaged one", e)
+        return ImagenetGroups.default()
+
+
 def finalize(
     index_dir: Path,
     tbl: Any,
@@ -119,7 +130,10 @@ def finalize(
     # Captions of the photos held out for evaluation stay out of the full-text column: a
     # caption query must not find its photo by its own words (evaluate-retrieval's pool).
     held = set(fit.heldout_images) if fit is not None else set()
-    texts = [tag_text(c, labels, [] if Path(p).name in held else caps or [])
+    groups = _imagenet_groups()
+    # The ImageNet-label groups ("church" -> building) add their category words, so a keyword
+    # query for "building" finds an image whose top label is "church".
+    texts = [tag_text(c, [*labels, *groups.tags(labels)], [] if Path(p).name in held else caps or [])
              for c, labels, caps, p in zip(category, rows["top_labels"], rows["captions"],
                                            rows["path"], strict=True)]  # fmt: skip
     derived = Derived(rows["path"], vectors, classes, probs, category, texts, key)

@@ -5,6 +5,7 @@ semantic mode, the row's backbone vector and the saved text mapping)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,22 @@ class Explainer:
         return out
 
 
+@functools.lru_cache(maxsize=1)
+def _groups() -> Any:
+    """The ImageNet-label groups table, as the index's full-text column has it."""
+    from core.curate.imagenet_groups import GroupsError, ImagenetGroups, load_groups
+
+    try:
+        return load_groups()
+    except GroupsError:
+        return ImagenetGroups.default()
+
+
+def _label_groups(label: str) -> list[str]:
+    """The category words ("building") the groups table gives an ImageNet label ("church")."""
+    return _groups().tags([label])
+
+
 def keyword_why(row: dict, q: Query) -> list[str]:
     """Which keyword matched which whole word of the category, a label or a caption."""
     from core.search.query import WORD
@@ -104,6 +121,9 @@ def keyword_why(row: dict, q: Query) -> list[str]:
         for lab, p in zip(row.get("top_labels") or [], row.get("top_probs") or [], strict=False):
             if forms & set(WORD.findall(lab.lower())):
                 out.append(f"'{kw}' = ImageNet label '{lab}' ({p:.2f})")
+            for group in _label_groups(lab):
+                if forms & set(WORD.findall(group.lower())):
+                    out.append(f"'{kw}' = group '{group}' of ImageNet label '{lab}' ({p:.2f})")
         for cap in row.get("captions") or []:
             if forms & set(WORD.findall(cap.lower())):
                 out.append(f"'{kw}' in caption “{cap}”")
