@@ -447,11 +447,10 @@ def _plan(
     if backend == "torch" or device.type != "cpu":
         return [("torch", "")]
     plan: list[tuple[str, str]] = []
-    if backend in ("auto", "openvino") and not (backend == "auto" and precision == "int8"):
-        if precision in ("auto", "bf16"):
-            plan.append(("openvino", "bf16"))
-        elif backend == "openvino" and precision in ("fp32", "int8"):
-            plan.append(("openvino", precision))
+    # OpenVINO only when asked for: loaded in the same process as ONNX Runtime and LanceDB
+    # (the app, the test suite) it crashed a later ORT feature extraction with a segfault.
+    if backend == "openvino":
+        plan.append(("openvino", "bf16" if precision in ("auto", "bf16") else precision))
     if backend in ("auto", "onnxruntime") or precision == "auto":
         plan.append(("onnxruntime", "int8" if precision == "int8" else "fp32"))
     return [*plan, ("torch", "")]
