@@ -259,8 +259,11 @@ class SearchEngine:
         return self._pools[where]
 
     def search(self, query: str, *args: Any, **kw: Any) -> SearchResponse:
-        """Rank the index for a text query; see `_search` for the arguments."""
-        with single_threaded():
+        """Rank the index for a text query; see `_search` for the arguments. A damaged table
+        (an overwritten data file) is one IndexError_ naming the index, not a Lance panic."""
+        from core.search.maintenance import table_reads
+
+        with single_threaded(), table_reads(self.index_dir):
             return self._search(query, *args, **kw)
 
     def _search(
@@ -363,7 +366,9 @@ class SearchEngine:
 
     def similar(self, *args: Any, **kw: Any) -> SearchResponse:
         """Images like an indexed one or a feature vector; see `_similar`."""
-        with single_threaded():
+        from core.search.maintenance import table_reads
+
+        with single_threaded(), table_reads(self.index_dir):
             return self._similar(*args, **kw)
 
     def _similar(
