@@ -617,17 +617,3 @@ def fit_semantic_map(
     w, b, cc, cb = _fit_parts(feats, t, np.ones(len(t.rows), bool), ts.class_names, cfg)
     return SemanticMap(w, b, ts.class_names, cc, cb, {"version": MAPPING_VERSION,
                        "key": ts.key, "params": vars(cfg)})  # fmt: skip
-
-
-def ensure_mapping(
-    index_dir: str | Path,
-    feats: np.ndarray,
-    rows: dict[str, Any],
-    meta: dict,
-    encoder_factory: Any,
-    cfg: MapConfig | None = None,
-) -> SemanticMap | None:
-    """Compatibility: the model of `ensure_semantic` (fits when missing); None when the
-    index holds nothing to learn a mapping from."""
-    fit = ensure_semantic(index_dir, feats, rows, meta, encoder_factory, cfg)
-    return None if fit is None or not fit.model.has_ridge else fit.model
