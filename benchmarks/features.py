@@ -151,13 +151,20 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="default: the pipeline's own")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--precision", default="auto")
-    ap.add_argument("--weights", default="imagenet",
-                    help="imagenet, a file, or none (random weights: speed only)")  # fmt: skip
+    ap.add_argument(
+        "--weights",
+        default="imagenet",
+        help="imagenet, a file, or none (random weights: speed only)",
+    )
     ap.add_argument("--sweep", action="store_true", help="model-only rate per batch size")
     ap.add_argument("--routes", action="store_true", help="model-only rate of every backend")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="threads for every backend (default: torch's); 1 with --workers 0 "
-                         "compares one core against one core, robust on a busy machine")  # fmt: skip
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for every backend (default: torch's); 1 with --workers 0 "
+        "compares one core against one core, robust on a busy machine",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.threads:
@@ -174,16 +181,30 @@ def main() -> None:
         args.workers = default_workers()
 
     def ours() -> np.ndarray:
-        return cached_features(backbone, paths, size, None, device, batch, args.workers,
-                               backend=args.backend, precision=args.precision)[0]  # fmt: skip
+        return cached_features(
+            backbone,
+            paths,
+            size,
+            None,
+            device,
+            batch,
+            args.workers,
+            backend=args.backend,
+            precision=args.precision,
+        )[0]
 
     # Warm-up: one-off costs (allocations, kernel selection, worker start) are not throughput.
     study_way(backbone, paths[:8], size, device)
     ours()
     feats: dict[str, np.ndarray] = {}
-    rates = paired({"study": lambda: feats.__setitem__("study", study_way(backbone, paths, size,
-                                                                          device)),
-                    "ours": lambda: feats.__setitem__("ours", ours())}, len(paths), rounds=2)  # fmt: skip
+    rates = paired(
+        {
+            "study": lambda: feats.__setitem__("study", study_way(backbone, paths, size, device)),
+            "ours": lambda: feats.__setitem__("ours", ours()),
+        },
+        len(paths),
+        rounds=2,
+    )
     x = np.stack([inf.transform(Image.open(p).convert("RGB")).numpy() for p in paths])
     model_rate = paired({"m": model_only(inf, x, batch)}, len(x))["m"]
 
@@ -242,8 +263,14 @@ def main() -> None:
 def _routes(backbone, size: int, device, x: np.ndarray, batch: int) -> dict[str, float]:
     """Model-only rate of each backend/precision available here, paired."""
     fns = {}
-    for backend, prec in (("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
-                          ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")):  # fmt: skip
+    for backend, prec in (
+        ("torch", "fp32"),
+        ("onnxruntime", "fp32"),
+        ("onnxruntime", "int8"),
+        ("openvino", "fp32"),
+        ("openvino", "bf16"),
+        ("openvino", "int8"),
+    ):
         calib = None
         if prec == "int8":
             calib = [str(p) for p in pick_images(default_data(), 200)]
@@ -264,23 +291,31 @@ def _cpu_name() -> str:
 
 
 def _print(r: dict) -> None:
-    print(f"{r['backbone']} on {r['device']} ({r['cpu']}), {r['images']} images at "
-          f"{r['image_size']} px, {r['threads']} threads, {r['workers']} workers, batch "
-          f"{r['batch_size']}, load average {r['load_average_1min']:.1f}")  # fmt: skip
+    print(
+        f"{r['backbone']} on {r['device']} ({r['cpu']}), {r['images']} images at "
+        f"{r['image_size']} px, {r['threads']} threads, {r['workers']} workers, batch "
+        f"{r['batch_size']}, load average {r['load_average_1min']:.1f}"
+    )
     print(f"  backend: {r['backend']} ({r['backend_reason']})")
     print(f"  study (one at a time, PyTorch fp32): {r['study_img_s']:7.1f} images/s")
     print(f"  ours (end to end):                   {r['ours_img_s']:7.1f} images/s")
     print(f"  speed-up {r['ratio']:.1f}x (goal >= {GOAL:.0f}x)")
-    print(f"  model only: {r['model_only_img_s']:.1f} images/s = {100 * r['model_share_of_bound']:.0f}% "
-          f"of the {r['bound_precision']} FLOP bound {r['flops_bound_img_s']:.0f} images/s "
-          f"({r['model_gflops_per_image']:.3f} GFLOP/image, peak GEMM "
-          f"{r['peak_gemm_gflop_s'][r['bound_precision']]:.0f} GFLOP/s); "
-          f"{100 * r['model_share_of_fp32_bound']:.0f}% of the fp32 bound")  # fmt: skip
-    print(f"  feature agreement with the study: cosine mean {r['feature_cosine_mean']:.4f}, "
-          f"min {r['feature_cosine_min']:.4f}")  # fmt: skip
+    print(
+        f"  model only: {r['model_only_img_s']:.1f} images/s = {100 * r['model_share_of_bound']:.0f}% "
+        f"of the {r['bound_precision']} FLOP bound {r['flops_bound_img_s']:.0f} images/s "
+        f"({r['model_gflops_per_image']:.3f} GFLOP/image, peak GEMM "
+        f"{r['peak_gemm_gflop_s'][r['bound_precision']]:.0f} GFLOP/s); "
+        f"{100 * r['model_share_of_fp32_bound']:.0f}% of the fp32 bound"
+    )
+    print(
+        f"  feature agreement with the study: cosine mean {r['feature_cosine_mean']:.4f}, "
+        f"min {r['feature_cosine_min']:.4f}"
+    )
     if r["stages_img_s_one_thread"]:
-        print("  stages, one thread (images/s): " + ", ".join(
-            f"{k} {v:.0f}" for k, v in r["stages_img_s_one_thread"].items()))  # fmt: skip
+        print(
+            "  stages, one thread (images/s): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in r["stages_img_s_one_thread"].items())
+        )
     for key in ("model_only_by_batch", "routes_model_only_img_s"):
         if key in r:
             print(f"  {key}: " + ", ".join(f"{k}: {v:.0f}" for k, v in r[key].items()))

@@ -97,8 +97,14 @@ def main() -> None:
         for name, path in make_images(Path(tmp)).items():
             for old in (True, False):
                 r = run(path, old, args.image_size, args.cap_mb)
-                rows.append({"image": name, "file_kb": round(path.stat().st_size / 1024, 1),
-                             "limits": "before" if old else "now", **r})  # fmt: skip
+                rows.append(
+                    {
+                        "image": name,
+                        "file_kb": round(path.stat().st_size / 1024, 1),
+                        "limits": "before" if old else "now",
+                        **r,
+                    }
+                )
     if args.json:
         print(json.dumps(rows, indent=2))
         return
@@ -109,8 +115,10 @@ def main() -> None:
             continue
         extra = r["peak_mb"] - r["before_mb"]
         outcome = f"skipped: {r['reason']}" if r["reason"] else f"tensor {r['tensor']}"
-        print(f"{r['image']:26s} {r['file_kb']:8.1f} {r['limits']:7s} {r['peak_mb']:8.0f} "
-              f"{extra:7.0f} {r['seconds']:6.2f}  {outcome}")  # fmt: skip
+        print(
+            f"{r['image']:26s} {r['file_kb']:8.1f} {r['limits']:7s} {r['peak_mb']:8.0f} "
+            f"{extra:7.0f} {r['seconds']:6.2f}  {outcome}"
+        )
 
 
 if __name__ == "__main__":

@@ -101,8 +101,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--local-workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--ray-cpus", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--ray-workers", type=int, default=None,
-                    help="encoder actors (default: one per Ray CPU)")  # fmt: skip
+    ap.add_argument(
+        "--ray-workers", type=int, default=None, help="encoder actors (default: one per Ray CPU)"
+    )
     ap.add_argument("--node-cores", type=int, default=16, help="assumed cores per cluster node")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -131,8 +132,13 @@ def main() -> None:
         ray_start = time.perf_counter() - t0
         workers = args.ray_workers or args.ray_cpus
         try:
-            remote = build_index(tmp / "imgs", tmp / "ray", engine="ray",
-                                 ray_options=RayOptions(workers=workers), **common)  # fmt: skip
+            remote = build_index(
+                tmp / "imgs",
+                tmp / "ray",
+                engine="ray",
+                ray_options=RayOptions(workers=workers),
+                **common,
+            )
         finally:
             ray.shutdown()
         diff = float(np.abs(vectors(tmp / "local") - vectors(tmp / "ray")).max())
@@ -176,11 +182,15 @@ def main() -> None:
     o = out
     print(f"{n} Intel images at {o['image_size']} px, {o['backbone']}, {cores} CPU cores")
     print(f"local engine: {o['local_images_per_s']:.1f} img/s ({o['local_seconds']:.1f} s)")
-    print(f"ray engine:   {o['ray_images_per_s']:.1f} img/s ({o['ray_seconds']:.1f} s; "
-          f"{o['ray_workers']} encoder actor(s) on {o['ray_cpus']} CPUs; ray.init "
-          f"{o['ray_init_seconds']:.1f} s not counted)")  # fmt: skip
-    print(f"Ray overhead ratio (local / ray): {o['ray_overhead_ratio']:.2f}x; "
-          f"max vector difference {diff:.1e}")  # fmt: skip
+    print(
+        f"ray engine:   {o['ray_images_per_s']:.1f} img/s ({o['ray_seconds']:.1f} s; "
+        f"{o['ray_workers']} encoder actor(s) on {o['ray_cpus']} CPUs; ray.init "
+        f"{o['ray_init_seconds']:.1f} s not counted)"
+    )
+    print(
+        f"Ray overhead ratio (local / ray): {o['ray_overhead_ratio']:.2f}x; "
+        f"max vector difference {diff:.1e}"
+    )
     print()
     print(
         f"10 million images in an hour = {need:,.0f} img/s. The model costs "

@@ -48,9 +48,24 @@ RECORD = REPO / "core" / "resources" / "partial_search.json"
 def trial_command(name: str, settings: dict, data_dir: Path, runs: Path) -> list[str]:
     """The trial is the train command itself, with the trial's settings spelled out."""
     opts = {**COMMON, **settings}
-    cmd = [sys.executable, "-m", "core", "train", "--train", str(data_dir / "seg_train"),
-           "--test", str(data_dir / "seg_test"), "--backbone", "efficientnet_lite0", "--mode",
-           "partial", "--out", str(runs / name), "--json", "--resume"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "core",
+        "train",
+        "--train",
+        str(data_dir / "seg_train"),
+        "--test",
+        str(data_dir / "seg_test"),
+        "--backbone",
+        "efficientnet_lite0",
+        "--mode",
+        "partial",
+        "--out",
+        str(runs / name),
+        "--json",
+        "--resume",
+    ]
     for key, value in opts.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     return cmd

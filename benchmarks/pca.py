@@ -83,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     x_train, t_decode = timed(lambda: load_gray_images(train_paths, IMAGE_SIZE).pixels)
     x_test = load_gray_images(test_paths, IMAGE_SIZE).pixels
     y_train, y_test = np.array(train_labels), np.array(test_labels)
-    print(f"data: {root}  train {len(y_train)}  test {len(y_test)}  "
-          f"{IMAGE_SIZE}x{IMAGE_SIZE} gray (decode/cache {t_decode:.1f}s)")  # fmt: skip
+    print(
+        f"data: {root}  train {len(y_train)}  test {len(y_test)}  "
+        f"{IMAGE_SIZE}x{IMAGE_SIZE} gray (decode/cache {t_decode:.1f}s)"
+    )
     _ = np.ones((256, 256)) @ np.ones((256, 256))  # start the BLAS threads before timing
 
     # The study's method.
@@ -122,15 +124,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nstudy's method  (np.cov + np.linalg.eigh, k={K}, cdist 1-NN)")
     print(f"  accuracy {acc_study:.4f}   fit {t_study_fit:.2f}s   predict {t_study_pred:.2f}s")
     print(f"EigenImageClassifier(n_components={K})  solver={model.svd_solver_}")
-    print(f"  accuracy {acc:.4f}   fit {t_fit:.3f}s (median of "
-          f"{', '.join(f'{t:.3f}' for t in fit_times)})   predict {t_pred:.3f}s")  # fmt: skip
+    print(
+        f"  accuracy {acc:.4f}   fit {t_fit:.3f}s (median of "
+        f"{', '.join(f'{t:.3f}' for t in fit_times)})   predict {t_pred:.3f}s"
+    )
     print(f"  same prediction as the study's method on {agree:.2%} of test images")
     print(f"  fit speed-up: {ratio:.1f}x")
     best = max(sweep, key=lambda k: sweep[k])
-    print(f"\nmax-k model: fit k={K_MAX} {t_big:.2f}s; accuracy for k=1..{K_MAX} in one call "
-          f"{t_sweep:.2f}s (k={K}: {sweep[K]:.4f}; best k={best}: {sweep[best]:.4f})")  # fmt: skip
-    print(f"slider move to k={K_SLIDER}: {t_slider * 1000:.0f} ms (accuracy "
-          f"{result.accuracy:.4f}); back to k={K}: {t_slider_back * 1000:.0f} ms")  # fmt: skip
+    print(
+        f"\nmax-k model: fit k={K_MAX} {t_big:.2f}s; accuracy for k=1..{K_MAX} in one call "
+        f"{t_sweep:.2f}s (k={K}: {sweep[K]:.4f}; best k={best}: {sweep[best]:.4f})"
+    )
+    print(
+        f"slider move to k={K_SLIDER}: {t_slider * 1000:.0f} ms (accuracy "
+        f"{result.accuracy:.4f}); back to k={K}: {t_slider_back * 1000:.0f} ms"
+    )
     print(f"class-subspace (k={K}): accuracy {acc_sub:.4f}, fit {t_sub:.2f}s")
 
     goals = [

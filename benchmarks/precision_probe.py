@@ -57,8 +57,12 @@ def probe(xtr, ytr, xte, yte, seed: int = 0) -> dict:
     a, v, ya, yv = train_test_split(xtr, ytr, test_size=0.2, stratify=ytr, random_state=seed)
     val = {c: float(fit(c, a, ya).score(v, yv)) for c in GRID}
     best = max(GRID, key=lambda c: (val[c], -c))  # ties: the stronger regularisation
-    return {"C": best, "val_accuracy": val[best], "val_by_C": val,
-            "test_accuracy": float(fit(best, xtr, ytr).score(xte, yte))}  # fmt: skip
+    return {
+        "C": best,
+        "val_accuracy": val[best],
+        "val_by_C": val,
+        "test_accuracy": float(fit(best, xtr, ytr).score(xte, yte)),
+    }
 
 
 def main() -> None:
@@ -82,18 +86,33 @@ def main() -> None:
     feats, numerics = {}, {}
     for backend, prec in VARIANTS:
         name = f"{backend}-{prec}"
-        got = load_inference(bb, args.image_size, dev, backend, prec, cache_dir=cache,
-                             calibration=calib)  # fmt: skip
+        got = load_inference(
+            bb, args.image_size, dev, backend, prec, cache_dir=cache, calibration=calib
+        )
         numerics[name] = got.numerics()
         if got.backend != backend:
             print(f"{name}: not available ({got.reason})", file=sys.stderr)
             continue
-        feats[name] = [cached_features(bb, p, args.image_size, cache, dev, backend=backend,
-                                       precision=prec, calibration=calib)[0]
-                       for p in (tr, te)]  # fmt: skip
+        feats[name] = [
+            cached_features(
+                bb,
+                p,
+                args.image_size,
+                cache,
+                dev,
+                backend=backend,
+                precision=prec,
+                calibration=calib,
+            )[0]
+            for p in (tr, te)
+        ]
     ref = feats.get("onnxruntime-fp32")
-    report: dict = {"train_images": len(tr), "test_images": len(te), "goal_points": GOAL_POINTS,
-                    "variants": {}}  # fmt: skip
+    report: dict = {
+        "train_images": len(tr),
+        "test_images": len(te),
+        "goal_points": GOAL_POINTS,
+        "variants": {},
+    }
     for name, (ftr, fte) in feats.items():
         row = probe(ftr, ytr, fte, yte)
         row["numerics"] = numerics[name]
@@ -116,9 +135,11 @@ def main() -> None:
         return
     print(f"linear probe, {len(tr)} train / {len(te)} test images, C chosen on validation")
     for name, row in report["variants"].items():
-        print(f"  {name:18s} test {100 * row['test_accuracy']:.2f}%  (C={row['C']}, val "
-              f"{100 * row['val_accuracy']:.2f}%)  vs fp32 {row.get('points_vs_fp32', 0):+.2f} pts  "
-              f"feature cosine mean {row.get('feature_cosine_mean', 1):.4f}")  # fmt: skip
+        print(
+            f"  {name:18s} test {100 * row['test_accuracy']:.2f}%  (C={row['C']}, val "
+            f"{100 * row['val_accuracy']:.2f}%)  vs fp32 {row.get('points_vs_fp32', 0):+.2f} pts  "
+            f"feature cosine mean {row.get('feature_cosine_mean', 1):.4f}"
+        )
 
 
 if __name__ == "__main__":

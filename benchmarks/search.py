@@ -79,8 +79,12 @@ WORDS = [
     "car",
 ]
 K1, B = 1.2, 0.75  # BM25 (Lance's defaults)
-TEXT_QUERIES = ("A serene lake surrounded by forest.", "The beach is full of tourists.",
-                "snowy peaks above a valley", "a busy street with cars")  # fmt: skip
+TEXT_QUERIES = (
+    "A serene lake surrounded by forest.",
+    "The beach is full of tourists.",
+    "snowy peaks above a valley",
+    "a busy street with cars",
+)
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -97,8 +101,9 @@ class TopK:
 
     def add(self, scores: np.ndarray, offset: int) -> None:
         s = np.concatenate([self.scores, scores], 1)
-        ids = np.concatenate([self.ids, np.broadcast_to(np.arange(scores.shape[1]) + offset,
-                                                        scores.shape)], 1)  # fmt: skip
+        ids = np.concatenate(
+            [self.ids, np.broadcast_to(np.arange(scores.shape[1]) + offset, scores.shape)], 1
+        )
         keep = np.argsort(-s, axis=1, kind="stable")[:, : self.k]
         self.scores = np.take_along_axis(s, keep, 1)
         self.ids = np.take_along_axis(ids, keep, 1)
@@ -133,20 +138,31 @@ def synth(n: int, seed: int, labels: list[str]):
         text = [tag_text(cat[i], top_labels[i], caps[i]) for i in range(m)]
         split = np.where(rng.random(m) < 0.8, "train", "test")
         paths = [f"/synthetic/{a + i:08d}.jpg" for i in range(m)]
-        batch = pa.RecordBatch.from_pydict({
-            "path": paths, "root": ["/synthetic"] * m,
-            "sha256": [f"{a + i:064x}" for i in range(m)], "split": split.tolist(),
-            "label": cat, "category": cat,
-            "probs": pa.array(probs.tolist(), pa.list_(pa.float32())),
-            "top_ids": pa.array(top_ids.tolist(), pa.list_(pa.int32())),
-            "top_labels": top_labels,
-            "top_probs": pa.array(tp.tolist(), pa.list_(pa.float32())),
-            "captions": pa.array(caps, pa.list_(pa.string())), "text": text,
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(back.reshape(-1)), BACKBONE_DIM),
-            "semantic": pa.FixedSizeListArray.from_arrays(pa.array(sem.reshape(-1)), SEMANTIC_DIM),
-            "class_probs": pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)),
-                                                             len(CLASSES)),
-        })  # fmt: skip
+        batch = pa.RecordBatch.from_pydict(
+            {
+                "path": paths,
+                "root": ["/synthetic"] * m,
+                "sha256": [f"{a + i:064x}" for i in range(m)],
+                "split": split.tolist(),
+                "label": cat,
+                "category": cat,
+                "probs": pa.array(probs.tolist(), pa.list_(pa.float32())),
+                "top_ids": pa.array(top_ids.tolist(), pa.list_(pa.int32())),
+                "top_labels": top_labels,
+                "top_probs": pa.array(tp.tolist(), pa.list_(pa.float32())),
+                "captions": pa.array(caps, pa.list_(pa.string())),
+                "text": text,
+                "vector": pa.FixedSizeListArray.from_arrays(
+                    pa.array(back.reshape(-1)), BACKBONE_DIM
+                ),
+                "semantic": pa.FixedSizeListArray.from_arrays(
+                    pa.array(sem.reshape(-1)), SEMANTIC_DIM
+                ),
+                "class_probs": pa.FixedSizeListArray.from_arrays(
+                    pa.array(probs.reshape(-1)), len(CLASSES)
+                ),
+            }
+        )
         tokens = [_tokens(t) for t in text]
         yield a, batch, tokens, back, sem, probs
 
@@ -214,22 +230,32 @@ def build(folder: Path, n: int, n_queries: int, ann_min_rows: int) -> dict:
             yield batch
 
     db = lancedb.connect(str(folder))
-    tbl = db.create_table(TABLE, data=pa.RecordBatchReader.from_batches(schema, batches()),
-                          mode="overwrite")  # fmt: skip
+    tbl = db.create_table(
+        TABLE, data=pa.RecordBatchReader.from_batches(schema, batches()), mode="overwrite"
+    )
     write_s = time.perf_counter() - t0
-    meta = {"version": INDEX_VERSION, "rows": n, "classes": CLASSES,
-            "category_source": "synthetic", "splits": ["test", "train"],
-            "semantic": {"key": "synthetic", "dim": SEMANTIC_DIM, "source": "mapping"},
-            "encoder": {"backbone": "synthetic", "feature_dim": BACKBONE_DIM}}  # fmt: skip
+    meta = {
+        "version": INDEX_VERSION,
+        "rows": n,
+        "classes": CLASSES,
+        "category_source": "synthetic",
+        "splits": ["test", "train"],
+        "semantic": {"key": "synthetic", "dim": SEMANTIC_DIM, "source": "mapping"},
+        "encoder": {"backbone": "synthetic", "feature_dim": BACKBONE_DIM},
+    }
     t1 = time.perf_counter()
     _maintain(tbl, n, meta, ann_min_rows)
     index_s = time.perf_counter() - t1
     meta["table_version"] = tbl.version
     atomic_write_json(folder / "index.json", meta)
     # exact BM25 reference for the keyword queries
-    tf = sparse.csc_matrix((np.frombuffer(vals, np.float32),
-                            (np.frombuffer(rows_idx, np.int32), np.frombuffer(cols_idx, np.int32))),
-                           shape=(n, len(vocab)))  # fmt: skip
+    tf = sparse.csc_matrix(
+        (
+            np.frombuffer(vals, np.float32),
+            (np.frombuffer(rows_idx, np.int32), np.frombuffer(cols_idx, np.int32)),
+        ),
+        shape=(n, len(vocab)),
+    )
     dl = np.array(lengths, np.float32)
     avgdl = float(dl.mean())
     df = np.diff(tf.indptr)
@@ -248,14 +274,25 @@ def build(folder: Path, n: int, n_queries: int, ann_min_rows: int) -> dict:
         kw_ids.append(top)
         kw_scores.append(s[top])
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-    np.savez(folder / "bench_queries.npz", image=image_q, semantic=sem_q, category=cls_q,
-             keyword=np.array([" ".join(w) for w in kw_q]),
-             **{f"ref_{m}_ids": refs[m].ids for m in ("image", "semantic", "category")},
-             **{f"ref_{m}_scores": refs[m].scores for m in ("image", "semantic", "category")},
-             ref_keyword_ids=np.stack(kw_ids), ref_keyword_scores=np.stack(kw_scores))  # fmt: skip
-    return {"write_s": round(write_s, 1), "index_s": round(index_s, 1),
-            "build_s": round(write_s + index_s, 1), "disk_gb": round(size / 1e9, 2),
-            "ann": bool(meta.get("ann")), "ann_params": meta.get("ann")}  # fmt: skip
+    np.savez(
+        folder / "bench_queries.npz",
+        image=image_q,
+        semantic=sem_q,
+        category=cls_q,
+        keyword=np.array([" ".join(w) for w in kw_q]),
+        **{f"ref_{m}_ids": refs[m].ids for m in ("image", "semantic", "category")},
+        **{f"ref_{m}_scores": refs[m].scores for m in ("image", "semantic", "category")},
+        ref_keyword_ids=np.stack(kw_ids),
+        ref_keyword_scores=np.stack(kw_scores),
+    )
+    return {
+        "write_s": round(write_s, 1),
+        "index_s": round(index_s, 1),
+        "build_s": round(write_s + index_s, 1),
+        "disk_gb": round(size / 1e9, 2),
+        "ann": bool(meta.get("ann")),
+        "ann_params": meta.get("ann"),
+    }
 
 
 # --- serving (a fresh process) ------------------------------------------------------------------
@@ -282,8 +319,17 @@ def serve(folder: Path, repeats: int, sweep: bool = True) -> dict:
 
     def query(i: int) -> Query:
         kws = {w: 1.0 for w in str(z["keyword"][i]).split()}
-        return Query("", list(kws), kws, z["category"][i].astype(float), {}, z["semantic"][i],
-                     {}, [(classes[0], 0.5)], [])  # fmt: skip
+        return Query(
+            "",
+            list(kws),
+            kws,
+            z["category"][i].astype(float),
+            {},
+            z["semantic"][i],
+            {},
+            [(classes[0], 0.5)],
+            [],
+        )
 
     def answer(i: int, mode: str) -> list[int]:
         """The served path after analysis: retrieval, exclusion, explanations, floor."""
@@ -312,13 +358,17 @@ def serve(folder: Path, repeats: int, sweep: bool = True) -> dict:
                 if rep == 0:
                     hits += recall(i, mode, got)
         ms = np.array(times) * 1000
-        return {"p50_ms": round(float(np.percentile(ms, 50)), 2),
-                "p95_ms": round(float(np.percentile(ms, 95)), 2),
-                "recall@10": round(hits / (10 * n_q), 4), "search": answer.search}  # fmt: skip
+        return {
+            "p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p95_ms": round(float(np.percentile(ms, 95)), 2),
+            "recall@10": round(hits / (10 * n_q), 4),
+            "search": answer.search,
+        }
 
     with single_threaded_blas():
-        out: dict = {"modes": {m: measure(m) for m in
-                               ("keyword", "category", "semantic", "hybrid", "image")}}  # fmt: skip
+        out: dict = {
+            "modes": {m: measure(m) for m in ("keyword", "category", "semantic", "hybrid", "image")}
+        }
         if sweep and engine.table.is_ann("semantic"):
             # the ANN query settings around the recorded ones: what recall costs in latency
             ann = engine.meta["ann"]
@@ -343,8 +393,10 @@ def serve(folder: Path, repeats: int, sweep: bool = True) -> dict:
                 t = time.perf_counter()
                 engine.analyze(text)
                 times.append(time.perf_counter() - t)
-    out["analysis"] = {"p50_ms": round(float(np.percentile(np.array(times) * 1000, 50)), 2),
-                       "text_encoder": type(engine.text).__name__}  # fmt: skip
+    out["analysis"] = {
+        "p50_ms": round(float(np.percentile(np.array(times) * 1000, 50)), 2),
+        "text_encoder": type(engine.text).__name__,
+    }
     out["load_s"] = round(load_s, 2)
     out["rss_mb"] = peak_rss_mb()
     out["torch_imported"] = "torch" in sys.modules
@@ -400,20 +452,35 @@ def main() -> None:
             b = build(folder, args.rows, args.queries, args.ann_min_rows or ANN_MIN_ROWS)
             b.update(rows=args.rows, queries=args.queries)
             (folder / "bench_build.json").write_text(json.dumps(b))
-        r = subprocess.run([sys.executable, __file__, "--serve", str(folder), "--repeats",
-                            str(args.repeats)], capture_output=True, text=True, check=False)  # fmt: skip
+        r = subprocess.run(
+            [sys.executable, __file__, "--serve", str(folder), "--repeats", str(args.repeats)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if r.returncode:
             sys.exit(f"serving process failed: {r.stderr.strip().splitlines()[-1:]}")
         s = json.loads(r.stdout.strip().splitlines()[-1])
     finally:
         if not args.keep and not args.folder and not args.serve_only:
             shutil.rmtree(folder, ignore_errors=True)
-    out = {"rows": args.rows, "modes": s["modes"], "rss_mb": s["rss_mb"],
-           "build_s": b["build_s"], "ann": b["ann"], "write_s": b["write_s"],
-           "index_s": b["index_s"], "disk_gb": b["disk_gb"], "ann_params": b["ann_params"],
-           "analysis": s["analysis"], "load_s": s["load_s"], "ann_sweep": s.get("ann_sweep"),
-           "serving_imports_torch": s["torch_imported"], "queries": args.queries,
-           "repeats": args.repeats}  # fmt: skip
+    out = {
+        "rows": args.rows,
+        "modes": s["modes"],
+        "rss_mb": s["rss_mb"],
+        "build_s": b["build_s"],
+        "ann": b["ann"],
+        "write_s": b["write_s"],
+        "index_s": b["index_s"],
+        "disk_gb": b["disk_gb"],
+        "ann_params": b["ann_params"],
+        "analysis": s["analysis"],
+        "load_s": s["load_s"],
+        "ann_sweep": s.get("ann_sweep"),
+        "serving_imports_torch": s["torch_imported"],
+        "queries": args.queries,
+        "repeats": args.repeats,
+    }
     print(json.dumps(out, indent=None if args.json else 2))
 
 

@@ -104,9 +104,12 @@ def encode(paths: list[str], run: str | None = None) -> dict[str, np.ndarray]:
         feats.append(f)
         ids.append(top)
         probs.append(np.take_along_axis(inet, top, axis=1))
-    out = {"feats": np.concatenate(feats).astype(np.float32), "top_ids": np.concatenate(ids),
-           "top_probs": np.concatenate(probs).astype(np.float32),
-           "probs": np.concatenate(cats).astype(np.float32)}  # fmt: skip
+    out = {
+        "feats": np.concatenate(feats).astype(np.float32),
+        "top_ids": np.concatenate(ids),
+        "top_probs": np.concatenate(probs).astype(np.float32),
+        "probs": np.concatenate(cats).astype(np.float32),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **out)
     return out
@@ -152,10 +155,15 @@ def score(fit, qv, qt, cat_q, cat_lab, labels, test_pool, fitted_names, names) -
     s = cat_q @ fit.vectors[test_pool].T
     order = np.argsort(-s, axis=1)[:, :10]
     p10 = float(np.mean(labels[test_pool][order] == np.array(cat_lab)[:, None]))
-    return {"R@1": float(np.mean(r <= 1)), "R@10": float(np.mean(r <= 10)),
-            "median_rank": float(np.median(r)), "MRR": float(np.mean(1 / r)),
-            "fitted_share_top10": float(fitted[top].mean()), "fitted_share_pool":
-            float(fitted.mean()), "category_P@10": p10}  # fmt: skip
+    return {
+        "R@1": float(np.mean(r <= 1)),
+        "R@10": float(np.mean(r <= 10)),
+        "median_rank": float(np.median(r)),
+        "MRR": float(np.mean(1 / r)),
+        "fitted_share_top10": float(fitted[top].mean()),
+        "fitted_share_pool": float(fitted.mean()),
+        "category_P@10": p10,
+    }
 
 
 def final_choice(results: list[dict]) -> tuple[MapConfig, dict]:
@@ -214,22 +222,34 @@ def main() -> None:
         from core.vision.runs import load_trained
 
         classes = list(load_trained(args.run).class_names)
-    meta: dict = {"roots": {}, "encoder": {"backbone": "efficientnet_lite0", "run": args.run,
-                                           "class_names": classes}}  # fmt: skip
+    meta: dict = {
+        "roots": {},
+        "encoder": {"backbone": "efficientnet_lite0", "run": args.run, "class_names": classes},
+    }
     grid = {
-        "label_k": [5, 10, 20], "temperature": [1.0, 2.0, 4.0],
+        "label_k": [5, 10, 20],
+        "temperature": [1.0, 2.0, 4.0],
         "label_text": ["name", "prompt", "gloss", "hypernym"],
-        "class_weight": [0.0, 0.5, 0.75, 1.0, 2.0], "image_weight": [0.25, 0.5, 0.6, 0.75],
+        "class_weight": [0.0, 0.5, 0.75, 1.0, 2.0],
+        "image_weight": [0.25, 0.5, 0.6, 0.75],
         "alpha": [0.1, 0.3, 1.0, 3.0],
-    }  # fmt: skip
-    base = MapConfig(heldout_fraction=0.5, alpha=1.0, label_k=5, temperature=1.0,
-                     label_text="name", class_weight=1.0, image_weight=0.5)  # fmt: skip
+    }
+    base = MapConfig(
+        heldout_fraction=0.5,
+        alpha=1.0,
+        label_k=5,
+        temperature=1.0,
+        label_text="name",
+        class_weight=1.0,
+        image_weight=0.5,
+    )
     results = []
 
     def run(cfg: MapConfig) -> dict:
         fit = fit_semantic(data["feats"], rows, meta, text, cfg, cache_dir() / "study")
-        m = score(fit, qv, qt, cat_q, [c for _, c in cq], labels, test_pool,
-                  fit.fitted_images, names)  # fmt: skip
+        m = score(
+            fit, qv, qt, cat_q, [c for _, c in cq], labels, test_pool, fit.fitted_images, names
+        )
         results.append({"config": dataclasses.asdict(cfg), **m})
         return m
 
@@ -252,21 +272,30 @@ def main() -> None:
                     best, best_m = cfg, m
     best, best_m = final_choice(results)
     oof_off = run(dataclasses.replace(best, folds=1))
-    out = {"pool": len(items), "validation_photos": len(val), "validation_queries": len(vq),
-           "test_photos_untouched": len(test), "chosen": dataclasses.asdict(best),
-           "chosen_metrics": best_m, "chosen_without_out_of_fold": oof_off,
-           "n_settings": len(results), "seconds": round(time.perf_counter() - t0, 1),
-           "all": results}  # fmt: skip
+    out = {
+        "pool": len(items),
+        "validation_photos": len(val),
+        "validation_queries": len(vq),
+        "test_photos_untouched": len(test),
+        "chosen": dataclasses.asdict(best),
+        "chosen_metrics": best_m,
+        "chosen_without_out_of_fold": oof_off,
+        "n_settings": len(results),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "all": results,
+    }
     if args.json:
         print(json.dumps(out))
         return
     for r in results:
         c = r["config"]
-        print(f"k={c['label_k']:2d} T={c['temperature']:.2f} text={c['label_text']:8s} "
-              f"cw={c['class_weight']:.2f} iw={c['image_weight']:.2f} a={c['alpha']:6.1f} "
-              f"f={c['folds']}  R@10={r['R@10']:.3f} MRR={r['MRR']:.3f} "
-              f"med={r['median_rank']:.0f} fitted_top10={r['fitted_share_top10']:.2f}/"
-              f"{r['fitted_share_pool']:.2f} catP@10={r['category_P@10']:.3f}")  # fmt: skip
+        print(
+            f"k={c['label_k']:2d} T={c['temperature']:.2f} text={c['label_text']:8s} "
+            f"cw={c['class_weight']:.2f} iw={c['image_weight']:.2f} a={c['alpha']:6.1f} "
+            f"f={c['folds']}  R@10={r['R@10']:.3f} MRR={r['MRR']:.3f} "
+            f"med={r['median_rank']:.0f} fitted_top10={r['fitted_share_top10']:.2f}/"
+            f"{r['fitted_share_pool']:.2f} catP@10={r['category_P@10']:.3f}"
+        )
     print("chosen:", json.dumps(out["chosen"]), json.dumps(best_m))
 
 

@@ -51,8 +51,9 @@ def test_the_split_backbone_is_the_backbone(lite0) -> None:
         assert torch.allclose(tail(frozen(x)), resnet.model.trunk(x), atol=1e-4)
 
 
-def test_cache_holds_photo_and_mirror_and_is_reused(lite0, photos: list[str],
-                                                     tmp_path: Path) -> None:  # fmt: skip
+def test_cache_holds_photo_and_mirror_and_is_reused(
+    lite0, photos: list[str], tmp_path: Path
+) -> None:
     cpu = torch.device("cpu")
     acts, hit = cached_activations(lite0, "blocks.6.0", photos, SIZE, tmp_path, cpu, workers=0)
     assert not hit and acts.shape[:2] == (len(photos), 2) and acts.dtype == np.float32
@@ -68,8 +69,7 @@ def test_cache_holds_photo_and_mirror_and_is_reused(lite0, photos: list[str],
     stamp = files[0].stat().st_mtime_ns
     again, hit = cached_activations(lite0, "blocks.6.0", photos, SIZE, tmp_path, cpu, workers=0)
     assert hit and np.array_equal(again, acts) and files[0].stat().st_mtime_ns == stamp
-    rev, hit = cached_activations(lite0, "blocks.6.0", photos[::-1], SIZE, tmp_path, cpu,
-                                  workers=0)  # fmt: skip
+    rev, hit = cached_activations(lite0, "blocks.6.0", photos[::-1], SIZE, tmp_path, cpu, workers=0)
     assert hit and np.array_equal(rev, acts[::-1])
     # A later split point is derived from this cache (no photo decoded) and equals a fresh run.
     derived, hit = cached_activations(lite0, "head", photos, SIZE, tmp_path, cpu, workers=0)
@@ -93,18 +93,25 @@ def test_cached_activation_training_beats_the_linear_probe(subset40: Path, tmp_p
     checkpoint chosen on validation."""
     data = split_data(subset40 / "seg_train", subset40 / "seg_test")
     cache = tmp_path / "cache"
-    probe = run_training(TrainConfig(epochs=20, image_size=96, workers=0), data,
-                         tmp_path / "lp", cache_dir=cache)  # fmt: skip
-    cfg = TrainConfig.for_mode("partial", epochs=4, image_size=96, workers=0,
-                               unfreeze="blocks.5.0", lr=1e-3)  # fmt: skip
+    probe = run_training(
+        TrainConfig(epochs=20, image_size=96, workers=0), data, tmp_path / "lp", cache_dir=cache
+    )
+    cfg = TrainConfig.for_mode(
+        "partial", epochs=4, image_size=96, workers=0, unfreeze="blocks.5.0", lr=1e-3
+    )
     partial = run_training(cfg, data, tmp_path / "partial", cache_dir=cache)
     assert partial["selected_by"] == probe["selected_by"] == "validation"
     assert partial["accuracy"] > probe["accuracy"]
     assert partial["timings"]["activations_train_cached"] == 0.0
     # A second run (another validation share) reuses the cached activations.
-    again = run_training(TrainConfig.for_mode("partial", epochs=1, image_size=96, workers=0,
-                                              unfreeze="blocks.5.0", val_fraction=0.2),
-                         data, tmp_path / "again", cache_dir=cache)  # fmt: skip
+    again = run_training(
+        TrainConfig.for_mode(
+            "partial", epochs=1, image_size=96, workers=0, unfreeze="blocks.5.0", val_fraction=0.2
+        ),
+        data,
+        tmp_path / "again",
+        cache_dir=cache,
+    )
     assert again["timings"]["activations_train_cached"] == 1.0
     assert again["timings"]["activations_test_cached"] == 1.0
     # The checkpoint is a whole model: evaluating it on the photos gives the same figures.

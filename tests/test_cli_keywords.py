@@ -29,8 +29,19 @@ def test_keywords_json_for_a_file(tmp_path: Path) -> None:
     )
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
-    for key in ("format", "n_captions", "n_malformed", "top_tfidf", "top_chi2", "top_pmi",
-                "category_counts", "hmm", "seconds", "comparison", "classifier"):  # fmt: skip
+    for key in (
+        "format",
+        "n_captions",
+        "n_malformed",
+        "top_tfidf",
+        "top_chi2",
+        "top_pmi",
+        "category_counts",
+        "hmm",
+        "seconds",
+        "comparison",
+        "classifier",
+    ):
         assert key in d
     assert d["format"] == "flickr8k-csv" and d["n_captions"] == 1500
     assert d["n_malformed"] == 1 and d["malformed"][0]["line"] == 1502

@@ -18,8 +18,16 @@ CLASSES = ["buildings", "forest", "glacier", "mountain", "sea", "street"]
 
 
 def _run(intel_small: Path, cache: Path, *extra: str):
-    args = ["pca", "--train", str(intel_small / "seg_train"), "--test",
-            str(intel_small / "seg_test"), "--cache", str(cache), *extra]  # fmt: skip
+    args = [
+        "pca",
+        "--train",
+        str(intel_small / "seg_train"),
+        "--test",
+        str(intel_small / "seg_test"),
+        "--cache",
+        str(cache),
+        *extra,
+    ]
     return CliRunner().invoke(app, args)
 
 
@@ -31,8 +39,18 @@ def report(intel_small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_json_keys_and_values(report: dict) -> None:
-    for key in ("accuracy", "macro_f1", "per_class", "confusion_matrix", "class_names",
-                "components", "fit_seconds", "predict_seconds", "n_train", "n_test"):  # fmt: skip
+    for key in (
+        "accuracy",
+        "macro_f1",
+        "per_class",
+        "confusion_matrix",
+        "class_names",
+        "components",
+        "fit_seconds",
+        "predict_seconds",
+        "n_train",
+        "n_test",
+    ):
         assert key in report, key
     assert report["class_names"] == CLASSES
     assert report["n_train"] == 6 * 20 and report["n_test"] == 6 * 8
@@ -64,8 +82,17 @@ def test_same_figures_as_the_library(report: dict, intel_small: Path) -> None:
 
 
 def test_class_subspace_with_sweep(intel_small: Path, tmp_path: Path) -> None:
-    res = _run(intel_small, tmp_path, "--components", "4", "--method", "class-subspace",
-               "--sweep", "6", "--json")  # fmt: skip
+    res = _run(
+        intel_small,
+        tmp_path,
+        "--components",
+        "4",
+        "--method",
+        "class-subspace",
+        "--sweep",
+        "6",
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["method"] == "class-subspace" and out["components"] == 4
@@ -112,10 +139,22 @@ def test_python_dash_m_core(intel_small: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-m", "core", "pca", "--train", str(empty), "--test",
-         str(intel_small / "seg_test"), "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "pca",
+            "--train",
+            str(empty),
+            "--test",
+            str(intel_small / "seg_test"),
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --train: ")
@@ -130,8 +169,18 @@ def test_broken_files_are_skipped_and_counted(intel_small: Path, tmp_path: Path)
     good = sorted((train / "sea").glob("*.jpg"))[0]
     (train / "forest" / "cut.jpg").write_bytes(good.read_bytes()[:500])  # truncated
     (train / "sea" / "empty.jpg").write_bytes(b"")
-    args = ["pca", "--train", str(train), "--test", str(intel_small / "seg_test"),
-            "--components", "5", "--cache", str(tmp_path / "c"), "--json"]  # fmt: skip
+    args = [
+        "pca",
+        "--train",
+        str(train),
+        "--test",
+        str(intel_small / "seg_test"),
+        "--components",
+        "5",
+        "--cache",
+        str(tmp_path / "c"),
+        "--json",
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)

@@ -21,14 +21,40 @@ def built(intel_small: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     tmp = tmp_path_factory.mktemp("cli_search")
     index = tmp / "idx"
     images, captions = flickr_subset(tmp / "flickr")
-    r = runner.invoke(app, ["index", "--images", str(intel_small), "--index", str(index),
-                            "--image-size", str(IMAGE_SIZE), "--workers", "0", "--no-mapping",
-                            "--json"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "index",
+            "--images",
+            str(intel_small),
+            "--index",
+            str(index),
+            "--image-size",
+            str(IMAGE_SIZE),
+            "--workers",
+            "0",
+            "--no-mapping",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["found"] == d["encoded"] == d["rows"] == 168 and "mapping" not in d
-    r = runner.invoke(app, ["index", "--images", str(images), "--captions", str(captions),
-                            "--index", str(index), "--workers", "0", "--json"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "index",
+            "--images",
+            str(images),
+            "--captions",
+            str(captions),
+            "--index",
+            str(index),
+            "--workers",
+            "0",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["encoded"] == 16 and d["rows"] == 184
@@ -39,8 +65,10 @@ def built(intel_small: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 
 def test_reindex_is_incremental(built, intel_small: Path) -> None:
     index, _ = built
-    r = runner.invoke(app, ["index", "--images", str(intel_small), "--index", str(index),
-                            "--workers", "0", "--json"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        ["index", "--images", str(intel_small), "--index", str(index), "--workers", "0", "--json"],
+    )
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert (d["encoded"], d["unchanged"], d["rows"]) == (0, 168, 184)
@@ -48,8 +76,20 @@ def test_reindex_is_incremental(built, intel_small: Path) -> None:
 
 def test_search_json(built) -> None:
     index, _ = built
-    r = runner.invoke(app, ["search", "--index", str(index), "The beach is full of tourists.",
-                            "--k", "4", "--mode", "category", "--json"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "search",
+            "--index",
+            str(index),
+            "The beach is full of tourists.",
+            "--k",
+            "4",
+            "--mode",
+            "category",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["mode"] == "category" and d["categories"] == ["sea"]
@@ -57,13 +97,15 @@ def test_search_json(built) -> None:
     first = d["results"][0]
     assert {"path", "score", "category", "top_labels", "why"} <= set(first)
     assert first["category"] == "sea" and "'beach'" in first["why"][0]
-    r = runner.invoke(app, ["search", "--index", str(index), "snowy peaks", "--category",
-                            "glacier", "--json"])  # fmt: skip
+    r = runner.invoke(
+        app, ["search", "--index", str(index), "snowy peaks", "--category", "glacier", "--json"]
+    )
     d = json.loads(r.stdout)
     assert d["mode"] == "semantic" and all(x["category"] == "glacier" for x in d["results"])
     like = first["path"]
-    r = runner.invoke(app, ["search", "--index", str(index), "", "--like", like, "--k", "3",
-                            "--json"])  # fmt: skip
+    r = runner.invoke(
+        app, ["search", "--index", str(index), "", "--like", like, "--k", "3", "--json"]
+    )
     d = json.loads(r.stdout)
     assert (
         d["mode"] == "image"
@@ -76,8 +118,9 @@ def test_search_json(built) -> None:
 
 def test_evaluate_category_queries(built) -> None:
     index, _ = built
-    r = runner.invoke(app, ["evaluate-retrieval", "--index", str(index), "--queries",
-                            str(QUERIES), "--json"])  # fmt: skip
+    r = runner.invoke(
+        app, ["evaluate-retrieval", "--index", str(index), "--queries", str(QUERIES), "--json"]
+    )
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["pool"] == 48 and d["split"] == "test" and d["n_queries"] == 30
@@ -90,8 +133,9 @@ def test_evaluate_category_queries(built) -> None:
 
 def test_evaluate_caption_queries(built) -> None:
     index, captions = built
-    r = runner.invoke(app, ["evaluate-retrieval", "--index", str(index), "--captions",
-                            str(captions), "--json"])  # fmt: skip
+    r = runner.invoke(
+        app, ["evaluate-retrieval", "--index", str(index), "--captions", str(captions), "--json"]
+    )
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     # --pool all (the default, issue 11): the held-out photos' captions against every image
@@ -99,16 +143,30 @@ def test_evaluate_caption_queries(built) -> None:
     for m in d["modes"].values():
         assert {"R@1", "R@5", "R@10", "median_rank", "MRR"} <= set(m)
         assert 1 <= m["median_rank"] <= d["pool"]
-    r = runner.invoke(app, ["evaluate-retrieval", "--index", str(index), "--captions",
-                            str(captions), "--pool", "heldout", "--json"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "evaluate-retrieval",
+            "--index",
+            str(index),
+            "--captions",
+            str(captions),
+            "--pool",
+            "heldout",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     h = json.loads(r.stdout)
     assert 0 < h["pool"] < 16 and h["n_queries"] == 5 * h["pool"] == d["n_queries"]
 
 
 def _tree(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in folder.rglob("*") if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
 
 
 def test_bad_input_is_one_line_and_changes_nothing(built, tmp_path: Path) -> None:
@@ -137,7 +195,7 @@ def test_bad_input_is_one_line_and_changes_nothing(built, tmp_path: Path) -> Non
         (["search", "--index", str(tmp_path / "missing"), "forest"], "(no such folder)"),
         (["search", "--index", str(half), "forest"], "half-written"),
         (["search", "--index", str(old), "forest"], "older format"),
-    ]  # fmt: skip
+    ]
     for args, msg in cases:
         r = runner.invoke(app, args)
         assert r.exit_code != 0 and msg in r.stderr, (args[:4], r.output)
@@ -154,8 +212,20 @@ def test_excluded_words_and_a_photo_steered_by_words(built, intel_small: Path) -
     assert all("people" not in (x["caption"] or "").lower().split() for x in d["results"])
     assert {"floor", "no_good_match"} <= set(d) and "below_floor" in d["results"][0]
     photo = sorted((intel_small / "seg_test" / "glacier").glob("*.jpg"))[0]
-    r = runner.invoke(app, ["search", "--index", str(index), "a sandy beach", "--like",
-                            str(photo), "--k", "5", "--json"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "search",
+            "--index",
+            str(index),
+            "a sandy beach",
+            "--like",
+            str(photo),
+            "--k",
+            "5",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["mode"] == "image+text" and len(d["results"]) == 5
@@ -165,13 +235,15 @@ def test_excluded_words_and_a_photo_steered_by_words(built, intel_small: Path) -
 def test_errors_are_one_line(built, tmp_path: Path) -> None:
     index, _ = built
     cases = [
-        (["index", "--images", str(tmp_path / "nope"), "--index", str(tmp_path / "i")],
-         "no such folder"),
+        (
+            ["index", "--images", str(tmp_path / "nope"), "--index", str(tmp_path / "i")],
+            "no such folder",
+        ),
         (["search", "--index", str(tmp_path / "empty"), "x"], "not an index"),
         (["search", "--index", str(index), "x", "--mode", "magic"], "unknown mode"),
         (["search", "--index", str(index), "x", "--category", "desert"], "unknown category"),
         (["evaluate-retrieval", "--index", str(index)], "exactly one of"),
-    ]  # fmt: skip
+    ]
     for args, msg in cases:
         r = runner.invoke(app, args)
         assert r.exit_code != 0 and msg in r.stderr, (args, r.output)

@@ -167,8 +167,10 @@ def test_non_image_files_are_reported(tmp_path: Path) -> None:
     (tmp_path / "seg_train" / "stray.jpg").write_bytes(b"x")
     ds = find_dataset(tmp_path)
     reasons = {p.name: r for p, r in ds.ignored}
-    assert reasons == {"notes.txt": "not an image extension (.txt)",
-                       "stray.jpg": "file outside a class folder"}  # fmt: skip
+    assert reasons == {
+        "notes.txt": "not an image extension (.txt)",
+        "stray.jpg": "file outside a class folder",
+    }
 
 
 @pytest.mark.parametrize("kind", ["missing", "empty", "file", "no-images"])
@@ -207,8 +209,16 @@ def messy(tmp_path: Path) -> Path:
 def test_manifest_counts_every_problem(messy: Path, tmp_path: Path) -> None:
     m = build_manifest(find_dataset(messy), tmp_path / "cache")
     assert len(m.df) == 11
-    assert set(m.df.columns) >= {"path", "split", "class", "width", "height", "mode", "bytes",
-                                 "sha256"}  # fmt: skip
+    assert set(m.df.columns) >= {
+        "path",
+        "split",
+        "class",
+        "width",
+        "height",
+        "mode",
+        "bytes",
+        "sha256",
+    }
     assert m.reason_counts() == {
         "skipped: zero-byte": 1,
         "skipped: not-an-image": 1,

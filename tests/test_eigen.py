@@ -362,8 +362,9 @@ def test_second_load_reads_no_jpeg(
     assert second.from_cache
     np.testing.assert_array_equal(second.pixels, first.pixels)
     # The transformer uses the same cache.
-    np.testing.assert_array_equal(GrayscaleImages(32, cache_dir=tmp_path).transform(paths),
-                                  first.pixels)  # fmt: skip
+    np.testing.assert_array_equal(
+        GrayscaleImages(32, cache_dir=tmp_path).transform(paths), first.pixels
+    )
 
 
 def test_cache_key_follows_content(intel_small: Path, tmp_path: Path) -> None:

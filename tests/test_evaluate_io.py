@@ -15,8 +15,9 @@ from core.io import append_jsonl, atomic_write, atomic_write_json, read_json, re
 
 def test_hand_checked_metrics() -> None:
     # a: 2 right, 1 called b; b: 1 right; c: 1 called a.
-    res = classification_result(["a", "a", "a", "b", "c"], ["a", "a", "b", "b", "a"],
-                                ["a", "b", "c"])  # fmt: skip
+    res = classification_result(
+        ["a", "a", "a", "b", "c"], ["a", "a", "b", "b", "a"], ["a", "b", "c"]
+    )
     assert res.accuracy == pytest.approx(3 / 5)
     assert res.per_class["a"].precision == pytest.approx(2 / 3)
     assert res.per_class["a"].recall == pytest.approx(2 / 3)

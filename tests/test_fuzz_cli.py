@@ -248,6 +248,12 @@ REAL_PROCESS_CASES = [
 def test_fuzz_in_real_processes(h: dict[str, Path], template: list[str]) -> None:
     args = [a.format(**{k: str(v) for k, v in h.items()}) for a in template]
     env = {**os.environ, "SCENESEEK_CACHE": str(h["cache"])}
-    res = subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True,
-                         cwd=REPO, env=env, timeout=300)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "core", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
     check_outcome(args, res.returncode, res.stdout, res.stderr)

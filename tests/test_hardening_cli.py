@@ -42,8 +42,10 @@ def one_error_line(res) -> str:
     ("args", "says"),
     [
         (["search", "--index", "IDX", "q", "--k", "0"], "--k"),
-        (["evaluate-retrieval", "--index", "IDX", "--captions", "c", "--max-queries", "-5"],
-         "--max-queries"),
+        (
+            ["evaluate-retrieval", "--index", "IDX", "--captions", "c", "--max-queries", "-5"],
+            "--max-queries",
+        ),
         (["index", "--images", "D", "--index", "IDX", "--batch-size", "0"], "--batch-size"),
         (["index", "--images", "D", "--index", "IDX", "--image-size", "0"], "--image-size"),
         (["pca", "--train", "a", "--test", "b", "--components", "0"], "--components"),
@@ -51,7 +53,7 @@ def one_error_line(res) -> str:
         (["search", "--index"], "--index"),
         (["nosuch-command"], "nosuch-command"),
     ],
-)  # fmt: skip
+)
 def test_usage_errors_are_one_line(args: list[str], says: str) -> None:
     line = one_error_line(invoke(*args))  # not a multi-line usage box
     assert says in line

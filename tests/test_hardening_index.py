@@ -92,16 +92,25 @@ def test_second_writer_is_refused_with_the_pid(built, encoder) -> None:
         _build(folder, index, encoder)
     # Another process holds the lock: the CLI says who, in one line.
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom core.search.maintenance import index_lock\n"
-         f"with index_lock({str(index)!r}):\n    print('locked', flush=True)\n    time.sleep(60)"],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom core.search.maintenance import index_lock\n"
+            f"with index_lock({str(index)!r}):\n    print('locked', flush=True)\n    time.sleep(60)",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         res = subprocess.run(
             [sys.executable, "-m", "core", "index", "--images", str(folder), "--index", str(index)],
-            cwd=REPO, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert res.returncode != 0
         assert res.stderr.strip() == (
             f"error: index {index} is being written by PID {holder.pid}; wait for it to "
@@ -149,9 +158,11 @@ def test_evaluate_retrieval_uses_the_captions_file_given(built, tmp_path: Path) 
     folder, index = built
     names = [p.name for p in sorted(folder.rglob("*.jpg"))]
     caps = tmp_path / "captions.txt"
-    caps.write_text("image,caption\n" + f"{names[0]},A dense green forest.\n"
-                    f"{names[0]},Tall trees in a wood.\n{names[-1]},Waves on the sea.\n",
-                    encoding="utf-8")  # fmt: skip
+    caps.write_text(
+        "image,caption\n" + f"{names[0]},A dense green forest.\n"
+        f"{names[0]},Tall trees in a wood.\n{names[-1]},Waves on the sea.\n",
+        encoding="utf-8",
+    )
     runner = CliRunner()
     args = ["evaluate-retrieval", "--index", str(index), "--modes", "semantic", "--json"]
     res = runner.invoke(app, [*args, "--captions", str(caps)])
@@ -201,8 +212,9 @@ def test_results_say_missing_and_the_page_prunes(built, tmp_path: Path, monkeypa
         assert res.exit_code == 2 and res.stderr.count("\n") == 1 and says in res.stderr
     bad = tmp_path / "mapping.json"
     bad.write_bytes(b'{"categories": {"sea": ["w\xe4ter"]}}')  # latin-1, not UTF-8
-    res = runner.invoke(app, ["search", "the sea", "--index", str(index)],
-                        env={"SCENESEEK_MAPPING": str(bad)})  # fmt: skip
+    res = runner.invoke(
+        app, ["search", "the sea", "--index", str(index)], env={"SCENESEEK_MAPPING": str(bad)}
+    )
     assert res.exit_code == 2 and res.stderr.count("\n") == 1
     assert f"mapping table {bad} is not UTF-8" in res.stderr
 

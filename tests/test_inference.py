@@ -240,12 +240,16 @@ def test_auto_is_onnxruntime_and_openvino_only_when_asked(
 
 
 def test_int8_is_calibrated_on_real_photos(
-    lite0: Backbone, ort_lite0: inf.Inference, cache: Path, intel_small: Path,
+    lite0: Backbone,
+    ort_lite0: inf.Inference,
+    cache: Path,
+    intel_small: Path,
     photos: list[Image.Image],
-) -> None:  # fmt: skip
+) -> None:
     calib = sorted((intel_small / "seg_train").glob("*/*.jpg"))[::5][:16]
-    q = load_inference(lite0, SIZE, "cpu", "onnxruntime", "int8", cache_dir=cache,
-                       calibration=calib)  # fmt: skip
+    q = load_inference(
+        lite0, SIZE, "cpu", "onnxruntime", "int8", cache_dir=cache, calibration=calib
+    )
     assert (q.backend, q.numerics()) == ("onnxruntime", "ort-int8")
     assert q.path is not None and q.path != ort_lite0.path and "int8" in q.path.name
     x = torch.stack([q.transform(im) for im in photos])
@@ -265,16 +269,18 @@ def _run(lite0: Backbone, tmp_path: Path, mode: str, name: str) -> object:
     ckpt.parent.mkdir()
     torch.save(model.head.state_dict(), ckpt)
     cfg = TrainConfig(mode=mode, image_size=96, workers=0)
-    return TrainedModel(model, lite0, [f"c{i}" for i in range(6)], cfg, 3, torch.device("cpu"),
-                        ckpt)  # fmt: skip
+    return TrainedModel(
+        model, lite0, [f"c{i}" for i in range(6)], cfg, 3, torch.device("cpu"), ckpt
+    )
 
 
 def test_a_runs_head_is_exported_with_it(
     lite0: Backbone, tmp_path: Path, photos: list[Image.Image]
 ) -> None:
     trained = _run(lite0, tmp_path, "linear-probe", "probe")
-    got = inf.load_run_inference(trained, backend="onnxruntime", precision="fp32",
-                                 cache_dir=tmp_path)  # fmt: skip
+    got = inf.load_run_inference(
+        trained, backend="onnxruntime", precision="fp32", cache_dir=tmp_path
+    )
     assert got.backend == "onnxruntime" and got.outputs == ("features", "logits", "imagenet")
     x = torch.stack([got.transform(im) for im in photos])
     out = got.run(x)
@@ -288,8 +294,12 @@ def test_a_runs_head_is_exported_with_it(
     moved = tmp_path / "moved"
     (trained.checkpoint.parent).rename(moved)
     trained.checkpoint = moved / "checkpoint_best.pt"
-    assert inf.load_run_inference(trained, backend="onnxruntime", precision="fp32",
-                                  cache_dir=tmp_path).path == got.path  # fmt: skip
+    assert (
+        inf.load_run_inference(
+            trained, backend="onnxruntime", precision="fp32", cache_dir=tmp_path
+        ).path
+        == got.path
+    )
     assert len(list((tmp_path / "onnx").glob("*.onnx"))) == n
     fine = _run(lite0, tmp_path, "fine-tune", "fine")  # trunk changed: no ImageNet output
     assert inf.load_run_inference(fine, backend="torch").outputs == ("features", "logits")

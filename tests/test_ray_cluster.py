@@ -87,33 +87,61 @@ class Cluster:
         token = tmp / "auth_token"
         token.write_text(secrets.token_hex(32))
         # A private token (Ray's default token auth, not the user's ~/.ray one).
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
-                    "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
+        self.env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(token),
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
         self.env.pop("RAY_ADDRESS", None)
         self.address = f"127.0.0.1:{_port()}"
         self.groups: list[int] = []
 
     def _start(self, args: list[str], env: dict) -> int:
         # ray start exits once its daemons run; they stay in its new process group.
-        p = subprocess.Popen([RAY, "start", "--node-ip-address", "127.0.0.1",
-                              "--disable-usage-stats", *args], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)  # fmt: skip
+        p = subprocess.Popen(
+            [RAY, "start", "--node-ip-address", "127.0.0.1", "--disable-usage-stats", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self.groups.append(p.pid)
         out, _ = p.communicate(timeout=180)
         assert p.returncode == 0, out[-3000:]
         return p.pid
 
     def start(self) -> None:
-        ports = ["--node-manager-port", "--object-manager-port", "--metrics-export-port",
-                 "--dashboard-agent-grpc-port", "--dashboard-agent-listen-port",
-                 "--runtime-env-agent-port"]  # fmt: skip
-        head = ["--head", "--port", self.address.split(":")[1], "--num-cpus", "1",
-                "--temp-dir", str(self.tmp / "ray"), "--include-dashboard=false",
-                "--dashboard-port", str(_port())]  # fmt: skip
+        ports = [
+            "--node-manager-port",
+            "--object-manager-port",
+            "--metrics-export-port",
+            "--dashboard-agent-grpc-port",
+            "--dashboard-agent-listen-port",
+            "--runtime-env-agent-port",
+        ]
+        head = [
+            "--head",
+            "--port",
+            self.address.split(":")[1],
+            "--num-cpus",
+            "1",
+            "--temp-dir",
+            str(self.tmp / "ray"),
+            "--include-dashboard=false",
+            "--dashboard-port",
+            str(_port()),
+        ]
         self._start(head + [a for p in ports for a in (p, str(_port()))], self.env)
-        worker = ["--address", self.address, "--num-cpus", "2",
-                  "--resources", json.dumps({RESOURCE: 2})]  # fmt: skip
+        worker = [
+            "--address",
+            self.address,
+            "--num-cpus",
+            "2",
+            "--resources",
+            json.dumps({RESOURCE: 2}),
+        ]
         # The batch delay is read by the encoder actors, i.e. on the worker node.
         env = {**self.env, "SCENESEEK_RAY_BATCH_DELAY": str(DELAY)}
         self.worker_group = self._start(worker + [a for p in ports for a in (p, str(_port()))], env)
@@ -143,12 +171,41 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 def test_two_node_job_survives_a_killed_worker(cluster: Cluster, tmp_path: Path) -> None:
     images = make_intel_subset(tmp_path / "imgs", n_train=2, n_test=2)  # 24 real images
     index = tmp_path / "idx"
-    cmd = [sys.executable, "-m", "core", "index", "--images", str(images), "--index", str(index),
-           "--engine", "ray", "--address", cluster.address, "--workers", "1",
-           "--ray-resources", json.dumps({RESOURCE: 1}), "--image-size", str(IMAGE_SIZE),
-           "--batch-size", str(BATCH), "--chunk", str(CHUNK), "--no-mapping", "--json"]  # fmt: skip
-    job = subprocess.Popen(cmd, cwd=REPO, env=cluster.env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "core",
+        "index",
+        "--images",
+        str(images),
+        "--index",
+        str(index),
+        "--engine",
+        "ray",
+        "--address",
+        cluster.address,
+        "--workers",
+        "1",
+        "--ray-resources",
+        json.dumps({RESOURCE: 1}),
+        "--image-size",
+        str(IMAGE_SIZE),
+        "--batch-size",
+        str(BATCH),
+        "--chunk",
+        str(CHUNK),
+        "--no-mapping",
+        "--json",
+    ]
+    job = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=cluster.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         # Wait for the first committed chunk, then kill the encoder actor's process.
         deadline = time.time() + 300
@@ -177,13 +234,15 @@ def test_two_node_job_survives_a_killed_worker(cluster: Cluster, tmp_path: Path)
     local = tmp_path / "local"
     # derive=False like the job's --no-mapping: the encoded rows alone (test_ray_engine
     # compares the derived columns of both engines)
-    build_index(images, local, image_size=IMAGE_SIZE, workers=0, batch_size=8, device="cpu",
-                derive=False)  # fmt: skip
+    build_index(
+        images, local, image_size=IMAGE_SIZE, workers=0, batch_size=8, device="cpu", derive=False
+    )
     a, b = load_rows(local), load_rows(index)
     a = a.take(pa.compute.sort_indices(a, [("path", "ascending")]))
     b = b.take(pa.compute.sort_indices(b, [("path", "ascending")]))
     for name in ("path", "sha256", "split", "label", "top_labels", "text"):
         assert b[name].to_pylist() == a[name].to_pylist(), name
-    np.testing.assert_allclose(np.array(b["vector"].to_pylist()),
-                               np.array(a["vector"].to_pylist()), atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        np.array(b["vector"].to_pylist()), np.array(a["vector"].to_pylist()), atol=1e-5
+    )
     assert read_json(index / "index.json")["rows"] == 24

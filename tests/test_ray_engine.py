@@ -41,8 +41,12 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory):
     """A Ray instance in this process on the machine's 2 cores, stopped even on failure."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _temp_dir=str(tmp_path_factory.mktemp("ray")))  # fmt: skip
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=str(tmp_path_factory.mktemp("ray")),
+    )
     yield ray
     ray.shutdown()
 
@@ -58,8 +62,15 @@ def local_index(folder: Path, encoder, tmp_path_factory: pytest.TempPathFactory)
 def _ray(folder, index: Path, encoder, **kw):
     from core.search.ray_engine import RayOptions
 
-    return build_index(folder, index, encoder=encoder, batch_size=5, engine="ray",
-                       ray_options=RayOptions(workers=1), **kw)  # fmt: skip
+    return build_index(
+        folder,
+        index,
+        encoder=encoder,
+        batch_size=5,
+        engine="ray",
+        ray_options=RayOptions(workers=1),
+        **kw,
+    )
 
 
 def _sorted(index: Path) -> pa.Table:
@@ -104,8 +115,9 @@ def test_ray_engine_reads_a_uri(folder, encoder, local_ray, local_index, tmp_pat
     assert remote["root"].to_pylist() == [uri] * 24
     for name in ("split", "label", "sha256", "top_labels", "text"):
         assert remote[name].to_pylist() == local[name].to_pylist(), name
-    np.testing.assert_allclose(np.array(remote["vector"].to_pylist()),
-                               np.array(local["vector"].to_pylist()), atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        np.array(remote["vector"].to_pylist()), np.array(local["vector"].to_pylist()), atol=1e-5
+    )
     assert _ray(uri, index, encoder).unchanged == 24  # the hash decides over URIs too
 
 
@@ -128,15 +140,31 @@ def test_ray_engine_resumes_after_an_interruption(folder, encoder, local_ray, tm
 
 
 def test_local_cli_never_imports_ray(folder: Path, tmp_path: Path) -> None:
-    args = ["index", "--images", str(folder), "--index", str(tmp_path / "idx"), "--image-size",
-            str(IMAGE_SIZE), "--workers", "0", "--no-mapping", "--json"]  # fmt: skip
+    args = [
+        "index",
+        "--images",
+        str(folder),
+        "--index",
+        str(tmp_path / "idx"),
+        "--image-size",
+        str(IMAGE_SIZE),
+        "--workers",
+        "0",
+        "--no-mapping",
+        "--json",
+    ]
     code = (
         "import sys\nfrom core.cli import app\n"
         f"try:\n    app({args!r}, standalone_mode=False)\nexcept SystemExit:\n    pass\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'ray')))"
     )
-    r = subprocess.run([sys.executable, "-c", "import json\n" + code], cwd=REPO,
-                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", "import json\n" + code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     out = r.stdout.strip().splitlines()
     assert json.loads("\n".join(out[:-1]))["encoded"] == 24  # the index really was built
@@ -149,8 +177,20 @@ def test_ray_client_address_is_refused_with_the_way_out(folder: Path, tmp_path: 
 
     from core.cli import app
 
-    r = CliRunner().invoke(app, ["index", "--images", str(folder), "--index", str(tmp_path / "i"),
-                                 "--engine", "ray", "--address", "ray://127.0.0.1:10001"])  # fmt: skip
+    r = CliRunner().invoke(
+        app,
+        [
+            "index",
+            "--images",
+            str(folder),
+            "--index",
+            str(tmp_path / "i"),
+            "--engine",
+            "ray",
+            "--address",
+            "ray://127.0.0.1:10001",
+        ],
+    )
     assert r.exit_code != 0
     assert "Ray Client" in r.output and "ray job submit" in r.output
     assert not (tmp_path / "i").exists()

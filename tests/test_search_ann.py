@@ -35,8 +35,9 @@ def encoder():
     return load_encoder(image_size=IMAGE_SIZE, device="cpu")
 
 
-def _copy(intel_small: Path, out: Path, classes: tuple[str, ...], n: int,
-          flat: bool = False) -> None:  # fmt: skip
+def _copy(
+    intel_small: Path, out: Path, classes: tuple[str, ...], n: int, flat: bool = False
+) -> None:
     """n images per class into out/<class>/ (labelled), or loose into out/ (`flat`: no label,
     so the text mapping's training set, and the semantic column, stay as they are)."""
     for c in classes:
@@ -55,8 +56,9 @@ def test_ann_built_recorded_and_rebuilt_on_growth(intel_small, encoder, tmp_path
     _copy(intel_small, folder, ("forest", "sea"), 8)
 
     def build(images: Path = folder):
-        return build_index(images, index, encoder=encoder, workers=0, batch_size=8,
-                           ann_min_rows=THRESHOLD)  # fmt: skip
+        return build_index(
+            images, index, encoder=encoder, workers=0, batch_size=8, ann_min_rows=THRESHOLD
+        )
 
     assert build().rows == 16
     meta = read_json(index / "index.json")
@@ -72,10 +74,14 @@ def test_ann_built_recorded_and_rebuilt_on_growth(intel_small, encoder, tmp_path
     assert hit["path"] == load_rows(index)["path"][3].as_py()
     sem = np.array(load_rows(index)["semantic"].to_pylist())
     assert vector_search(index, sem[5], k=1, column="semantic")[0]["path"] == (
-        load_rows(index)["path"][5].as_py())  # fmt: skip
+        load_rows(index)["path"][5].as_py()
+    )
     summary = index_summary(index)
     assert (summary["search"], summary["rows"], summary["ann_min_rows"]) == (
-        "approximate", 16, THRESHOLD)  # fmt: skip
+        "approximate",
+        16,
+        THRESHOLD,
+    )
 
     # Small growth that leaves the mapping as it is (unlabelled, uncaptioned images): the
     # ANN indexes stay; notable growth (ANN_REBUILD_GROWTH): rebuilt.

@@ -96,36 +96,112 @@ def test_clip_index_search_and_evaluation_end_to_end(
 ) -> None:
     index = tmp_path / "idx"
     images, captions = flickr_subset(tmp_path / "flickr", n=12)
-    r = runner.invoke(app, ["index", "--images", str(intel_small), "--index", str(index),
-                            "--encoder", "clip", "--clip-model", tiny, "--clip-weights",
-                            "random", "--workers", "0", "--json"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "index",
+            "--images",
+            str(intel_small),
+            "--index",
+            str(index),
+            "--encoder",
+            "clip",
+            "--clip-model",
+            tiny,
+            "--clip-weights",
+            "random",
+            "--workers",
+            "0",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["rows"] == 168
     # an update keeps the encoder without being told again
-    r = runner.invoke(app, ["index", "--images", str(images), "--captions", str(captions),
-                            "--index", str(index), "--workers", "0", "--json"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "index",
+            "--images",
+            str(images),
+            "--captions",
+            str(captions),
+            "--index",
+            str(index),
+            "--workers",
+            "0",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     meta = json.loads((index / "index.json").read_text())
     assert meta["encoder"]["backbone"] == f"clip:{tiny}"
     assert meta["semantic"]["source"] == "encoder" and meta["semantic"]["dim"] == 32
-    r = runner.invoke(app, ["index", "--images", str(images), "--index", str(index),
-                            "--backbone", "efficientnet_lite0", "--encoder", "efficientnet_lite0",
-                            "--workers", "0"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "index",
+            "--images",
+            str(images),
+            "--index",
+            str(index),
+            "--backbone",
+            "efficientnet_lite0",
+            "--encoder",
+            "efficientnet_lite0",
+            "--workers",
+            "0",
+        ],
+    )
     assert r.exit_code != 0 and "clip" in r.output
-    r = runner.invoke(app, ["search", "--index", str(index), "waves on a beach", "--k", "5",
-                            "--mode", "semantic", "--json"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "search",
+            "--index",
+            str(index),
+            "waves on a beach",
+            "--k",
+            "5",
+            "--mode",
+            "semantic",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)["results"]
     assert len(res) == 5 and all(-1.0 <= x["score"] <= 1.0 for x in res)
-    r = runner.invoke(app, ["evaluate-retrieval", "--index", str(index), "--captions",
-                            str(captions), "--modes", "semantic", "--json"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "evaluate-retrieval",
+            "--index",
+            str(index),
+            "--captions",
+            str(captions),
+            "--modes",
+            "semantic",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     ev = json.loads(r.stdout)
     assert ev["pool"] == 180 and ev["pool_kind"] == "all" and ev["n_queries"] == 60
     m = ev["modes"]["semantic"]
     assert {"R@1", "R@5", "R@10", "median_rank", "MRR"} <= set(m)
-    r = runner.invoke(app, ["evaluate-retrieval", "--index", str(index), "--queries",
-                            str(QUERIES), "--modes", "semantic", "--json"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "evaluate-retrieval",
+            "--index",
+            str(index),
+            "--queries",
+            str(QUERIES),
+            "--modes",
+            "semantic",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["pool"] == 48

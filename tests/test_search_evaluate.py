@@ -131,8 +131,9 @@ class _CaptionStub:
 
 def _captions(tmp_path: Path) -> Path:
     f = tmp_path / "captions.txt"
-    f.write_text("image,caption\na.jpg,a dog\na.jpg,a cat\nb.jpg,b bird\nc.jpg,c car\n"
-                 "zz.jpg,not indexed\n")  # fmt: skip
+    f.write_text(
+        "image,caption\na.jpg,a dog\na.jpg,a cat\nb.jpg,b bird\nc.jpg,c car\nzz.jpg,not indexed\n"
+    )
     return f
 
 
@@ -155,14 +156,16 @@ def test_caption_queries_rank_against_all_images_and_refuse_fitted(tmp_path: Pat
 def test_heldout_pool_flatters_and_fitted_are_scored_apart(tmp_path: Path) -> None:
     from core.search.evaluate import evaluate_captions
 
-    out = evaluate_captions(_CaptionStub(), _captions(tmp_path), ["semantic"], pool="heldout",
-                            fitted_apart=True)  # fmt: skip
+    out = evaluate_captions(
+        _CaptionStub(), _captions(tmp_path), ["semantic"], pool="heldout", fitted_apart=True
+    )
     assert out["pool"] == 2 and out["pool_kind"] == "heldout"
     assert out["modes"]["semantic"]["R@1"] == 1.0  # the small pool makes every query a hit
     assert out["refused"] is None
     assert out["fitted"]["n_queries"] == 1 and out["fitted"]["pool"] == 1
-    all_pool = evaluate_captions(_CaptionStub(), _captions(tmp_path), ["semantic"],
-                                 fitted_apart=True)  # fmt: skip
+    all_pool = evaluate_captions(
+        _CaptionStub(), _captions(tmp_path), ["semantic"], fitted_apart=True
+    )
     assert all_pool["fitted"]["pool"] == 5
     assert all_pool["fitted"]["modes"]["semantic"]["median_rank"] == 2.0
     assert (

@@ -43,8 +43,10 @@ def test_build_stores_every_field(folder: Path, tmp_path: Path, encoder) -> None
     t = load_rows(index).to_pydict()
     assert set(t["label"]) == {"forest", "sea"}  # class folders kept as labels
     assert all(len(x) == 64 for x in t["sha256"])
-    assert all(len(x) == 5 and abs(sum(p) - 1) < 1 for x, p in
-               zip(t["top_labels"], t["top_probs"], strict=True))  # fmt: skip
+    assert all(
+        len(x) == 5 and abs(sum(p) - 1) < 1
+        for x, p in zip(t["top_labels"], t["top_probs"], strict=True)
+    )
     assert all(p[0] >= p[-1] for p in t["top_probs"])
     vec = np.array(t["vector"])
     assert vec.shape == (16, encoder.feature_dim)
@@ -129,11 +131,27 @@ def test_index_with_a_trained_run(intel_small: Path, folder: Path, tmp_path: Pat
     from core.cli import app
 
     run = tmp_path / "run"
-    res = CliRunner().invoke(app, [
-        "train", "--train", str(intel_small / "seg_train"), "--test",
-        str(intel_small / "seg_test"), "--mode", "linear-probe", "--epochs", "2",
-        "--image-size", str(IMAGE_SIZE), "--workers", "0", "--out", str(run), "--json",
-    ])  # fmt: skip
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--train",
+            str(intel_small / "seg_train"),
+            "--test",
+            str(intel_small / "seg_test"),
+            "--mode",
+            "linear-probe",
+            "--epochs",
+            "2",
+            "--image-size",
+            str(IMAGE_SIZE),
+            "--workers",
+            "0",
+            "--out",
+            str(run),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     index = tmp_path / "idx"
     stats = build_index(folder, index, run_dir=run, workers=0, batch_size=8)

@@ -37,8 +37,7 @@ def test_engine_uses_the_category_head_and_mapping(engine: SearchEngine) -> None
 
 @pytest.mark.parametrize("mode", MODES)
 def test_every_mode_ranks_forest_first_for_a_forest_query(engine: SearchEngine, mode) -> None:
-    resp = engine.search("Tall trees in a dense green forest.", mode=mode, k=5,
-                         split="test")  # fmt: skip
+    resp = engine.search("Tall trees in a dense green forest.", mode=mode, k=5, split="test")
     assert resp.results, resp.notes
     assert [r.rank for r in resp.results] == list(range(1, len(resp.results) + 1))
     scores = [r.score for r in resp.results]

@@ -58,8 +58,11 @@ def engine(exact_index: Path) -> SearchEngine:
 
 
 def _tree(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in folder.rglob("*") if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
 
 
 def test_index_json_records_the_derived_columns(exact_index: Path) -> None:
@@ -129,8 +132,9 @@ def test_keyword_mode_is_bm25_over_whole_words(engine: SearchEngine) -> None:
 
 def test_ann_above_the_threshold_and_said_so(folder: Path, encoder, tmp_path: Path) -> None:
     index = tmp_path / "idx"
-    build_index(folder, index, encoder=encoder, workers=0, batch_size=16,
-                ann_min_rows=ANN_THRESHOLD)  # fmt: skip
+    build_index(
+        folder, index, encoder=encoder, workers=0, batch_size=16, ann_min_rows=ANN_THRESHOLD
+    )
     meta = read_json(index / "index.json")
     ann = meta["ann"]
     assert ann["type"] == "IVF_PQ" and set(ann["columns"]) == {"vector", "semantic"}
@@ -251,8 +255,9 @@ def test_onnx_query_encoder_matches_sentence_transformers(engine: SearchEngine) 
 
     assert isinstance(engine.text, OnnxTextEncoder)
     texts = ["A serene lake surrounded by forest.", "snow", "a dog runs on the beach at dusk"]
-    np.testing.assert_allclose(engine.text.encode(texts), TextEncoder.load("cpu").encode(texts),
-                               atol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(
+        engine.text.encode(texts), TextEncoder.load("cpu").encode(texts), atol=1e-4
+    )
 
 
 def test_bad_indexes_are_refused_in_one_line(exact_index: Path, tmp_path: Path) -> None:

@@ -45,11 +45,15 @@ def test_category_head_matches_logistic_regression(encoder: TextEncoder, classes
 # --- out-of-fold semantic vectors on real images ------------------------------------------------
 
 SEA_CAPTIONS = [
-    "waves roll onto a sandy beach", "the blue ocean under a bright sky",
-    "a calm sea stretching to the horizon", "surf breaking on the shore",
-    "boats far out on the water", "a rocky coast with foam from the waves",
-    "the tide coming in over the sand", "a seaside view with clear water",
-]  # fmt: skip
+    "waves roll onto a sandy beach",
+    "the blue ocean under a bright sky",
+    "a calm sea stretching to the horizon",
+    "surf breaking on the shore",
+    "boats far out on the water",
+    "a rocky coast with foam from the waves",
+    "the tide coming in over the sand",
+    "a seaside view with clear water",
+]
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +122,10 @@ def test_out_of_fold_vectors_give_captioned_photos_no_head_start(
     share_pool = len(captioned) / len(sea)
     share_oof = _captioned_share_of_sea_top10(oof.vectors, qv, sea, captioned)
     share_in = _captioned_share_of_sea_top10(inf.vectors, qv, sea, captioned)
-    print(f"captioned share of sea top-10: out-of-fold {share_oof:.2f}, in-fold {share_in:.2f}, "
-          f"pool {share_pool:.2f}")  # fmt: skip
+    print(
+        f"captioned share of sea top-10: out-of-fold {share_oof:.2f}, in-fold {share_in:.2f}, "
+        f"pool {share_pool:.2f}"
+    )
     assert share_in > share_pool + 0.1  # the bias is real
     assert abs(share_oof - share_pool) <= 0.08
     assert oof.fitted_images == {Path(rows["path"][i]).name for i in captioned}

@@ -61,8 +61,18 @@ def test_linear_probe_beats_chance_and_writes_a_run(probe_run: dict) -> None:
     metrics = read_jsonl(run.metrics)
     assert [m["epoch"] for m in metrics] == list(range(1, 11))
     for m in metrics:
-        for key in ("train_loss", "accuracy", "macro_precision", "macro_recall", "macro_f1",
-                    "val_accuracy", "val_loss", "val_macro_f1", "lr", "seconds"):  # fmt: skip
+        for key in (
+            "train_loss",
+            "accuracy",
+            "macro_precision",
+            "macro_recall",
+            "macro_f1",
+            "val_accuracy",
+            "val_loss",
+            "val_macro_f1",
+            "lr",
+            "seconds",
+        ):
             assert key in m
     cfg = TrainConfig.from_dict(json.loads(run.config.read_text()))
     assert [m["lr"] for m in metrics] == pytest.approx([lr_at(cfg, e) for e in range(1, 11)])
@@ -71,8 +81,16 @@ def test_linear_probe_beats_chance_and_writes_a_run(probe_run: dict) -> None:
     assert any("no flip/rotation" in n for n in cfg.notes)
     # Tensors and plain values only: loads with weights_only=True.
     ckpt = torch.load(run.last, map_location="cpu", weights_only=True)
-    assert {"model", "optimizer", "lr_scheduler", "scaler", "epoch", "config_json",
-            "class_names", "history_json"} <= set(ckpt)  # fmt: skip
+    assert {
+        "model",
+        "optimizer",
+        "lr_scheduler",
+        "scaler",
+        "epoch",
+        "config_json",
+        "class_names",
+        "history_json",
+    } <= set(ckpt)
     assert ckpt["epoch"] == 10
     # The result scores the checkpoint with the best validation accuracy (ties: lower loss).
     best = max(metrics, key=lambda m: (m["val_accuracy"], -m["val_loss"]))
@@ -96,8 +114,9 @@ def test_saved_run_reloads_and_reports_misclassified(probe_run: dict) -> None:
         assert w["true"] != w["predicted"] == w["top3"][0][0] and len(w["top3"]) == 3
 
 
-def test_resume_after_interrupt_loses_no_finished_epoch(data: SplitData, cache: Path,
-                                                        tmp_path: Path) -> None:  # fmt: skip
+def test_resume_after_interrupt_loses_no_finished_epoch(
+    data: SplitData, cache: Path, tmp_path: Path
+) -> None:
     def interrupt_after_2(record: dict) -> None:
         if record["epoch"] == 2:
             raise KeyboardInterrupt  # Ctrl-C right after epoch 2 was saved
@@ -126,8 +145,9 @@ def test_resume_after_interrupt_loses_no_finished_epoch(data: SplitData, cache: 
     assert flat == pytest.approx([m[k] for m in straight["epochs"] for k in keys])
 
 
-def test_resume_repairs_a_log_line_lost_to_a_kill(data: SplitData, cache: Path,
-                                                  tmp_path: Path) -> None:  # fmt: skip
+def test_resume_repairs_a_log_line_lost_to_a_kill(
+    data: SplitData, cache: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
     run_training(_cfg(epochs=3), data, out, cache_dir=cache)
     files = RunFiles(out)
@@ -146,8 +166,13 @@ def test_partial_stop_mid_epoch_then_resume(data: SplitData, tmp_path: Path) -> 
     """Cached-activation training (partial mode): a stop in the middle of epoch 2 keeps epoch
     1; the frozen layers never change; only the unfrozen blocks and the head do."""
     keep = [i for i, _ in enumerate(data.train_labels) if i % 20 < 6]  # 6 images per class
-    small = SplitData([data.train_paths[i] for i in keep], [data.train_labels[i] for i in keep],
-                      data.test_paths[::2], data.test_labels[::2], data.class_names)  # fmt: skip
+    small = SplitData(
+        [data.train_paths[i] for i in keep],
+        [data.train_labels[i] for i in keep],
+        data.test_paths[::2],
+        data.test_labels[::2],
+        data.class_names,
+    )
     state = {"epochs": 0, "batches": 0}
 
     def stop_in_epoch_2() -> bool:
@@ -158,8 +183,9 @@ def test_partial_stop_mid_epoch_then_resume(data: SplitData, tmp_path: Path) -> 
     def count(record: dict) -> None:
         state["epochs"] += 1
 
-    cfg = _cfg(mode="partial", epochs=2, image_size=48, batch_size=12, unfreeze="blocks.5.0",
-               lr=1e-3)  # fmt: skip
+    cfg = _cfg(
+        mode="partial", epochs=2, image_size=48, batch_size=12, unfreeze="blocks.5.0", lr=1e-3
+    )
     out = tmp_path / "partial"
     with pytest.raises(TrainingStopped):
         run_training(cfg, small, out, hooks=Hooks(on_epoch=count, should_stop=stop_in_epoch_2))
@@ -180,8 +206,9 @@ def test_partial_stop_mid_epoch_then_resume(data: SplitData, tmp_path: Path) -> 
     trained = torch.load(RunFiles(out).last, map_location="cpu", weights_only=True)["model"]
     assert torch.equal(trained["backbone.trunk.conv_stem.weight"], pristine["conv_stem.weight"])
     assert torch.equal(trained["backbone.trunk.bn1.running_mean"], pristine["bn1.running_mean"])
-    assert torch.equal(trained["backbone.trunk.blocks.4.2.conv_pw.weight"],
-                       pristine["blocks.4.2.conv_pw.weight"])  # fmt: skip
+    assert torch.equal(
+        trained["backbone.trunk.blocks.4.2.conv_pw.weight"], pristine["blocks.4.2.conv_pw.weight"]
+    )
     for key in ("conv_head.weight", "blocks.5.0.conv_pw.weight", "bn2.running_mean"):
         assert not torch.equal(trained[f"backbone.trunk.{key}"], pristine[key]), key
 
@@ -249,8 +276,9 @@ def test_best_checkpoint_is_chosen_on_validation_not_test(
         def step(epoch, criterion, optimizer):
             good_val = epoch == 1
             feats = np.zeros((len(test_y), 4), dtype=np.float32)
-            return tr.EpochOutput(1.0 / epoch, 0.5, onehot(val_y, good_val),
-                                  onehot(test_y, not good_val), feats)  # fmt: skip
+            return tr.EpochOutput(
+                1.0 / epoch, 0.5, onehot(val_y, good_val), onehot(test_y, not good_val), feats
+            )
 
         return step
 
@@ -264,8 +292,9 @@ def test_best_checkpoint_is_chosen_on_validation_not_test(
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")
-def test_early_stopping_watches_validation(data: SplitData, cache: Path, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_early_stopping_watches_validation(
+    data: SplitData, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import numpy as np
 
     from core.vision import train as tr
@@ -351,8 +380,13 @@ def test_failed_resume_changes_nothing(data: SplitData, cache: Path, tmp_path: P
     run_training(_cfg(epochs=2), data, out, cache_dir=cache)
     files = RunFiles(out)
     before = {f: f.read_bytes() for f in (files.config, files.metrics, files.last)}
-    fewer = SplitData(data.train_paths[1:], data.train_labels[1:], data.test_paths,
-                      data.test_labels, data.class_names)  # fmt: skip
+    fewer = SplitData(
+        data.train_paths[1:],
+        data.train_labels[1:],
+        data.test_paths,
+        data.test_labels,
+        data.class_names,
+    )
     with pytest.raises(ValueError, match="different data"):
         run_training(_cfg(epochs=3), fewer, out, cache_dir=cache, resume=True)
     with pytest.raises(ValueError, match="image_size"):
@@ -361,10 +395,15 @@ def test_failed_resume_changes_nothing(data: SplitData, cache: Path, tmp_path: P
 
 
 def test_out_of_range_settings_are_refused() -> None:
-    for bad, match in ((dict(image_size=0), "--image-size"), (dict(epochs=0), "--epochs"),
-                       (dict(val_fraction=0.0), "--val-fraction"), (dict(lr=-1.0), "--lr"),
-                       (dict(patience=0), "--patience"), (dict(schedule="zigzag"), "--schedule"),
-                       (dict(label_smoothing=1.0), "--label-smoothing")):  # fmt: skip
+    for bad, match in (
+        (dict(image_size=0), "--image-size"),
+        (dict(epochs=0), "--epochs"),
+        (dict(val_fraction=0.0), "--val-fraction"),
+        (dict(lr=-1.0), "--lr"),
+        (dict(patience=0), "--patience"),
+        (dict(schedule="zigzag"), "--schedule"),
+        (dict(label_smoothing=1.0), "--label-smoothing"),
+    ):
         with pytest.raises(ValueError, match=match):
             _cfg(**bad)
 
@@ -375,13 +414,22 @@ def test_fine_tune_validates_and_resumes_with_its_optimizer(
     """Every layer trained on images (tiny: 6 photos a class, 32 px); the checkpoint carries
     what a resume needs."""
     keep = [i for i, _ in enumerate(data.train_labels) if i % 20 < 6]
-    small = SplitData([data.train_paths[i] for i in keep], [data.train_labels[i] for i in keep],
-                      data.test_paths[::4], data.test_labels[::4], data.class_names)  # fmt: skip
+    small = SplitData(
+        [data.train_paths[i] for i in keep],
+        [data.train_labels[i] for i in keep],
+        data.test_paths[::4],
+        data.test_labels[::4],
+        data.class_names,
+    )
     cfg = _cfg(mode="fine-tune", epochs=1, image_size=32, batch_size=12, val_fraction=0.2)
     res = run_training(cfg, small, tmp_path / "ft")
     assert res["n_val"] == 6 and res["selected_by"] == "validation"
     ckpt = torch.load(RunFiles(tmp_path / "ft").last, weights_only=True)
     assert ckpt["optimizer"]["state"] and ckpt["lr_scheduler"]["last_epoch"] == 1
-    more = run_training(_cfg(mode="fine-tune", epochs=2, image_size=32, batch_size=12,
-                             val_fraction=0.2), small, tmp_path / "ft", resume=True)  # fmt: skip
+    more = run_training(
+        _cfg(mode="fine-tune", epochs=2, image_size=32, batch_size=12, val_fraction=0.2),
+        small,
+        tmp_path / "ft",
+        resume=True,
+    )
     assert [m["epoch"] for m in more["epochs"]] == [1, 2]

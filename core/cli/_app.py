@@ -51,11 +51,13 @@ def describe_error(exc: BaseException) -> tuple[str, int]:
         return "out of memory (try smaller inputs, --batch-size or --workers)", 1
     if "lance error" in str(exc).lower():  # read from a damaged index table (any read site)
         return (
-            one_line(f"the index table is damaged or unreadable ({str(exc).splitlines()[0]})",
-                     MAX_ERROR_CHARS - 80)
+            one_line(
+                f"the index table is damaged or unreadable ({str(exc).splitlines()[0]})",
+                MAX_ERROR_CHARS - 80,
+            )
             + "; delete the index folder and run `python -m core index` again",
             2,
-        )  # fmt: skip
+        )
     if isinstance(exc, OSError) and exc.strerror:
         name = f"{exc.filename}: " if exc.filename else ""
         return one_line(f"{name}{exc.strerror}"), 1

@@ -57,15 +57,19 @@ def dataset_cmd(
     if as_json:
         emit_json(summary)
         return
-    typer.echo(f"{ds.root} ({ds.layout} layout): {summary['n_usable']} usable of "
-               f"{summary['n_files']} files")  # fmt: skip
+    typer.echo(
+        f"{ds.root} ({ds.layout} layout): {summary['n_usable']} usable of "
+        f"{summary['n_files']} files"
+    )
     for split, counts in summary["counts"].items():
         typer.echo(f"  {split:6s} " + "  ".join(f"{c}={n}" for c, n in counts.items()))
     for reason, n in summary["problems"].items():
         typer.echo(f"  {n:5d}  {reason}")
     for p in summary["ignored"]:
         typer.echo(f"  ignored {p['path']}: {p['reason']}")
-    typer.echo(f"  duplicate groups: {summary['duplicate_groups']}, "
-               f"filed under two classes: {len(summary['cross_class_duplicates'])}")  # fmt: skip
+    typer.echo(
+        f"  duplicate groups: {summary['duplicate_groups']}, "
+        f"filed under two classes: {len(summary['cross_class_duplicates'])}"
+    )
     for group in summary["cross_class_duplicates"]:
         typer.echo("    " + "  ==  ".join(f"{g['path']} [{g['class']}]" for g in group))

@@ -115,12 +115,16 @@ def pca_cmd(
     if as_json:
         emit_json(out)
         return
-    typer.echo(f"eigen-images ({method}), k={scored.n_components_} of {image_size}x{image_size} "
-               f"gray pixels ({out['explained_variance']:.1%} of variance, solver "
-               f"{model.svd_solver_}); train {len(train_paths)}, test {len(test_paths)}")  # fmt: skip
+    typer.echo(
+        f"eigen-images ({method}), k={scored.n_components_} of {image_size}x{image_size} "
+        f"gray pixels ({out['explained_variance']:.1%} of variance, solver "
+        f"{model.svd_solver_}); train {len(train_paths)}, test {len(test_paths)}"
+    )
     typer.echo(result.report())
-    typer.echo(f"\nfit {out['fit_seconds']:.2f}s · predict {out['predict_seconds']:.3f}s · "
-               f"decode {out['decode_seconds']:.1f}s")  # fmt: skip
+    typer.echo(
+        f"\nfit {out['fit_seconds']:.2f}s · predict {out['predict_seconds']:.3f}s · "
+        f"decode {out['decode_seconds']:.1f}s"
+    )
     if sweep:
         best = max(sweep_acc, key=lambda k: sweep_acc[k])
         typer.echo(f"\naccuracy by k (best k={best}: {sweep_acc[best]:.3f}):")

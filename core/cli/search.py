@@ -88,8 +88,9 @@ def index_cmd(
         from core.search.ray_engine import RayOptions  # imports no Ray until it runs
 
         try:
-            ray_options = RayOptions(address, workers or 1, gpus_per_worker, cpus_per_worker,
-                                     resources)  # fmt: skip
+            ray_options = RayOptions(
+                address, workers or 1, gpus_per_worker, cpus_per_worker, resources
+            )
         except ValueError as exc:
             fail(str(exc))
     if captions is not None and not captions.is_file():
@@ -103,11 +104,24 @@ def index_cmd(
     quiet = contextlib.redirect_stdout(sys.stderr) if engine == "ray" else contextlib.nullcontext()
     try:
         with quiet, progress_bar("indexing", as_json) as progress:
-            stats = build_index(images, index, run, captions, backbone, image_size, batch_size,
-                                workers, chunk, device, progress, engine=engine,
-                                ray_options=ray_options, ann_min_rows=ann_min_rows
-                                if ann_min_rows is not None else ANN_MIN_ROWS,
-                                encoder=clip_encoder, derive=not no_mapping)  # fmt: skip
+            stats = build_index(
+                images,
+                index,
+                run,
+                captions,
+                backbone,
+                image_size,
+                batch_size,
+                workers,
+                chunk,
+                device,
+                progress,
+                engine=engine,
+                ray_options=ray_options,
+                ann_min_rows=ann_min_rows if ann_min_rows is not None else ANN_MIN_ROWS,
+                encoder=clip_encoder,
+                derive=not no_mapping,
+            )
     except (IndexError_, FileNotFoundError, ValueError, RuntimeError) as exc:
         fail(str(exc))
     out = stats.to_dict()
@@ -122,10 +136,12 @@ def index_cmd(
     if as_json:
         emit_json(out)
         return
-    typer.echo(f"{stats.root}: {stats.found} images, {stats.encoded} encoded, "
-               f"{stats.unchanged} unchanged, {stats.moved} moved, {stats.deleted} removed, "
-               f"{len(stats.skipped)} skipped; {stats.rows} rows in {index} "
-               f"({stats.images_per_second} img/s)")  # fmt: skip
+    typer.echo(
+        f"{stats.root}: {stats.found} images, {stats.encoded} encoded, "
+        f"{stats.unchanged} unchanged, {stats.moved} moved, {stats.deleted} removed, "
+        f"{len(stats.skipped)} skipped; {stats.rows} rows in {index} "
+        f"({stats.images_per_second} img/s)"
+    )
     for s in stats.skipped:
         typer.echo(f"  skipped {s['path']}: {s['reason']}")
     if out.get("mapping"):
@@ -150,8 +166,11 @@ def _derived_summary(index: Path) -> dict:
 
     meta = read_meta(index)
     sem = meta.get("semantic") or {}
-    out: dict = {"mapping": None, "category_source": meta.get("category_source"),
-                 "floor": {k: v.get("value") for k, v in (meta.get("floor") or {}).items()}}  # fmt: skip
+    out: dict = {
+        "mapping": None,
+        "category_source": meta.get("category_source"),
+        "floor": {k: v.get("value") for k, v in (meta.get("floor") or {}).items()},
+    }
     if sem.get("mapping"):
         from core.io import read_json
 
@@ -165,8 +184,9 @@ def _derived_summary(index: Path) -> dict:
     return out
 
 
-def _clip_encoder(encoder: str | None, model: str | None, weights: str | None, index: Path,
-                  device: str | None):  # fmt: skip
+def _clip_encoder(
+    encoder: str | None, model: str | None, weights: str | None, index: Path, device: str | None
+):
     """The CLIP encoder for `--encoder clip` (or an index built with it), else None."""
     has_meta = (index / "index.json").exists()
     if encoder is None and model is None and weights is None and not has_meta:
@@ -243,14 +263,18 @@ def search_cmd(
     if not 1 <= k <= MAX_K:
         fail(f"--k must be from 1 to {MAX_K}, not {k}")
     if len(query) > MAX_QUERY_CHARS:
-        fail(f"the query is {len(query):,} characters long; at most {MAX_QUERY_CHARS} are used "
-             "for a search: describe the scene in a sentence")  # fmt: skip
+        fail(
+            f"the query is {len(query):,} characters long; at most {MAX_QUERY_CHARS} are used "
+            "for a search: describe the scene in a sentence"
+        )
     if like is None and not query.strip():
         fail("empty query: give a few words describing a scene (or --like IMAGE)")
     engine = _engine(index)
     if category and category not in engine.classes:
-        fail(f"unknown category {category!r}; the index has "
-             f"{', '.join(engine.classes) or 'no categories'}")  # fmt: skip
+        fail(
+            f"unknown category {category!r}; the index has "
+            f"{', '.join(engine.classes) or 'no categories'}"
+        )
     _check_split(engine, split)
     try:
         if like is not None:
@@ -264,9 +288,11 @@ def search_cmd(
     if as_json:
         emit_json(resp.to_dict())
         return
-    typer.echo(f"query: {resp.query!r}  mode: {resp.mode}  keywords: {resp.keywords}  "
-               f"categories: {resp.categories}  pool: {resp.pool}  search: {resp.search}"
-               + (f"  floor: {resp.floor:.2f}" if resp.floor is not None else ""))  # fmt: skip
+    typer.echo(
+        f"query: {resp.query!r}  mode: {resp.mode}  keywords: {resp.keywords}  "
+        f"categories: {resp.categories}  pool: {resp.pool}  search: {resp.search}"
+        + (f"  floor: {resp.floor:.2f}" if resp.floor is not None else "")
+    )
     for note in resp.notes:
         typer.echo(f"  note: {note}")
     for r in resp.results:
@@ -336,8 +362,10 @@ def evaluate_retrieval_cmd(
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
     unknown = [m for m in mode_list if m not in MODES]
     if unknown or not mode_list:
-        fail(f"--modes: unknown {', '.join(unknown) or '(none given)'}; choose from "
-             f"{', '.join(MODES)}")  # fmt: skip
+        fail(
+            f"--modes: unknown {', '.join(unknown) or '(none given)'}; choose from "
+            f"{', '.join(MODES)}"
+        )
     engine = _engine(index)
     _check_split(engine, split)
     try:
@@ -350,11 +378,19 @@ def evaluate_retrieval_cmd(
     if as_json:
         emit_json(out)
         return
-    typer.echo(f"{out['kind']}: {out['n_queries']} queries, pool {out['pool']} images"
-               + (f" ({out['pool_kind']})" if out.get("pool_kind") else ""))  # fmt: skip
+    typer.echo(
+        f"{out['kind']}: {out['n_queries']} queries, pool {out['pool']} images"
+        + (f" ({out['pool_kind']})" if out.get("pool_kind") else "")
+    )
     if out.get("refused"):
-        typer.echo(f"  refused: {out['refused']['fitted_captions']} captions of "
-                   f"{out['refused']['fitted_photos']} photos that fitted the mapping")  # fmt: skip
+        typer.echo(
+            f"  refused: {out['refused']['fitted_captions']} captions of "
+            f"{out['refused']['fitted_photos']} photos that fitted the mapping"
+        )
     for mode, m in out["modes"].items():
-        typer.echo(f"  {mode:9s} " + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else
-                                                f"{k}={v}" for k, v in m.items()))  # fmt: skip
+        typer.echo(
+            f"  {mode:9s} "
+            + "  ".join(
+                f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()
+            )
+        )

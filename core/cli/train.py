@@ -38,9 +38,11 @@ def _bar_hooks(quiet: bool, header: str = "") -> tuple[Any, Any]:
             b.close()
         bars.clear()
         if not quiet:
-            tqdm.write(f"epoch {r['epoch']}: train loss {r['train_loss']:.4f}, validation "
-                       f"accuracy {r['val_accuracy']:.4f}, test accuracy {r['accuracy']:.4f}, "
-                       f"lr {r['lr']:.2e}, {r['seconds']:.1f} s")  # fmt: skip
+            tqdm.write(
+                f"epoch {r['epoch']}: train loss {r['train_loss']:.4f}, validation "
+                f"accuracy {r['val_accuracy']:.4f}, test accuracy {r['accuracy']:.4f}, "
+                f"lr {r['lr']:.2e}, {r['seconds']:.1f} s"
+            )
 
     def close() -> None:
         for b in bars.values():
@@ -147,13 +149,29 @@ def train_cmd(
         fail(f"--backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}")
     try:
         cfg = TrainConfig.for_mode(
-            mode, backbone=backbone, weights=None if weights.lower() == "none" else weights,
-            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-            schedule=schedule, step_size=step_size, gamma=gamma, image_size=image_size,
-            hflip=hflip, rotation=rotation, label_smoothing=label_smoothing, unfreeze=unfreeze,
-            val_fraction=val_fraction, patience=patience, seed=seed, workers=workers,
-            device=device, amp=not no_amp, max_minutes=max_minutes,
-        )  # fmt: skip
+            mode,
+            backbone=backbone,
+            weights=None if weights.lower() == "none" else weights,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            schedule=schedule,
+            step_size=step_size,
+            gamma=gamma,
+            image_size=image_size,
+            hflip=hflip,
+            rotation=rotation,
+            label_smoothing=label_smoothing,
+            unfreeze=unfreeze,
+            val_fraction=val_fraction,
+            patience=patience,
+            seed=seed,
+            workers=workers,
+            device=device,
+            amp=not no_amp,
+            max_minutes=max_minutes,
+        )
         check_device(cfg.device)
         if cfg.weights not in (None, "imagenet") and not Path(cfg.weights).is_file():
             fail(f"--weights {cfg.weights}: no such file (use imagenet, none or a state-dict file)")
@@ -168,9 +186,11 @@ def train_cmd(
             data, applied = apply_review_split(data, review)
     except (DatasetError, ValueError) as exc:  # core.curate.review.ReviewError is a ValueError
         fail(_line(exc))
-    header = (f"backbone {backbone} ({reason}); {len(data.train_paths)} train"
-              f"{' + ' + str(len(data.val_paths)) + ' validation' if data.val_paths else ''}"
-              f", {len(data.test_paths)} test images")  # fmt: skip
+    header = (
+        f"backbone {backbone} ({reason}); {len(data.train_paths)} train"
+        f"{' + ' + str(len(data.val_paths)) + ' validation' if data.val_paths else ''}"
+        f", {len(data.test_paths)} test images"
+    )
     hooks, close = _bar_hooks(quiet=as_json, header=header)
     try:
         result = run_training(cfg, data, out, resume=resume, cache_dir=cache_dir, hooks=hooks)
@@ -187,10 +207,12 @@ def train_cmd(
         emit_json(result)
         return
     typer.echo(_summary(result))
-    typer.echo(f"{result['backbone']} {result['mode']}: test accuracy {result['accuracy']:.4f} "
-               f"(validation {result['val_accuracy']:.4f}) at epoch {result['best_epoch']}, "
-               f"chosen on validation, of {result['epochs_done']} epochs in "
-               f"{result['train_seconds']:.1f} s; run {out}")  # fmt: skip
+    typer.echo(
+        f"{result['backbone']} {result['mode']}: test accuracy {result['accuracy']:.4f} "
+        f"(validation {result['val_accuracy']:.4f}) at epoch {result['best_epoch']}, "
+        f"chosen on validation, of {result['epochs_done']} epochs in "
+        f"{result['train_seconds']:.1f} s; run {out}"
+    )
 
 
 @app.command("evaluate")
@@ -261,8 +283,10 @@ def evaluate_cmd(
         emit_json(out)
         return
     typer.echo(res.report())
-    typer.echo(f"accuracy {res.accuracy:.4f} ({checkpoint} checkpoint, epoch {trained.epoch}, "
-               f"chosen by: {out['selected_by_text']})")  # fmt: skip
+    typer.echo(
+        f"accuracy {res.accuracy:.4f} ({checkpoint} checkpoint, epoch {trained.epoch}, "
+        f"chosen by: {out['selected_by_text']})"
+    )
 
 
 @app.command("predict")

@@ -26,9 +26,20 @@ from core.io import atomic_path
 log = logging.getLogger(__name__)
 
 COLUMNS = [
-    "path", "split", "class", "width", "height", "mode", "format", "bytes",
-    "sha256", "status", "reason", "note", "size_ns",
-]  # fmt: skip
+    "path",
+    "split",
+    "class",
+    "width",
+    "height",
+    "mode",
+    "format",
+    "bytes",
+    "sha256",
+    "status",
+    "reason",
+    "note",
+    "size_ns",
+]
 MANIFEST_VERSION = 1
 Progress = Callable[[int, int], None]
 
@@ -109,19 +120,29 @@ def _inspect(rec: ImageRecord) -> dict:
     sha = hashlib.sha256(data).hexdigest() if data else ""
     check = check_image(data, keep=False)
     status = "skipped" if not check.ok else ("converted" if check.note else "ok")
-    row = _row(rec, len(data), sha, st.st_mtime_ns, status=status, reason=check.reason,
-               note=check.note)  # fmt: skip
+    row = _row(
+        rec, len(data), sha, st.st_mtime_ns, status=status, reason=check.reason, note=check.note
+    )
     row.update(width=check.width, height=check.height, mode=check.mode, format=check.format)
     return row
 
 
 def _row(rec: ImageRecord, nbytes: int, sha: str, mtime_ns: int, **kw) -> dict:
     return {
-        "path": str(rec.path), "split": rec.split, "class": rec.label, "width": 0,
-        "height": 0, "mode": "", "format": "", "bytes": nbytes, "sha256": sha,
-        "status": kw.get("status", "ok"), "reason": kw.get("reason"), "note": kw.get("note"),
+        "path": str(rec.path),
+        "split": rec.split,
+        "class": rec.label,
+        "width": 0,
+        "height": 0,
+        "mode": "",
+        "format": "",
+        "bytes": nbytes,
+        "sha256": sha,
+        "status": kw.get("status", "ok"),
+        "reason": kw.get("reason"),
+        "note": kw.get("note"),
         "size_ns": f"{nbytes}:{mtime_ns}",
-    }  # fmt: skip
+    }
 
 
 def _cache_file(root: Path, cache_dir: Path) -> Path:
@@ -175,6 +196,11 @@ def build_manifest(
     if (cache_file and todo) or (cache_file and len(cached) != len(df)):
         with atomic_path(cache_file) as tmp:
             df.to_parquet(tmp, index=False)
-    log.info("manifest of %s: %d files, %d decoded, %d from cache",
-             dataset.root, len(df), len(todo), done)  # fmt: skip
+    log.info(
+        "manifest of %s: %d files, %d decoded, %d from cache",
+        dataset.root,
+        len(df),
+        len(todo),
+        done,
+    )
     return Manifest(df, dataset.root, dataset.class_names, from_cache=done, inspected=len(todo))

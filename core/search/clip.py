@@ -152,14 +152,16 @@ def load_clip(
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # random weights: the same model in the index and query process
-            m, _, preprocess = oc.create_model_and_transforms(model, pretrained=pretrained,
-                                                              device=dev)  # fmt: skip
+            m, _, preprocess = oc.create_model_and_transforms(
+                model, pretrained=pretrained, device=dev
+            )
     except Exception as exc:  # offline and not cached, damaged file, wrong architecture
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         where = (
-            f"the file {pretrained}" if ident.startswith("file:")
+            f"the file {pretrained}"
+            if ident.startswith("file:")
             else f"the Hugging Face cache ({'offline' if offline else 'no download possible'})"
-        )  # fmt: skip
+        )
         raise ClipWeightsError(
             f"CLIP {model} weights {weights or DEFAULT_PRETRAINED!r} could not be loaded from "
             f"{where}: {str(exc).splitlines()[0][:160]}. Name a weights file with "
@@ -303,16 +305,21 @@ def model_of(identity: dict) -> str:
 
 
 def encoder_for_index(
-    encoder: str | None, model: str | None, weights: str | None, meta: dict,
+    encoder: str | None,
+    model: str | None,
+    weights: str | None,
+    meta: dict,
     device: str | None = None,
-) -> ClipEncoder | None:  # fmt: skip
+) -> ClipEncoder | None:
     """`python -m core index`: the CLIP encoder when `--encoder clip` is asked for, or when
     the index was built with CLIP (an update keeps its model and weights); else None."""
     old = meta.get("encoder", {})
     if encoder not in (None, "clip"):
         if is_clip(old):
-            raise ValueError(f"the index was built with {old['backbone']}, not {encoder!r}; "
-                             "use another --index folder or --encoder clip")  # fmt: skip
+            raise ValueError(
+                f"the index was built with {old['backbone']}, not {encoder!r}; "
+                "use another --index folder or --encoder clip"
+            )
         return None
     if encoder is None and not is_clip(old):
         return None

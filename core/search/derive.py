@@ -107,16 +107,30 @@ def finalize(
             text_cache["t"] = factory()
         return text_cache["t"]
 
-    cols = ["path", "sha256", "split", "label", "captions", "top_ids", "top_labels", "top_probs",
-            "probs", "category", "text", SEMANTIC]  # fmt: skip
+    cols = [
+        "path",
+        "sha256",
+        "split",
+        "label",
+        "captions",
+        "top_ids",
+        "top_labels",
+        "top_probs",
+        "probs",
+        "category",
+        "text",
+        SEMANTIC,
+    ]
     rows = _columns(tbl, cols)
     d = tbl.schema.field("vector").type.list_size
     feats = tbl.to_arrow().column("vector").combine_chunks().values.to_numpy().reshape(-1, d)
     fit = None
     if meta["semantic"]["source"] == "encoder":
         vectors = np.array(rows[SEMANTIC], np.float32)
-        key = "encoder:" + hashlib.sha256(repr(sorted(encoder.identity().items())).encode()
-                                          ).hexdigest()[:16]  # fmt: skip
+        key = (
+            "encoder:"
+            + hashlib.sha256(repr(sorted(encoder.identity().items())).encode()).hexdigest()[:16]
+        )
         model = None
     else:
         from core.search.textmap import ensure_semantic
@@ -133,20 +147,30 @@ def finalize(
     groups = _imagenet_groups()
     # The ImageNet-label groups ("church" -> building) add their category words, so a keyword
     # query for "building" finds an image whose top label is "church".
-    texts = [tag_text(c, [*labels, *groups.tags(labels)], [] if Path(p).name in held else caps or [])
-             for c, labels, caps, p in zip(category, rows["top_labels"], rows["captions"],
-                                           rows["path"], strict=True)]  # fmt: skip
+    texts = [
+        tag_text(c, [*labels, *groups.tags(labels)], [] if Path(p).name in held else caps or [])
+        for c, labels, caps, p in zip(
+            category, rows["top_labels"], rows["captions"], rows["path"], strict=True
+        )
+    ]
     derived = Derived(rows["path"], vectors, classes, probs, category, texts, key)
     old = meta.get("semantic", {})
-    full = (old.get("key") != key or meta.get("classes") != classes
-            or (bool(classes) and not _has(tbl, CLASS_PROBS)))  # fmt: skip
+    full = (
+        old.get("key") != key
+        or meta.get("classes") != classes
+        or (bool(classes) and not _has(tbl, CLASS_PROBS))
+    )
     if full:
         todo = np.arange(len(vectors))
     else:
         stale = {int(i) for i, v in enumerate(rows[SEMANTIC]) if v is None}
-        stale |= {i for i, (a, b, t, u) in enumerate(zip(rows["category"], category,
-                                                          rows["text"], texts, strict=True))
-                  if a != b or t != u}  # fmt: skip
+        stale |= {
+            i
+            for i, (a, b, t, u) in enumerate(
+                zip(rows["category"], category, rows["text"], texts, strict=True)
+            )
+            if a != b or t != u
+        }
         todo = np.array(sorted(stale), dtype=int)
     if len(todo):
         _write(tbl, derived, todo, len(classes))
@@ -184,8 +208,11 @@ def _categories(encoder: Any, rows: dict, feats: np.ndarray, model: Any):
     if run_classes and all(len(p or []) == len(run_classes) for p in rows["probs"]):
         return run_classes, np.array(rows["probs"], np.float32), f"trained run {_run(encoder)}"
     if model is not None and model.has_category_head:
-        return (list(model.class_names), model.category_proba(feats),
-                "category head fitted on the index's labelled training images")  # fmt: skip
+        return (
+            list(model.class_names),
+            model.category_proba(feats),
+            "category head fitted on the index's labelled training images",
+        )
     return [], np.zeros((len(feats), 0), np.float32), "none (index a run or labelled images)"
 
 
@@ -293,13 +320,18 @@ def recall_floor(pos: np.ndarray, neg: np.ndarray, recall: float = FLOOR_RECALL)
     """The score that `recall` of the relevant pairs (`pos`) reach: below it a result is
     unlikely to be a match. Also how many unrelated pairs (`neg`) still clear it (fpr)."""
     value = float(np.quantile(pos, 1 - recall))
-    return {"value": round(value, 4), "tpr": round(float(np.mean(pos >= value)), 3),
-            "fpr": round(float(np.mean(neg >= value)), 3), "positives": len(pos),
-            "negatives": len(neg)}  # fmt: skip
+    return {
+        "value": round(value, 4),
+        "tpr": round(float(np.mean(pos >= value)), 3),
+        "fpr": round(float(np.mean(neg >= value)), 3),
+        "positives": len(pos),
+        "negatives": len(neg),
+    }
 
 
-def calibrate_floor(d: Derived, rows: dict, fit: Any, text: Callable[[], Any],
-                    feats: np.ndarray) -> dict:  # fmt: skip
+def calibrate_floor(
+    d: Derived, rows: dict, fit: Any, text: Callable[[], Any], feats: np.ndarray
+) -> dict:
     """Floors for the semantic score (query · semantic vector) and the category probability,
     chosen on the index's training data, never on its held-out photos: for each training
     photo's first caption, its own photo is relevant (the photos' vectors are out-of-fold,
@@ -312,15 +344,19 @@ def calibrate_floor(d: Derived, rows: dict, fit: Any, text: Callable[[], Any],
     n = len(d.paths)
     fitted = fit.fitted_images if fit is not None else frozenset()
     names = [Path(p).name for p in d.paths]
-    cap_rows = [i for i, c in enumerate(rows["captions"]) if c and (names[i] in fitted or
-                                                                    fit is None)]  # fmt: skip
+    cap_rows = [
+        i for i, c in enumerate(rows["captions"]) if c and (names[i] in fitted or fit is None)
+    ]
     if n >= 2 and len(cap_rows) >= 10:
         pick = rng.permutation(cap_rows)[:FLOOR_MAX_QUERIES]
         q = text().encode([rows["captions"][i][0] for i in pick])
         source = "first caption of each training photo (out-of-fold vectors) vs other photos"
     else:
-        lab = [i for i, (lab, sp) in enumerate(zip(rows["label"], rows["split"], strict=True))
-               if lab and sp in ("train", "")]  # fmt: skip
+        lab = [
+            i
+            for i, (lab, sp) in enumerate(zip(rows["label"], rows["split"], strict=True))
+            if lab and sp in ("train", "")
+        ]
         if n < 2 or len(lab) < 10 or len({rows["label"][i] for i in lab}) < 2:
             return {}
         from core.search.textmap import class_sentences
@@ -341,14 +377,18 @@ def calibrate_floor(d: Derived, rows: dict, fit: Any, text: Callable[[], Any],
         neg = np.einsum("nd,nkd->nk", q, d.semantic[others])[keep]
     out["semantic"] = {**recall_floor(pos, neg), "source": source}
     if d.classes:
-        lab = [i for i, (lab, sp) in enumerate(zip(rows["label"], rows["split"], strict=True))
-               if lab in d.classes and sp in ("train", "")]  # fmt: skip
+        lab = [
+            i
+            for i, (lab, sp) in enumerate(zip(rows["label"], rows["split"], strict=True))
+            if lab in d.classes and sp in ("train", "")
+        ]
         if len(lab) >= 10:
             j = np.array([d.classes.index(rows["label"][i]) for i in lab])
             p = d.probs[lab]
             pos_c = p[np.arange(len(lab)), j]
             neg_c = p[np.arange(p.shape[1])[None, :] != j[:, None]]
-            out["category"] = {**recall_floor(pos_c, neg_c),
-                               "source": "labelled training images: P(own class) vs P(other "
-                                         "classes)"}  # fmt: skip
+            out["category"] = {
+                **recall_floor(pos_c, neg_c),
+                "source": "labelled training images: P(own class) vs P(other classes)",
+            }
     return out

@@ -125,8 +125,13 @@ class ImageEncoder:
 
     def spec(self, device: str | None = None) -> EncoderSpec:
         """How a Ray actor loads this same encoder (on `device`, default this one's)."""
-        return EncoderSpec(self.backbone.name, self.run_dir, int(self.image_size),
-                           bool(self.amp), device or self.device.type)  # fmt: skip
+        return EncoderSpec(
+            self.backbone.name,
+            self.run_dir,
+            int(self.image_size),
+            bool(self.amp),
+            device or self.device.type,
+        )
 
     def _forward(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         from core.vision.features import autocast
@@ -267,9 +272,10 @@ def load_encoder(
             imagenet_ref=None if own else ref,
             imagenet_note=note,
             inference=load_run_inference(trained, size, amp=amp),
-            imagenet_inference=None if own or ref is None else load_inference(ref, size, dev,
-                                                                              amp=amp),
-        )  # fmt: skip
+            imagenet_inference=None
+            if own or ref is None
+            else load_inference(ref, size, dev, amp=amp),
+        )
     from core.vision.backbones import create_backbone
     from core.vision.inference import load_inference
 

@@ -52,8 +52,17 @@ from core.search.table import RESULT_COLUMNS, Hits, IndexTable, where_clause
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MODE", "EXAMPLES", "MAX_K", "MAX_QUERY_CHARS", "MODES", "SearchEngine",
-           "SearchResponse", "SearchResult", "single_threaded"]  # fmt: skip
+__all__ = [
+    "DEFAULT_MODE",
+    "EXAMPLES",
+    "MAX_K",
+    "MAX_QUERY_CHARS",
+    "MODES",
+    "SearchEngine",
+    "SearchResponse",
+    "SearchResult",
+    "single_threaded",
+]
 
 MODES = ("keyword", "category", "semantic", "hybrid")
 # The default is the mode that measured best over both evaluations (Flickr8k caption queries
@@ -134,8 +143,15 @@ def query_text_backend(meta: dict) -> Any:
 class SearchEngine:
     """Load once per process with `SearchEngine.load(index)`; then search many times."""
 
-    def __init__(self, table: IndexTable, text: Any, mapping: Any, keyword_model: Any = None,
-                 semantic: Any = None, imagenet: list[str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        table: IndexTable,
+        text: Any,
+        mapping: Any,
+        keyword_model: Any = None,
+        semantic: Any = None,
+        imagenet: list[str] | None = None,
+    ) -> None:
         self.table = table
         self.meta = table.meta
         self.text = text
@@ -148,8 +164,15 @@ class SearchEngine:
         self.floors: dict = self.meta.get("floor") or {}
         self._encoder = None
         self._pools: dict[str | None, int] = {}
-        self.analyzer = Analyzer(text, mapping, keyword_model, self.classes, self._class_emb(),
-                                 self._vocab(), self._stop_words())  # fmt: skip
+        self.analyzer = Analyzer(
+            text,
+            mapping,
+            keyword_model,
+            self.classes,
+            self._class_emb(),
+            self._vocab(),
+            self._stop_words(),
+        )
         self.explainer = Explainer(self.classes, semantic)
         self.retrievers: dict[str, Any] = {
             "keyword": KeywordRetriever(table),
@@ -180,8 +203,10 @@ class SearchEngine:
         if sem.get("mapping"):
             folder = table.side_path(sem["mapping"])
             if folder is None:
-                raise IndexError_(f"{index_dir}: its text mapping {sem['mapping']} is missing; "
-                                  "re-run `python -m core index` to rebuild it")  # fmt: skip
+                raise IndexError_(
+                    f"{index_dir}: its text mapping {sem['mapping']} is missing; "
+                    "re-run `python -m core index` to rebuild it"
+                )
             from core.search.textmap import SemanticMap
 
             semantic = SemanticMap.load(folder)
@@ -208,8 +233,9 @@ class SearchEngine:
             return np.zeros((0, int(getattr(self.text, "dim", 384))), np.float32)
         from core.search.textmap import class_sentences, normalize
 
-        return normalize(np.stack([self.text.encode(class_sentences(c)).mean(0)
-                                   for c in self.classes]))  # fmt: skip
+        return normalize(
+            np.stack([self.text.encode(class_sentences(c)).mean(0) for c in self.classes])
+        )
 
     def _vocab(self) -> set[str]:
         from core.search.query import WORD
@@ -247,11 +273,14 @@ class SearchEngine:
         if mode not in MODES:
             raise QueryError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if category and category not in self.classes:
-            raise QueryError(f"unknown category {category!r}; the index has "
-                             f"{', '.join(self.classes) or 'none'}")  # fmt: skip
+            raise QueryError(
+                f"unknown category {category!r}; the index has {', '.join(self.classes) or 'none'}"
+            )
         if mode in ("semantic", "hybrid") and not self.table.has_semantic():
-            raise IndexError_(f"{self.table.location}: the semantic column was never written "
-                              "(indexed with --no-mapping?); re-run `python -m core index`")  # fmt: skip
+            raise IndexError_(
+                f"{self.table.location}: the semantic column was never written "
+                "(indexed with --no-mapping?); re-run `python -m core index`"
+            )
 
     def pool(self, where: str | None) -> int:
         if where not in self._pools:
@@ -284,16 +313,20 @@ class SearchEngine:
         resp.seconds = time.perf_counter() - start
         return resp
 
-    def search_query(self, q: Query, mode: str, k: int, where: str | None = None
-                     ) -> SearchResponse:  # fmt: skip
+    def search_query(self, q: Query, mode: str, k: int, where: str | None = None) -> SearchResponse:
         """Everything after analysis: retrieve through the index, leave out excluded words,
         explain, mark the results below the relevance floor."""
         start = time.perf_counter()
         resp = SearchResponse(
-            query=q.text, mode=mode, results=[], keywords=list(q.keywords),
+            query=q.text,
+            mode=mode,
+            results=[],
+            keywords=list(q.keywords),
             categories=[c for c, w in zip(self.classes, q.class_weights, strict=True) if w > 0],
-            nearest_categories=q.nearest, notes=list(q.notes), negatives=list(q.negatives),
-        )  # fmt: skip
+            nearest_categories=q.nearest,
+            notes=list(q.notes),
+            negatives=list(q.negatives),
+        )
         resp.pool = self.pool(where)
         if q.empty or q.no_content:
             resp.seconds = time.perf_counter() - start
@@ -301,8 +334,7 @@ class SearchEngine:
         fetch = k * NEGATIVE_OVERFETCH + 20 if q.negatives else k
         # semantic explanations need the backbone vector; hybrid's floor the semantic one
         extra = {"semantic": ("vector",), "hybrid": ("vector", "semantic")}.get(mode, ())
-        hits = self.retrievers[mode].retrieve(q, min(fetch, self.n), where,
-                                              RESULT_COLUMNS + extra)  # fmt: skip
+        hits = self.retrievers[mode].retrieve(q, min(fetch, self.n), where, RESULT_COLUMNS + extra)
         rows = self._exclude(hits.rows, q.negatives)[:k]
         resp.search, resp.search_detail = hits.search, hits.detail
         if mode == "keyword" and not rows:
@@ -316,10 +348,12 @@ class SearchEngine:
             if mode == "semantic":
                 r["semantic_score"] = r["score"]
             elif r.get("semantic") is not None:
-                r["semantic_score"] = float(np.dot(np.asarray(r["semantic"], np.float32),
-                                                   q.embedding))  # fmt: skip
-        resp.results = [self._result(i + 1, r, q, mode, r.get("vector"))
-                        for i, r in enumerate(rows)]  # fmt: skip
+                r["semantic_score"] = float(
+                    np.dot(np.asarray(r["semantic"], np.float32), q.embedding)
+                )
+        resp.results = [
+            self._result(i + 1, r, q, mode, r.get("vector")) for i, r in enumerate(rows)
+        ]
         self._apply_floor(resp, rows, mode)
         if mode == "category" and not np.any(q.class_weights) and q.nearest:
             resp.notes.append(
@@ -337,8 +371,14 @@ class SearchEngine:
     def _vectors(self, paths: list[str]) -> dict[str, dict]:
         """The backbone and semantic vectors of a few result rows (explanations, floors)."""
         got = self.table.rows_by_path(paths, ("path", "vector", "semantic"))
-        return {p: {k: (np.asarray(v, np.float32) if v is not None else None)
-                    for k, v in r.items() if k != "path"} for p, r in got.items()}  # fmt: skip
+        return {
+            p: {
+                k: (np.asarray(v, np.float32) if v is not None else None)
+                for k, v in r.items()
+                if k != "path"
+            }
+            for p, r in got.items()
+        }
 
     def floor(self, mode: str) -> float | None:
         """The relevance floor of a mode's scores (chosen at index time on training data)."""
@@ -385,8 +425,7 @@ class SearchEngine:
         self.check(DEFAULT_MODE if self.table.has_semantic() else "keyword", category)
         src = None
         if feature is None:
-            got = self.table.rows_by_path([str(path)], ("path", "vector", "top_labels",
-                                                        "category"))  # fmt: skip
+            got = self.table.rows_by_path([str(path)], ("path", "vector", "top_labels", "category"))
             if not got:
                 raise QueryError(f"{path}: not in the index")
             src = got[str(path)]
@@ -399,14 +438,24 @@ class SearchEngine:
             res = self._result(i + 1, r, None, "image")
             res.why = image_why(r, src)
             results.append(res)
-        return SearchResponse(query=path or "(image)", mode="image", results=results,
-                              pool=self.pool(where), seconds=time.perf_counter() - start,
-                              search=hits.search, search_detail=hits.detail)  # fmt: skip
+        return SearchResponse(
+            query=path or "(image)",
+            mode="image",
+            results=results,
+            pool=self.pool(where),
+            seconds=time.perf_counter() - start,
+            search=hits.search,
+            search_detail=hits.detail,
+        )
 
     def search_image_text(
-        self, info: dict, text: str, k: int = 10, category: str | None = None,
+        self,
+        info: dict,
+        text: str,
+        k: int = 10,
+        category: str | None = None,
         weight: float = IMAGE_TEXT_WEIGHT,
-    ) -> SearchResponse:  # fmt: skip
+    ) -> SearchResponse:
         """A photo steered by words: the photo's semantic vector (`classify_image(...)
         ["semantic"]`) blended with the text's embedding, searched on the semantic column."""
         with single_threaded():
@@ -424,23 +473,43 @@ class SearchEngine:
             fetch = k * NEGATIVE_OVERFETCH + 20 if q.negatives else k
             hits = self.retrievers["semantic"].retrieve_vector(v, min(fetch, self.n), where)
             rows = self._exclude(hits.rows, q.negatives)[:k]
-            combined = Query(q.text or "(image)", q.tokens, q.keywords, q.class_weights,
-                             q.category_why, v, q.word_embeddings, q.nearest, q.notes,
-                             False, q.negatives)  # fmt: skip
+            combined = Query(
+                q.text or "(image)",
+                q.tokens,
+                q.keywords,
+                q.class_weights,
+                q.category_why,
+                v,
+                q.word_embeddings,
+                q.nearest,
+                q.notes,
+                False,
+                q.negatives,
+            )
             extra = self._vectors([r["path"] for r in rows])
             results = []
             for i, r in enumerate(rows):
-                res = self._result(i + 1, r, combined, "semantic",
-                                   extra.get(r["path"], {}).get("vector"))  # fmt: skip
-                res.why.insert(0, f"photo ({weight:.0%}) + words ({1 - weight:.0%}) ~ image: "
-                                  f"{r['score']:.2f}")  # fmt: skip
+                res = self._result(
+                    i + 1, r, combined, "semantic", extra.get(r["path"], {}).get("vector")
+                )
+                res.why.insert(
+                    0, f"photo ({weight:.0%}) + words ({1 - weight:.0%}) ~ image: {r['score']:.2f}"
+                )
                 results.append(res)
             notes = [n for n in q.notes if not n.startswith("Empty query")]
-            return SearchResponse(query=q.text, mode="image+text", results=results,
-                                  keywords=list(q.keywords), nearest_categories=q.nearest,
-                                  notes=notes, pool=self.pool(where),
-                                  seconds=time.perf_counter() - start, search=hits.search,
-                                  search_detail=hits.detail, negatives=q.negatives)  # fmt: skip
+            return SearchResponse(
+                query=q.text,
+                mode="image+text",
+                results=results,
+                keywords=list(q.keywords),
+                nearest_categories=q.nearest,
+                notes=notes,
+                pool=self.pool(where),
+                seconds=time.perf_counter() - start,
+                search=hits.search,
+                search_detail=hits.detail,
+                negatives=q.negatives,
+            )
 
     def encoder(self) -> Any:
         """The image encoder the index was built with (loaded on first use: an upload)."""
@@ -453,8 +522,9 @@ class SearchEngine:
 
                 self._encoder = clip.encoder_for_index("clip", None, None, self.meta)
             else:
-                self._encoder = load_encoder(e.get("backbone", "efficientnet_lite0"),
-                                             e.get("run"), e.get("image_size"))  # fmt: skip
+                self._encoder = load_encoder(
+                    e.get("backbone", "efficientnet_lite0"), e.get("run"), e.get("image_size")
+                )
         return self._encoder
 
     def classify_image(self, image: Any) -> dict:
@@ -483,25 +553,35 @@ class SearchEngine:
                 ((c, float(p)) for c, p in zip(self.classes, probs, strict=False)),
                 key=lambda t: -t[1],
             ),
-            "top_labels": [(names[int(j)], float(p))
-                           for j, p in zip(enc.top_ids[0], enc.top_probs[0], strict=True)],
-        }  # fmt: skip
+            "top_labels": [
+                (names[int(j)], float(p))
+                for j, p in zip(enc.top_ids[0], enc.top_probs[0], strict=True)
+            ],
+        }
 
     # --- results ------------------------------------------------------------------------------
 
-    def _result(self, rank: int, r: dict, q: Query | None, mode: str,
-                feature: np.ndarray | None = None) -> SearchResult:  # fmt: skip
+    def _result(
+        self, rank: int, r: dict, q: Query | None, mode: str, feature: np.ndarray | None = None
+    ) -> SearchResult:
         caps = r.get("captions") or []
         probs = r.get("probs") or []
         res = SearchResult(
-            rank=rank, path=r["path"], score=round(float(r["score"]), 5),
+            rank=rank,
+            path=r["path"],
+            score=round(float(r["score"]), 5),
             category=r.get("category") or "",
             category_prob=round(float(max(probs)) if probs else 0.0, 4),
-            top_labels=[(lab, round(float(p), 4)) for lab, p in
-                        zip(r.get("top_labels") or [], r.get("top_probs") or [], strict=False)],
-            why=[], label=r.get("label") or "", split=r.get("split") or "",
-            caption=caps[0] if caps else "", missing=file_missing(r["path"]),
-        )  # fmt: skip
+            top_labels=[
+                (lab, round(float(p), 4))
+                for lab, p in zip(r.get("top_labels") or [], r.get("top_probs") or [], strict=False)
+            ],
+            why=[],
+            label=r.get("label") or "",
+            split=r.get("split") or "",
+            caption=caps[0] if caps else "",
+            missing=file_missing(r["path"]),
+        )
         if q is not None:
             res.why = self.explainer.explain(r, q, mode, feature)
         return res
@@ -539,8 +619,9 @@ class SearchEngine:
     def _row_of(self) -> dict[str, int]:
         return {p: i for i, p in enumerate(self.paths)}
 
-    def mask(self, category: str | None = None, split: str | None = None,
-             label: str | None = None) -> np.ndarray:  # fmt: skip
+    def mask(
+        self, category: str | None = None, split: str | None = None, label: str | None = None
+    ) -> np.ndarray:
         m = np.ones(len(self.paths), dtype=bool)
         if category:
             m &= self.pred == category

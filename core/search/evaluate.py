@@ -104,9 +104,16 @@ def evaluate_queries(
             f"categories {unknown} have no images in the pool; has {sorted(labels)}"
         )
     idx = np.flatnonzero(pool)
-    out: dict[str, Any] = {"kind": "category queries", "source": str(path), "split": split,
-                           "pool": int(pool.sum()), "n_queries": len(queries), "k": k,
-                           "modes": {}, "per_category": {}}  # fmt: skip
+    out: dict[str, Any] = {
+        "kind": "category queries",
+        "source": str(path),
+        "split": split,
+        "pool": int(pool.sum()),
+        "n_queries": len(queries),
+        "k": k,
+        "modes": {},
+        "per_category": {},
+    }
     start = time.perf_counter()
     engine.prime([q for q, _ in queries])
     with single_threaded():
@@ -226,11 +233,19 @@ class _Ranker:
         self.row_of = {p: i for i, p in enumerate(paths)}
         self.n = len(paths)
 
-    def rank(self, text: str, analysed: Any, mode: str, target: int,
-             pool: np.ndarray, in_pool: np.ndarray) -> float:  # fmt: skip
+    def rank(
+        self,
+        text: str,
+        analysed: Any,
+        mode: str,
+        target: int,
+        pool: np.ndarray,
+        in_pool: np.ndarray,
+    ) -> float:
         if analysed is not None:
-            return tied_rank(self.engine.mode_scores(analysed, mode)[pool],
-                             int(np.searchsorted(pool, target)))  # fmt: skip
+            return tied_rank(
+                self.engine.mode_scores(analysed, mode)[pool], int(np.searchsorted(pool, target))
+            )
         ranked = self.engine.ranking(text, mode, self.n)
         pos = 0
         for p in ranked:
@@ -250,13 +265,23 @@ class _Ranker:
             order = np.lexsort((self.engine.tiebreak[pool], -s))[:k]
             return pool[order]
         in_pool = set(pool.tolist())
-        rows = [self.row_of[p] for p in self.engine.ranking(text, mode, k + self.n - len(pool))
-                if p in self.row_of]  # fmt: skip
+        rows = [
+            self.row_of[p]
+            for p in self.engine.ranking(text, mode, k + self.n - len(pool))
+            if p in self.row_of
+        ]
         return np.array([i for i in rows if i in in_pool][:k], dtype=int)
 
 
-def _score(engine: Any, ranker: _Ranker, queries: list[tuple[str, int]], modes: Sequence[str],
-           pool: np.ndarray, fitted_mask: np.ndarray, photo_mask: np.ndarray) -> dict:  # fmt: skip
+def _score(
+    engine: Any,
+    ranker: _Ranker,
+    queries: list[tuple[str, int]],
+    modes: Sequence[str],
+    pool: np.ndarray,
+    fitted_mask: np.ndarray,
+    photo_mask: np.ndarray,
+) -> dict:
     """Per mode: R@1/5/10, median rank, MRR, and `fitted_share_top10`: among the caption
     file's photos in the top 10 (the query's own photo left out), the share that fitted the
     mapping (with no bias it matches their share of those photos in the pool)."""
@@ -273,16 +298,21 @@ def _score(engine: Any, ranker: _Ranker, queries: list[tuple[str, int]], modes: 
                 ranks.append(ranker.rank(c, a, mode, target, pool, in_pool))
                 top = [i for i in ranker.top(c, a, mode, pool, 11) if i != target][:10]
                 shares += [bool(fitted_mask[i]) for i in top if photo_mask[i]]
-            out[mode] = {**rank_metrics(ranks),
-                         "fitted_share_top10": round(float(np.mean(shares)), 4)
-                         if shares else None}  # fmt: skip
+            out[mode] = {
+                **rank_metrics(ranks),
+                "fitted_share_top10": round(float(np.mean(shares)), 4) if shares else None,
+            }
     return out
 
 
 def evaluate_captions(
-    engine: Any, captions_file: str | Path | None, modes: Sequence[str],
-    max_queries: int | None = None, pool: str = "all", fitted_apart: bool = False,
-) -> dict:  # fmt: skip
+    engine: Any,
+    captions_file: str | Path | None,
+    modes: Sequence[str],
+    max_queries: int | None = None,
+    pool: str = "all",
+    fitted_apart: bool = False,
+) -> dict:
     """Caption queries against the index: each caption's one relevant image is its photo.
     pool="all" ranks every indexed image; "heldout" only the captioned photos the mapping
     never saw. Captions of photos the mapping was fitted on are never mixed in: they are
@@ -311,28 +341,36 @@ def evaluate_captions(
     ranker = _Ranker(engine, paths)
     start = time.perf_counter()
     out: dict[str, Any] = {
-        "kind": "caption queries", "source": str(captions_file or "the index's captions"),
+        "kind": "caption queries",
+        "source": str(captions_file or "the index's captions"),
         "pool": len(cq.pool_rows),
-        "pool_kind": pool, "index_rows": len(paths), "n_queries": len(queries),
-        "n_photos": len({i for _, i in queries}), "matched_photos": cq.matched_photos,
+        "pool_kind": pool,
+        "index_rows": len(paths),
+        "n_queries": len(queries),
+        "n_photos": len({i for _, i in queries}),
+        "matched_photos": cq.matched_photos,
         "unmatched_photos": cq.unmatched_photos,
-        "refused": {"fitted_photos": len({i for _, i in cq.fitted}),
-                    "fitted_captions": len(cq.fitted)} if not fitted_apart else None,
+        "refused": {
+            "fitted_photos": len({i for _, i in cq.fitted}),
+            "fitted_captions": len(cq.fitted),
+        }
+        if not fitted_apart
+        else None,
         "fitted_share_pool": round(float(fitted_mask[pool_photos].mean()), 4)
-        if len(pool_photos) else None,
+        if len(pool_photos)
+        else None,
         "modes": {},
-    }  # fmt: skip
+    }
     if queries:
-        out["modes"] = _score(engine, ranker, queries, modes, cq.pool_rows, fitted_mask,
-                              photo_mask)  # fmt: skip
+        out["modes"] = _score(engine, ranker, queries, modes, cq.pool_rows, fitted_mask, photo_mask)
     if fitted_apart and cq.fitted:
         fq = cq.fitted[:max_queries] if max_queries else cq.fitted
-        fpool = cq.pool_rows if pool == "all" else np.array(
-            sorted({i for _, i in fq}), dtype=int)  # fmt: skip
+        fpool = cq.pool_rows if pool == "all" else np.array(sorted({i for _, i in fq}), dtype=int)
         out["fitted"] = {
             "note": "captions that fitted the mapping: not a fair measure of unseen photos",
-            "pool": len(fpool), "n_queries": len(fq),
+            "pool": len(fpool),
+            "n_queries": len(fq),
             "modes": _score(engine, ranker, fq, modes, fpool, fitted_mask, photo_mask),
-        }  # fmt: skip
+        }
     out["seconds"] = round(time.perf_counter() - start, 3)
     return out

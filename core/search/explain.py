@@ -51,8 +51,9 @@ class Explainer:
                 return []
             c = q.nearest[0][0]
             p = probs[self.classes.index(c)]
-            return [f"query nearest category by meaning: {c} ({q.nearest[0][1]:.2f}); "
-                    f"P({c}) = {p:.2f}"]  # fmt: skip
+            return [
+                f"query nearest category by meaning: {c} ({q.nearest[0][1]:.2f}); P({c}) = {p:.2f}"
+            ]
         return [
             f"query → {c} ({q.category_why.get(c, '')}); P({c}) = {probs[j]:.2f}"
             for j, c in enumerate(self.classes)
@@ -71,16 +72,19 @@ class Explainer:
         top_ids = np.asarray([row["top_ids"]], int)
         top_p = np.asarray([row["top_probs"]], np.float32)
         probs = row.get("probs") or None
-        probs_arr = (np.asarray([probs], np.float32)
-                     if probs and len(probs) == len(m.tag_classes) else None)  # fmt: skip
+        probs_arr = (
+            np.asarray([probs], np.float32) if probs and len(probs) == len(m.tag_classes) else None
+        )
         if feature is not None and m.has_ridge:
             img = m.image_embed(np.asarray(feature, np.float32)[None])[0]
             out.append(f"learned image embedding ~ query: {float(img @ q.embedding):.2f}")
         feats = None if feature is None else np.asarray(feature, np.float32)[None]
         tag = m.tag_embed(top_ids, top_p, probs_arr, feats)[0]
         out.append(f"tag text ~ query: {float(tag @ q.embedding):.2f}")
-        tags = [(lab, m.label_emb[int(j)]) for lab, j in zip(row["top_labels"], row["top_ids"],
-                                                                strict=True)]  # fmt: skip
+        tags = [
+            (lab, m.label_emb[int(j)])
+            for lab, j in zip(row["top_labels"], row["top_ids"], strict=True)
+        ]
         if row.get("category") and row["category"] in m.tag_classes and m.class_emb is not None:
             tags.append((row["category"], m.class_emb[m.tag_classes.index(row["category"])]))
         for word, e in q.word_embeddings.items():

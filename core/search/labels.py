@@ -157,8 +157,7 @@ def _with_lexnames(folder: Path) -> Path:
             tmp = dest.with_name(f".{f.name}.tmp")
             shutil.copyfile(f, tmp)
             tmp.replace(dest)
-    lex = "".join(f"{i:02d} {name} {_POS[name.split('.')[0]]}\n" for i, name in
-                  enumerate(LEXNAMES))  # fmt: skip
+    lex = "".join(f"{i:02d} {name} {_POS[name.split('.')[0]]}\n" for i, name in enumerate(LEXNAMES))
     from core.io import atomic_write_text
 
     if not (mirror / "lexnames").exists():

@@ -123,11 +123,14 @@ class Analyzer:
             notes.append(
                 f"Empty query: type a few words describing a scene, for example '{EXAMPLES[1]}'."
             )
-            return Query(text, [], {}, np.zeros(n_classes), {}, None, {}, [], notes, True,
-                         negatives)  # fmt: skip
+            return Query(
+                text, [], {}, np.zeros(n_classes), {}, None, {}, [], notes, True, negatives
+            )
         if negatives:
-            notes.append("Excluded: " + ", ".join(negatives) + " (results whose labels, "
-                         "category or captions name them are left out).")  # fmt: skip
+            notes.append(
+                "Excluded: " + ", ".join(negatives) + " (results whose labels, "
+                "category or captions name them are left out)."
+            )
         a = analyze_text(text, self.mapping, self.keyword_model)
         weights = np.zeros(n_classes)
         why: dict[str, str] = {}
@@ -165,10 +168,24 @@ class Analyzer:
             )
         no_content = not a.tokens
         if no_content:
-            notes.append("No content words (only stop words): nothing to search for; add a "
-                         "word that describes the scene.")  # fmt: skip
-        return Query(text, a.tokens, keywords, weights, why, emb.astype(np.float32), word_emb,
-                     nearest, notes, False, negatives, no_content)  # fmt: skip
+            notes.append(
+                "No content words (only stop words): nothing to search for; add a "
+                "word that describes the scene."
+            )
+        return Query(
+            text,
+            a.tokens,
+            keywords,
+            weights,
+            why,
+            emb.astype(np.float32),
+            word_emb,
+            nearest,
+            notes,
+            False,
+            negatives,
+            no_content,
+        )
 
 
 def category_alias(name: str, classes: Sequence[str]) -> str | None:

@@ -18,6 +18,16 @@ from core.search.engine import (
 from core.search.query import EXAMPLES, MAX_QUERY_CHARS, Query, category_alias
 from core.search.retrievers import RRF_K
 
-__all__ = ["DEFAULT_MODE", "EXAMPLES", "MAX_QUERY_CHARS", "MODES", "RRF_K", "Query",
-           "SearchEngine", "SearchResponse", "SearchResult", "category_alias",
-           "single_threaded"]  # fmt: skip
+__all__ = [
+    "DEFAULT_MODE",
+    "EXAMPLES",
+    "MAX_QUERY_CHARS",
+    "MODES",
+    "RRF_K",
+    "Query",
+    "SearchEngine",
+    "SearchResponse",
+    "SearchResult",
+    "category_alias",
+    "single_threaded",
+]

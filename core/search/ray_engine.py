@@ -124,8 +124,13 @@ def hash_paths(paths: Sequence[str], opts: RayOptions) -> list[str]:
     if not paths:
         return []
     ds = ray.data.from_arrow(_blocks({"i": range(len(paths)), "path": paths}, HASH_BLOCK))
-    ds = ds.map_batches(_hash_batch, batch_size=None, batch_format="numpy", num_cpus=1,
-                        resources=opts.resources or None)  # fmt: skip
+    ds = ds.map_batches(
+        _hash_batch,
+        batch_size=None,
+        batch_format="numpy",
+        num_cpus=1,
+        resources=opts.resources or None,
+    )
     out = [""] * len(paths)
     for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for i, sha in zip(b["i"], b["sha256"], strict=True):

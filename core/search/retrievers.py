@@ -52,8 +52,9 @@ def ordered(rows: list[dict]) -> list[dict]:
 class Retriever(Protocol):
     name: str
 
-    def retrieve(self, q: Query, k: int, where: str | None,
-                 columns: Columns = RESULT_COLUMNS) -> Hits: ...  # fmt: skip
+    def retrieve(
+        self, q: Query, k: int, where: str | None, columns: Columns = RESULT_COLUMNS
+    ) -> Hits: ...
 
 
 @dataclass
@@ -75,8 +76,9 @@ class KeywordRetriever:
                 clauses.append((Occur.MUST_NOT, MatchQuery(form, "text")))
         return BooleanQuery(clauses)
 
-    def retrieve(self, q: Query, k: int, where: str | None,
-                 columns: Columns = RESULT_COLUMNS) -> Hits:  # fmt: skip
+    def retrieve(
+        self, q: Query, k: int, where: str | None, columns: Columns = RESULT_COLUMNS
+    ) -> Hits:
         fq = self.fts_query(q)
         if fq is None or q.empty:
             return Hits([], "full-text")
@@ -99,13 +101,15 @@ class CategoryRetriever:
             w[self.classes.index(q.nearest[0][0])] = 1.0
         return w
 
-    def retrieve(self, q: Query, k: int, where: str | None,
-                 columns: Columns = RESULT_COLUMNS) -> Hits:  # fmt: skip
+    def retrieve(
+        self, q: Query, k: int, where: str | None, columns: Columns = RESULT_COLUMNS
+    ) -> Hits:
         w = self.weights(q)
         if q.empty or not self.classes or not w.any() or "class_probs" not in self.table.columns:
             return Hits([], "exact")
-        hits = self.table.vector_search("class_probs", w / w.sum(), k, where, metric="dot",
-                                        columns=columns)  # fmt: skip
+        hits = self.table.vector_search(
+            "class_probs", w / w.sum(), k, where, metric="dot", columns=columns
+        )
         hits.rows = ordered(hits.rows)
         return hits
 
@@ -118,16 +122,18 @@ class VectorRetriever:
     column: str
     name: str
 
-    def retrieve_vector(self, v: np.ndarray, k: int, where: str | None,
-                        columns: Columns = RESULT_COLUMNS) -> Hits:  # fmt: skip
+    def retrieve_vector(
+        self, v: np.ndarray, k: int, where: str | None, columns: Columns = RESULT_COLUMNS
+    ) -> Hits:
         v = np.asarray(v, np.float32)
         v = v / max(float(np.linalg.norm(v)), 1e-12)
         hits = self.table.vector_search(self.column, v, k, where, columns=columns)
         hits.rows = ordered(hits.rows)
         return hits
 
-    def retrieve(self, q: Query, k: int, where: str | None,
-                 columns: Columns = RESULT_COLUMNS) -> Hits:  # fmt: skip
+    def retrieve(
+        self, q: Query, k: int, where: str | None, columns: Columns = RESULT_COLUMNS
+    ) -> Hits:
         if q.empty or q.embedding is None:
             return Hits([], "exact")
         return self.retrieve_vector(q.embedding, k, where, columns)
@@ -147,8 +153,10 @@ class HybridRetriever:
         ranks: dict[str, dict[str, int]] = {}
         searches = set()
         # the three searches run at once: LanceDB releases the GIL while it searches
-        futures = {name: _pool().submit(self.parts[name].retrieve, q, candidates, where,
-                                        ("path",)) for name in HYBRID_PARTS}  # fmt: skip
+        futures = {
+            name: _pool().submit(self.parts[name].retrieve, q, candidates, where, ("path",))
+            for name in HYBRID_PARTS
+        }
         for name in HYBRID_PARTS:
             hits = futures[name].result()
             searches.add(hits.search)
@@ -165,8 +173,9 @@ class HybridRetriever:
             out.append(row)
         return ordered(out), searches
 
-    def retrieve(self, q: Query, k: int, where: str | None,
-                 columns: Columns = RESULT_COLUMNS) -> Hits:  # fmt: skip
+    def retrieve(
+        self, q: Query, k: int, where: str | None, columns: Columns = RESULT_COLUMNS
+    ) -> Hits:
         """The k best fused rows, then read whole (by path, a B-tree lookup)."""
         out, searches = self.fused(q, where, max(k, self.candidates))
         top = ordered(out)[:k]

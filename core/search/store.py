@@ -270,8 +270,10 @@ def read_meta(index_dir: str | Path) -> dict:
             "from the table"
         ) from None
     if not isinstance(meta, dict):
-        raise IndexError_(f"{path} is not an index description (a JSON object); run `index` "
-                          "again to rebuild it from the table")  # fmt: skip
+        raise IndexError_(
+            f"{path} is not an index description (a JSON object); run `index` "
+            "again to rebuild it from the table"
+        )
     return meta
 
 
@@ -377,8 +379,17 @@ class _Writer:
         for j in np.flatnonzero(~enc.ok):
             self.stats.skipped.append({"path": part[j].path, "reason": enc.reasons[j]})
         e = self.encoder
-        table = _rows(part, [self.shas[i] for i in idx], self.root, enc, e.class_names,
-                      e.imagenet_classes, self.caps, e.feature_dim, semantic_dim_of(e))  # fmt: skip
+        table = _rows(
+            part,
+            [self.shas[i] for i in idx],
+            self.root,
+            enc,
+            e.class_names,
+            e.imagenet_classes,
+            self.caps,
+            e.feature_dim,
+            semantic_dim_of(e),
+        )
         if table.num_rows and self.tbl is None:
             self.tbl = self.db.create_table(TABLE, data=table)
             _upgrade(self.tbl, semantic_dim_of(e))
@@ -397,8 +408,15 @@ class _Writer:
             self.progress(self.done, self.total)
 
     def write_meta(self) -> None:
-        _write_meta(self.index_dir, self.meta, self.encoder, self.tbl, self.root,
-                    self.captions_file, self.stats)  # fmt: skip
+        _write_meta(
+            self.index_dir,
+            self.meta,
+            self.encoder,
+            self.tbl,
+            self.root,
+            self.captions_file,
+            self.stats,
+        )
 
 
 def _local_batches(
@@ -481,16 +499,37 @@ def build_index(
         else:
             shas = hash_files([f.path for f in files])
         work = plan(files, shas, existing, caps, captions_file, root, stats)
-        stats.moved = apply_moves(tbl, files, work.todo, work.gone, shas, existing, root,
-                                  lambda p, old: caps.get(_name(p), []) if captions_file else old,
-                                  lambda row, c: tag_text(row["category"], row["top_labels"], c))  # fmt: skip
+        stats.moved = apply_moves(
+            tbl,
+            files,
+            work.todo,
+            work.gone,
+            shas,
+            existing,
+            root,
+            lambda p, old: caps.get(_name(p), []) if captions_file else old,
+            lambda row, c: tag_text(row["category"], row["top_labels"], c),
+        )
         if work.gone and tbl is not None:
             for k in range(0, len(work.gone), 500):  # keep the filter expression small
                 quoted = ", ".join("'" + p.replace("'", "''") + "'" for p in work.gone[k : k + 500])
                 tbl.delete(f"path IN ({quoted})")
             stats.deleted = len(work.gone)
-        writer = _Writer(index_dir, meta, encoder, db, tbl, root, captions_file, caps, files,
-                         shas, stats, progress, len(work.todo))  # fmt: skip
+        writer = _Writer(
+            index_dir,
+            meta,
+            encoder,
+            db,
+            tbl,
+            root,
+            captions_file,
+            caps,
+            files,
+            shas,
+            stats,
+            progress,
+            len(work.todo),
+        )
         if progress:
             progress(0, len(work.todo))
         if not work.todo:
@@ -498,9 +537,12 @@ def build_index(
         elif engine == "ray":
             batches = ray_engine.encode_batches(
                 encoder.spec("cuda" if opts.gpus_per_worker > 0 else "cpu"),
-                [files[i].path for i in work.todo], work.todo, opts, batch_size,
+                [files[i].path for i in work.todo],
+                work.todo,
+                opts,
+                batch_size,
                 encoder.transform(),
-            )  # fmt: skip
+            )
         else:
             n_workers = workers if workers is not None else min(4, _cpus())
             batches = _local_batches(encoder, files, work.todo, batch_size, n_workers)
@@ -580,9 +622,11 @@ def _maintain(
     from lancedb.index import FTS, Bitmap, BTree
 
     try:  # whole words, lower case, no stemming: the study's keyword semantics
-        tbl.create_index("text", config=FTS(with_position=False, stem=False,
-                                            remove_stop_words=False, lower_case=True),
-                         replace=True)  # fmt: skip
+        tbl.create_index(
+            "text",
+            config=FTS(with_position=False, stem=False, remove_stop_words=False, lower_case=True),
+            replace=True,
+        )
     except Exception as exc:  # the keyword mode then says it has no full-text index
         log.warning("full-text index not built: %s", exc)
     for col in SCALAR_COLUMNS:
@@ -599,11 +643,16 @@ def _maintain(
         if col not in tbl.schema.names or tbl.count_rows(f"{col} IS NULL"):
             continue  # a semantic column not written yet (index --no-mapping)
         p = ann_params(rows, tbl.schema.field(col).type.list_size)
-        tbl.create_index(col, config=IvfPq(distance_type=p["metric"],
-                                           num_partitions=p["num_partitions"],
-                                           num_sub_vectors=p["num_sub_vectors"],
-                                           num_bits=p["num_bits"]),
-                         replace=True)  # fmt: skip
+        tbl.create_index(
+            col,
+            config=IvfPq(
+                distance_type=p["metric"],
+                num_partitions=p["num_partitions"],
+                num_sub_vectors=p["num_sub_vectors"],
+                num_bits=p["num_bits"],
+            ),
+            replace=True,
+        )
         columns[col] = p
     meta["ann"] = {
         **ann_params(rows),
@@ -687,8 +736,9 @@ def vector_search(
     from core.search.table import IndexTable
 
     hits = IndexTable.open(index_dir).vector_search(column, vector, k, where)
-    return [{key: h[key] for key in ("path", "label", "split", "category", "score")}
-            for h in hits.rows]  # fmt: skip
+    return [
+        {key: h[key] for key in ("path", "label", "split", "category", "score")} for h in hits.rows
+    ]
 
 
 def _upgrade(tbl: Any, semantic_dim: int) -> None:

@@ -27,8 +27,18 @@ from core.search.uri import is_uri
 log = logging.getLogger(__name__)
 
 # What a result needs (no vectors: a result row stays a few hundred bytes).
-RESULT_COLUMNS = ("path", "category", "probs", "top_ids", "top_labels", "top_probs", "label",
-                  "split", "captions", "text")  # fmt: skip
+RESULT_COLUMNS = (
+    "path",
+    "category",
+    "probs",
+    "top_ids",
+    "top_labels",
+    "top_probs",
+    "label",
+    "split",
+    "captions",
+    "text",
+)
 INDEX_CACHE_MB = 256  # per query process; $SCENESEEK_INDEX_CACHE_MB overrides
 CACHE_ENV = "SCENESEEK_INDEX_CACHE_MB"
 REBUILD = "re-run `python -m core index --images DIR --index {index}` to rebuild it"
@@ -64,8 +74,10 @@ def _read_meta(location: str) -> dict:
     try:
         meta = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IndexError_(f"{location}: {META_FILE} is unreadable ({exc.__class__.__name__}); "
-                          + REBUILD.format(index=location)) from exc  # fmt: skip
+        raise IndexError_(
+            f"{location}: {META_FILE} is unreadable ({exc.__class__.__name__}); "
+            + REBUILD.format(index=location)
+        ) from exc
     if not isinstance(meta, dict):
         raise IndexError_(f"{location}: {META_FILE} is not an index description")
     return meta
@@ -96,24 +108,30 @@ class IndexTable:
         meta = _read_meta(location)
         version = int(meta.get("version", 1) or 1)
         if version < INDEX_VERSION:
-            raise IndexError_(f"{location}: an index of an older format (version {version}, "
-                              f"this SceneSeek reads {INDEX_VERSION}); "
-                              + REBUILD.format(index=location).replace("rebuild", "upgrade")
-                              )  # fmt: skip
+            raise IndexError_(
+                f"{location}: an index of an older format (version {version}, "
+                f"this SceneSeek reads {INDEX_VERSION}); "
+                + REBUILD.format(index=location).replace("rebuild", "upgrade")
+            )
         if version > INDEX_VERSION:
-            raise IndexError_(f"{location}: index format {version} is newer than this "
-                              f"SceneSeek ({INDEX_VERSION}); upgrade SceneSeek")  # fmt: skip
+            raise IndexError_(
+                f"{location}: index format {version} is newer than this "
+                f"SceneSeek ({INDEX_VERSION}); upgrade SceneSeek"
+            )
         try:
             db = lancedb.connect(location, session=_session())
             tbl = db.open_table(TABLE)
         except Exception as exc:  # LanceDB raises ValueError/RuntimeError/OSError here
-            raise IndexError_(f"{location}: {META_FILE} is there but the table is missing or "
-                              f"damaged (a half-written index?); "
-                              + REBUILD.format(index=location)) from exc  # fmt: skip
+            raise IndexError_(
+                f"{location}: {META_FILE} is there but the table is missing or "
+                f"damaged (a half-written index?); " + REBUILD.format(index=location)
+            ) from exc
         missing = {"path", "vector", "semantic", "text", "category"} - set(tbl.schema.names)
         if missing:
-            raise IndexError_(f"{location}: the table lacks {sorted(missing)} (an older format); "
-                              + REBUILD.format(index=location))  # fmt: skip
+            raise IndexError_(
+                f"{location}: the table lacks {sorted(missing)} (an older format); "
+                + REBUILD.format(index=location)
+            )
         return cls(location, meta, tbl)
 
     # --- facts --------------------------------------------------------------------------------
@@ -160,8 +178,10 @@ class IndexTable:
         """Top `k` rows by `metric` similarity of `column` to `vector`; ANN (with the index's
         recorded nprobes and refine factor) when the column has an ANN index, unless `exact`."""
         if column not in self.columns:
-            raise IndexError_(f"{self.location}: the index has no {column!r} column; "
-                              + REBUILD.format(index=self.location))  # fmt: skip
+            raise IndexError_(
+                f"{self.location}: the index has no {column!r} column; "
+                + REBUILD.format(index=self.location)
+            )
         if k <= 0:
             return Hits([], "exact")
         v = np.asarray(vector, np.float32).reshape(-1)
@@ -182,15 +202,20 @@ class IndexTable:
         return Hits(rows, "approximate" if ann else "exact", detail)
 
     def text_search(
-        self, query: Any, k: int, where: str | None = None,
+        self,
+        query: Any,
+        k: int,
+        where: str | None = None,
         columns: tuple[str, ...] = RESULT_COLUMNS,
-    ) -> Hits:  # fmt: skip
+    ) -> Hits:
         """BM25 full-text search over `text` (a lancedb FullTextQuery or a string)."""
         if k <= 0:
             return Hits([], "full-text")
         if not self.has_fts():
-            raise IndexError_(f"{self.location}: the index has no full-text index; "
-                              + REBUILD.format(index=self.location))  # fmt: skip
+            raise IndexError_(
+                f"{self.location}: the index has no full-text index; "
+                + REBUILD.format(index=self.location)
+            )
         q = self.tbl.search(query, query_type="fts")
         if where:
             q = q.where(where, prefilter=True)
@@ -206,8 +231,13 @@ class IndexTable:
         out: dict[str, dict] = {}
         for a in range(0, len(paths), 500):
             quoted = ", ".join(_sql_str(p) for p in paths[a : a + 500])
-            t = (self.tbl.search().where(f"path IN ({quoted})").select(list(columns))
-                 .limit(len(paths[a : a + 500])).to_arrow())  # fmt: skip
+            t = (
+                self.tbl.search()
+                .where(f"path IN ({quoted})")
+                .select(list(columns))
+                .limit(len(paths[a : a + 500]))
+                .to_arrow()
+            )
             for r in t.to_pylist():
                 out[r["path"]] = r
         return out

@@ -49,30 +49,42 @@ MAPPING_VERSION = 2
 # from tests/data/queries.csv so category queries are not scored on their own training text.
 CLASS_SENTENCES: dict[str, list[str]] = {
     "buildings": [
-        "a photo of buildings", "tall buildings and houses in a city",
-        "the facade of an old building", "a city skyline with skyscrapers",
+        "a photo of buildings",
+        "tall buildings and houses in a city",
+        "the facade of an old building",
+        "a city skyline with skyscrapers",
     ],
     "forest": [
-        "a photo of a forest", "tall trees in the woods",
-        "a path through a green forest", "sunlight falling through the trees",
+        "a photo of a forest",
+        "tall trees in the woods",
+        "a path through a green forest",
+        "sunlight falling through the trees",
     ],
     "glacier": [
-        "a photo of a glacier", "snow and ice on a glacier",
-        "an icy arctic landscape", "frozen blue ice under a cold sky",
+        "a photo of a glacier",
+        "snow and ice on a glacier",
+        "an icy arctic landscape",
+        "frozen blue ice under a cold sky",
     ],
     "mountain": [
-        "a photo of mountains", "a rocky mountain peak",
-        "a mountain range above a valley", "hills and summits in the distance",
+        "a photo of mountains",
+        "a rocky mountain peak",
+        "a mountain range above a valley",
+        "hills and summits in the distance",
     ],
     "sea": [
-        "a photo of the sea", "waves on the ocean",
-        "a sandy beach by the sea", "the shore and the blue water",
+        "a photo of the sea",
+        "waves on the ocean",
+        "a sandy beach by the sea",
+        "the shore and the blue water",
     ],
     "street": [
-        "a photo of a street", "cars on a road between buildings",
-        "people walking down a city street", "an urban street with shops",
+        "a photo of a street",
+        "cars on a road between buildings",
+        "people walking down a city street",
+        "an urban street with shops",
     ],
-}  # fmt: skip
+}
 
 
 def class_sentences(name: str) -> list[str]:
@@ -121,9 +133,12 @@ class TextEncoder:
         if not texts:
             return np.zeros((0, TEXT_DIM), dtype=np.float32)
         out = self.model.encode(
-            list(texts), batch_size=batch_size, normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False,
-        )  # fmt: skip
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return np.asarray(out, dtype=np.float32)
 
 
@@ -225,9 +240,12 @@ class SemanticMap:
         return (w / w.sum(1, keepdims=True)).astype(np.float32)
 
     def tag_embed(
-        self, top_ids: np.ndarray, top_probs: np.ndarray, probs: np.ndarray | None = None,
+        self,
+        top_ids: np.ndarray,
+        top_probs: np.ndarray,
+        probs: np.ndarray | None = None,
         feats: np.ndarray | None = None,
-    ) -> np.ndarray:  # fmt: skip
+    ) -> np.ndarray:
         """The label path: weighted ImageNet label texts plus the category sentences weighted
         by the category probabilities (`probs` in `tag_classes` order; None: the head's)."""
         k = self.params.label_k
@@ -243,9 +261,12 @@ class SemanticMap:
         return normalize(tag)
 
     def embed(
-        self, feats: np.ndarray, top_ids: np.ndarray, top_probs: np.ndarray,
+        self,
+        feats: np.ndarray,
+        top_ids: np.ndarray,
+        top_probs: np.ndarray,
         probs: np.ndarray | None = None,
-    ) -> np.ndarray:  # fmt: skip
+    ) -> np.ndarray:
         """(n, 384) unit vectors: what the index stores per image and a query is matched to."""
         tag = self.tag_embed(top_ids, top_probs, probs, feats)
         a = self.params.image_weight if self.has_ridge else 0.0
@@ -267,14 +288,19 @@ class SemanticMap:
         empty = np.zeros((0, TEXT_DIM), np.float32)
         try:
             atomic_save_npz(
-                tmp / "weights.npz", weights=self.weights, bias=self.bias,
-                cat_coef=self.cat_coef, cat_bias=self.cat_bias,
+                tmp / "weights.npz",
+                weights=self.weights,
+                bias=self.bias,
+                cat_coef=self.cat_coef,
+                cat_bias=self.cat_bias,
                 label_emb=self.label_emb if self.label_emb is not None else empty,
                 class_emb=self.class_emb if self.class_emb is not None else empty,
                 **(extra or {}),
-            )  # fmt: skip
-            atomic_write_json(tmp / "config.json", {**self.config, "class_names": self.class_names,
-                                                    "tag_classes": self.tag_classes})  # fmt: skip
+            )
+            atomic_write_json(
+                tmp / "config.json",
+                {**self.config, "class_names": self.class_names, "tag_classes": self.tag_classes},
+            )
             try:
                 os.replace(tmp, folder)
             except OSError:  # another process saved the same key first: keep theirs
@@ -293,11 +319,21 @@ class SemanticMap:
         with np.load(folder / "weights.npz") as z:
             arrays = {k: z[k] for k in z.files}
         if cfg.get("version") != MAPPING_VERSION:
-            raise ValueError(f"{folder}: mapping version {cfg.get('version')}, "
-                             f"not {MAPPING_VERSION}")  # fmt: skip
-        return cls(arrays["weights"], arrays["bias"], list(cfg.get("class_names", [])),
-                   arrays["cat_coef"], arrays["cat_bias"], cfg, folder, arrays["label_emb"],
-                   list(cfg.get("tag_classes", [])), arrays["class_emb"])  # fmt: skip
+            raise ValueError(
+                f"{folder}: mapping version {cfg.get('version')}, not {MAPPING_VERSION}"
+            )
+        return cls(
+            arrays["weights"],
+            arrays["bias"],
+            list(cfg.get("class_names", [])),
+            arrays["cat_coef"],
+            arrays["cat_bias"],
+            cfg,
+            folder,
+            arrays["label_emb"],
+            list(cfg.get("tag_classes", [])),
+            arrays["class_emb"],
+        )
 
 
 def weighted_ridge(x: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float):
@@ -352,22 +388,39 @@ def training_set(rows: dict[str, Any], meta: dict, cfg: MapConfig) -> TrainingSe
     captions_files = [
         r.get("captions") for r in meta.get("roots", {}).values() if r.get("captions")
     ]
-    held = heldout_images(captions_files[0] if captions_files else None,
-                          [names[i] for i in captioned], cfg.heldout_fraction)  # fmt: skip
+    held = heldout_images(
+        captions_files[0] if captions_files else None,
+        [names[i] for i in captioned],
+        cfg.heldout_fraction,
+    )
     cap_rows = np.array([i for i in captioned if names[i] not in held], dtype=int)
     lab_rows = np.array(
-        [i for i, (lab, sp, c) in enumerate(zip(rows["label"], rows["split"], rows["captions"],
-                                                  strict=True))
-         if lab and sp in ("train", "") and not c],
+        [
+            i
+            for i, (lab, sp, c) in enumerate(
+                zip(rows["label"], rows["split"], rows["captions"], strict=True)
+            )
+            if lab and sp in ("train", "") and not c
+        ],
         dtype=int,
-    )  # fmt: skip
+    )
     class_names = sorted({rows["label"][i] for i in lab_rows})
     from core.search.labels import resolve_variant
 
     h = hashlib.sha256()
-    h.update(json.dumps([MAPPING_VERSION, TEXT_MODEL, vars(cfg), meta.get("encoder", {}),
-                         class_names, run_classes(rows, meta),
-                         resolve_variant(cfg.label_text)]).encode())  # fmt: skip
+    h.update(
+        json.dumps(
+            [
+                MAPPING_VERSION,
+                TEXT_MODEL,
+                vars(cfg),
+                meta.get("encoder", {}),
+                class_names,
+                run_classes(rows, meta),
+                resolve_variant(cfg.label_text),
+            ]
+        ).encode()
+    )
     for i in cap_rows:
         h.update(f"c:{rows['sha256'][i]}:{len(rows['captions'][i])}".encode())
     for i in lab_rows:
@@ -431,8 +484,9 @@ def _category_head(x: np.ndarray, y: Sequence[str], classes: list[str], c: float
     return coef[order].astype(np.float32), intercept[order].astype(np.float32)
 
 
-def _fit_parts(feats: np.ndarray, t: _Targets, keep: np.ndarray, classes: list[str],
-               cfg: MapConfig):  # fmt: skip
+def _fit_parts(
+    feats: np.ndarray, t: _Targets, keep: np.ndarray, classes: list[str], cfg: MapConfig
+):
     """Ridge map and category head fitted on the training rows selected by `keep`."""
     d = feats.shape[1]
     x = feats[t.rows[keep]]
@@ -441,8 +495,9 @@ def _fit_parts(feats: np.ndarray, t: _Targets, keep: np.ndarray, classes: list[s
     else:
         weights, bias = np.zeros((0, TEXT_DIM), np.float32), np.zeros(TEXT_DIM, np.float32)
     lab = keep & np.array([bool(lb) for lb in t.labels], dtype=bool)
-    cat_coef, cat_bias = _category_head(feats[t.rows[lab]], [t.labels[i] for i in
-                                        np.flatnonzero(lab)], classes, cfg.category_c)  # fmt: skip
+    cat_coef, cat_bias = _category_head(
+        feats[t.rows[lab]], [t.labels[i] for i in np.flatnonzero(lab)], classes, cfg.category_c
+    )
     if weights.shape[0] not in (0, d):
         raise ValueError("feature dimension changed")
     return weights, bias, cat_coef, cat_bias
@@ -502,21 +557,28 @@ def fit_semantic(
     tag_classes = rc or ts.class_names
     class_emb = (
         normalize(np.stack([encoder.encode(class_sentences(c)).mean(0) for c in tag_classes]))
-        if tag_classes else np.zeros((0, TEXT_DIM), np.float32)
-    )  # fmt: skip
+        if tag_classes
+        else np.zeros((0, TEXT_DIM), np.float32)
+    )
     fitted = frozenset(Path(rows["path"][i]).name for i in ts.caption_rows)
     config = {
-        "version": MAPPING_VERSION, "key": ts.key, "text_model": TEXT_MODEL,
-        "feature_dim": int(feats.shape[1]), "params": vars(cfg), "label_source": used,
+        "version": MAPPING_VERSION,
+        "key": ts.key,
+        "text_model": TEXT_MODEL,
+        "feature_dim": int(feats.shape[1]),
+        "params": vars(cfg),
+        "label_source": used,
         "train_captioned_images": len(ts.caption_rows),
         "train_labelled_images": len(ts.label_rows),
-        "heldout_images": ts.heldout_names, "train_images": sorted(fitted),
-    }  # fmt: skip
+        "heldout_images": ts.heldout_names,
+        "train_images": sorted(fitted),
+    }
 
     def model_from(keep: np.ndarray) -> SemanticMap:
         w, b, cc, cb = _fit_parts(feats, t, keep, ts.class_names, cfg)
-        return SemanticMap(w, b, ts.class_names, cc, cb, config, None, label_emb,
-                           list(tag_classes), class_emb)  # fmt: skip
+        return SemanticMap(
+            w, b, ts.class_names, cc, cb, config, None, label_emb, list(tag_classes), class_emb
+        )
 
     model = model_from(np.ones(len(t.rows), bool))
     folds = np.array([fold_of(rows["sha256"][i], cfg.folds) for i in t.rows], dtype=int)
@@ -534,8 +596,9 @@ def fit_semantic(
     vectors = model.embed(feats, top_ids, top_probs, probs)
     for out, sub in subs:
         r = t.rows[out]
-        vectors[r] = sub.embed(feats[r], top_ids[r], top_probs[r],
-                               None if probs is None else probs[r])  # fmt: skip
+        vectors[r] = sub.embed(
+            feats[r], top_ids[r], top_probs[r], None if probs is None else probs[r]
+        )
     return SemanticFit(vectors, model, ts.key, fitted, ts.heldout_names)
 
 
@@ -565,8 +628,13 @@ def _saved_fit(folder: Path, feats, rows, meta) -> SemanticFit | None:
         if j is not None:
             vectors[i] = oof[j]
     cfg = model.config
-    return SemanticFit(vectors, model, cfg["key"], frozenset(cfg.get("train_images", [])),
-                       list(cfg.get("heldout_images", [])))  # fmt: skip
+    return SemanticFit(
+        vectors,
+        model,
+        cfg["key"],
+        frozenset(cfg.get("train_images", [])),
+        list(cfg.get("heldout_images", [])),
+    )
 
 
 def ensure_semantic(
@@ -594,8 +662,13 @@ def ensure_semantic(
     log.info("fitting the image-to-text mapping %s", ts.key)
     fit = fit_semantic(feats, rows, meta, encoder_factory(), cfg, Path(index_dir) / "text_cache")
     train = np.concatenate([ts.caption_rows, ts.label_rows]).astype(int)
-    fit.model.save(folder, {"oof_sha": np.array([rows["sha256"][i] for i in train], dtype=str),
-                            "oof_vectors": fit.vectors[train]})  # fmt: skip
+    fit.model.save(
+        folder,
+        {
+            "oof_sha": np.array([rows["sha256"][i] for i in train], dtype=str),
+            "oof_vectors": fit.vectors[train],
+        },
+    )
     return fit
 
 
@@ -615,5 +688,11 @@ def fit_semantic_map(
             "(--captions) or labelled training images (class folders under train/)"
         )
     w, b, cc, cb = _fit_parts(feats, t, np.ones(len(t.rows), bool), ts.class_names, cfg)
-    return SemanticMap(w, b, ts.class_names, cc, cb, {"version": MAPPING_VERSION,
-                       "key": ts.key, "params": vars(cfg)})  # fmt: skip
+    return SemanticMap(
+        w,
+        b,
+        ts.class_names,
+        cc,
+        cb,
+        {"version": MAPPING_VERSION, "key": ts.key, "params": vars(cfg)},
+    )

@@ -75,8 +75,11 @@ def ensure_export(folder: Path | None = None) -> Path:
                 ).eval()
 
             def forward(self, input_ids, attention_mask, token_type_ids):
-                return self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                                 token_type_ids=token_type_ids).last_hidden_state  # fmt: skip
+                return self.bert(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    token_type_ids=token_type_ids,
+                ).last_hidden_state
 
         model = Hidden().eval()
         ids = torch.ones(2, 8, dtype=torch.long)
@@ -84,14 +87,18 @@ def ensure_export(folder: Path | None = None) -> Path:
         mask[1, 5:] = 0  # a padded row, so that the traced graph keeps the mask
         with torch.no_grad():
             torch.onnx.export(
-                model, (ids, mask, torch.zeros_like(ids)), str(tmp / "model.onnx"),
+                model,
+                (ids, mask, torch.zeros_like(ids)),
+                str(tmp / "model.onnx"),
                 input_names=["input_ids", "attention_mask", "token_type_ids"],
                 output_names=["last_hidden_state"],
-                dynamic_axes={n: {0: "batch", 1: "tokens"} for n in
-                              ("input_ids", "attention_mask", "token_type_ids",
-                               "last_hidden_state")},
-                opset_version=17, dynamo=False,
-            )  # fmt: skip
+                dynamic_axes={
+                    n: {0: "batch", 1: "tokens"}
+                    for n in ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")
+                },
+                opset_version=17,
+                dynamo=False,
+            )
         shutil.copy2(model_dir / "tokenizer.json", tmp / "tokenizer.json")
         _check(tmp)
         try:
@@ -136,8 +143,9 @@ class OnnxTextEncoder:
         # One query at a time: a thread pool per query costs more than it gains on 2 cores.
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(folder / "model.onnx"), opts,
-                                       providers=["CPUExecutionProvider"])  # fmt: skip
+        session = ort.InferenceSession(
+            str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"]
+        )
         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tok.enable_truncation(MAX_TOKENS)
         tok.enable_padding(pad_id=0, pad_token="[PAD]")
@@ -151,8 +159,10 @@ class OnnxTextEncoder:
             enc = self.tokenizer.encode_batch(list(texts[a : a + batch_size]))
             ids = np.array([e.ids for e in enc], np.int64)
             mask = np.array([e.attention_mask for e in enc], np.int64)
-            hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask,
-                                             "token_type_ids": np.zeros_like(ids)})[0]  # fmt: skip
+            hidden = self.session.run(
+                None,
+                {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
+            )[0]
             m = mask[..., None].astype(np.float32)
             pooled = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
             out.append(pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12))

@@ -133,8 +133,14 @@ def _compute(
     should_stop: Callable[[], bool] | None,
 ) -> None:
     """Fill out[i, 0] with frozen(image i) and out[i, 1] with frozen(flipped image i)."""
-    loader = make_loader(paths, None, backbone.preprocess(False, image_size), batch_size,
-                         workers=workers, device=device)  # fmt: skip
+    loader = make_loader(
+        paths,
+        None,
+        backbone.preprocess(False, image_size),
+        batch_size,
+        workers=workers,
+        device=device,
+    )
     frozen.eval().to(device)
     done = 0
     with torch.inference_mode():
@@ -191,14 +197,28 @@ def cached_activations(
                     if progress:
                         progress(len(paths), len(paths))
                     return _reorder(arr, order), True
-                log.warning("activation cache %s has shape %s, expected %s; recomputing",
-                            cache_file, arr.shape, shape)  # fmt: skip
+                log.warning(
+                    "activation cache %s has shape %s, expected %s; recomputing",
+                    cache_file,
+                    arr.shape,
+                    shape,
+                )
             except (OSError, ValueError) as exc:  # a damaged cache file is recomputed
                 log.warning("ignoring unreadable activation cache %s: %s", cache_file, exc)
     if cache_file is None:
         arr = np.empty(shape, dtype=np.float32)
-        _compute(frozen, backbone, canonical, image_size, arr, device, batch_size, workers,
-                 progress, should_stop)  # fmt: skip
+        _compute(
+            frozen,
+            backbone,
+            canonical,
+            image_size,
+            arr,
+            device,
+            batch_size,
+            workers,
+            progress,
+            should_stop,
+        )
         return _reorder(arr, order), False
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(cache_file)
@@ -211,8 +231,18 @@ def cached_activations(
         if source is not None:  # cheaper: run only the blocks between the two split points
             _derive(source[0], source[1], mm, device, batch_size, progress, should_stop)
         else:
-            _compute(frozen, backbone, canonical, image_size, mm, device, batch_size, workers,
-                     progress, should_stop)  # fmt: skip
+            _compute(
+                frozen,
+                backbone,
+                canonical,
+                image_size,
+                mm,
+                device,
+                batch_size,
+                workers,
+                progress,
+                should_stop,
+            )
         mm.flush()
         del mm
         os.replace(tmp, cache_file)

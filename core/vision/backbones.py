@@ -129,12 +129,23 @@ def lite0_package_file() -> Path:
 def map_lite0_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename the package's EfficientNet-PyTorch keys (`_blocks.7._expand_conv.weight`) to
     timm's (`blocks.3.1.conv_pw.weight`). Keys already in timm's form pass through."""
-    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head",
-           "_bn1": "bn2", "_fc": "classifier"}  # fmt: skip
+    top = {
+        "_conv_stem": "conv_stem",
+        "_bn0": "bn1",
+        "_conv_head": "conv_head",
+        "_bn1": "bn2",
+        "_fc": "classifier",
+    }
     # Depthwise-separable first stage vs inverted-residual stages name their layers differently.
     ds = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-    ir = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
-          "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}  # fmt: skip
+    ir = {
+        "_expand_conv": "conv_pw",
+        "_bn0": "bn1",
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2",
+        "_project_conv": "conv_pwl",
+        "_bn2": "bn3",
+    }
     starts = [sum(_LITE0_DEPTHS[:i]) for i in range(len(_LITE0_DEPTHS))]
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():

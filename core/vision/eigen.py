@@ -345,8 +345,12 @@ class EigenImageClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.classes_, labels = np.unique(y, return_inverse=True)
         dec = pca_decompose(X, self.n_components, self.svd_solver, self.random_state)
         if dec.components.shape[0] < self.n_components:
-            log.info("n_components=%d clamped to %d (rank of %d centred samples)",
-                     self.n_components, dec.components.shape[0], len(X))  # fmt: skip
+            log.info(
+                "n_components=%d clamped to %d (rank of %d centred samples)",
+                self.n_components,
+                dec.components.shape[0],
+                len(X),
+            )
         self.mean_ = dec.mean
         self.components_ = dec.components
         self.explained_variance_ = dec.explained_variance

@@ -169,8 +169,10 @@ def run_outputs(
         done += len(x)
         if progress:
             progress(done, total)
-    return {n: np.concatenate(v).astype(np.float32, copy=False) if v else
-            np.zeros((0, 0), np.float32) for n, v in parts.items()}  # fmt: skip
+    return {
+        n: np.concatenate(v).astype(np.float32, copy=False) if v else np.zeros((0, 0), np.float32)
+        for n, v in parts.items()
+    }
 
 
 def feature_ident(backbone: Any, image_size: int, amp: bool, numerics: str) -> dict[str, Any]:
@@ -241,8 +243,16 @@ def cached_features(
 
         pick = np.random.default_rng(0).permutation(len(paths))[:INT8_CALIBRATION]
         calibration = [paths[i] for i in sorted(pick)]
-    inference = load_inference(backbone, image_size, device, backend, precision, amp,
-                               cache_dir=cache_dir, calibration=calibration)  # fmt: skip
+    inference = load_inference(
+        backbone,
+        image_size,
+        device,
+        backend,
+        precision,
+        amp,
+        cache_dir=cache_dir,
+        calibration=calibration,
+    )
     numerics = inference.numerics()
     if inference.precision == "int8" and inference.path is not None:
         numerics += f"-{inference.path.stem}"  # the quantised model (its calibration) too
@@ -254,8 +264,9 @@ def cached_features(
         return feats, True
     if batch_size is None:
         batch_size = CPU_BATCH if inference.backend == "onnxruntime" else 64
-    loader = make_loader(paths, None, inference.transform, batch_size, workers=workers,
-                         device=device)  # fmt: skip
+    loader = make_loader(
+        paths, None, inference.transform, batch_size, workers=workers, device=device
+    )
     feats = run_outputs(inference, loader, progress)["features"]
     if cache_file is not None:
         with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:

@@ -189,8 +189,9 @@ def load_gray_images(
         pixels, ok, reasons = _decode_all(names, image_size, resample, progress, workers)
         decoded = (names, pixels, ok, reasons)
         if target is not None:
-            atomic_save_npz(target, paths=np.array(names), pixels=pixels, ok=ok,
-                            reasons=np.array(reasons))  # fmt: skip
+            atomic_save_npz(
+                target, paths=np.array(names), pixels=pixels, ok=ok, reasons=np.array(reasons)
+            )
             log.info("cached %d gray images at %s", len(names), target)
     elif progress:
         progress(len(names), len(names))
@@ -202,8 +203,11 @@ def load_gray_images(
     out[~ok_rows] = FILL_VALUE
     bad = {names[i]: reasons[i] for i in np.flatnonzero(~np.asarray(ok, dtype=bool))}
     if bad:
-        log.warning("%d of %d images could not be decoded and were given a flat gray row",
-                    len(bad), len(names))  # fmt: skip
+        log.warning(
+            "%d of %d images could not be decoded and were given a flat gray row",
+            len(bad),
+            len(names),
+        )
     return GrayImages(out, ok_rows, bad, image_size, from_cache)
 
 

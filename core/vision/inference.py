@@ -118,8 +118,13 @@ def eval_transform(backbone: Any, image_size: int) -> Callable[[Image.Image], to
     is larger than the resized image, which the box form does not cover)."""
     if backbone.crop_pct > 1.0 or backbone.interpolation not in _RESAMPLE:
         return backbone.preprocess(False, image_size)
-    return EvalTransform(int(image_size), float(backbone.crop_pct), backbone.interpolation,
-                         tuple(backbone.mean), tuple(backbone.std))  # fmt: skip
+    return EvalTransform(
+        int(image_size),
+        float(backbone.crop_pct),
+        backbone.interpolation,
+        tuple(backbone.mean),
+        tuple(backbone.std),
+    )
 
 
 # --- runners ---------------------------------------------------------------------------------
@@ -189,16 +194,19 @@ class OpenVinoRunner:
     """An OpenVINO CPU model compiled from the same export; bf16 runs on the CPU's bf16 units
     (AMX or AVX512-BF16), accumulating in fp32."""
 
-    def __init__(self, path: Path, outputs: tuple[str, ...], precision: str,
-                 threads: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, path: Path, outputs: tuple[str, ...], precision: str, threads: int | None = None
+    ) -> None:
         import openvino as ov
 
         core = ov.Core()
         # OpenVINO's compiled-model cache beside the export: later loads skip compilation.
         core.set_property({"CACHE_DIR": str(path.parent / "openvino_cache")})
-        cfg = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-               "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
-               "PERFORMANCE_HINT": "LATENCY"}  # fmt: skip
+        cfg = {
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+            "PERFORMANCE_HINT": "LATENCY",
+        }
         self.model = core.compile_model(core.read_model(str(path)), "CPU", cfg)
         self.request = self.model.create_infer_request()
         self.names = outputs
@@ -298,10 +306,18 @@ def export_onnx(module: _Outputs, image_size: int, path: Path) -> None:
     with atomic_path(path) as tmp, warnings.catch_warnings(), _quiet_exporter():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            m, (x,), str(tmp), dynamo=True, opset_version=OPSET, input_names=["x"],
-            output_names=list(module.names), dynamic_shapes=({0: batch},), verbose=False,
-            optimize=True, external_data=False,
-        )  # fmt: skip
+            m,
+            (x,),
+            str(tmp),
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=["x"],
+            output_names=list(module.names),
+            dynamic_shapes=({0: batch},),
+            verbose=False,
+            optimize=True,
+            external_data=False,
+        )
 
 
 @contextlib.contextmanager
@@ -326,8 +342,9 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def parity(reference: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> dict[str, Any]:
     """Cosine of the features and top-1 agreement of every logit output, per image."""
-    out: dict[str, Any] = {"cosine": [float(c) for c in _cosines(reference["features"],
-                                                                  got["features"])]}  # fmt: skip
+    out: dict[str, Any] = {
+        "cosine": [float(c) for c in _cosines(reference["features"], got["features"])]
+    }
     for name in ("imagenet", "logits"):
         if name in reference:
             out[f"{name}_top1_same"] = bool(
@@ -378,8 +395,13 @@ def _compiled_or_none(
     """The checked runner (ONNX Runtime or OpenVINO) for `module`, exported and checked once
     per key; or (None, None, reason) when it cannot be used."""
     folder = cache_dir / "onnx"
-    ident = {**ident, "export": EXPORT_VERSION, "opset": OPSET, "outputs": list(module.names),
-             **_versions()}  # fmt: skip
+    ident = {
+        **ident,
+        "export": EXPORT_VERSION,
+        "opset": OPSET,
+        "outputs": list(module.names),
+        **_versions(),
+    }
     key = export_key(ident)
     stem = f"{ident.get('backbone', 'model')}-{image_size}-{key}"
     fp32 = folder / f"{stem}.onnx"
@@ -407,8 +429,11 @@ def _compiled_or_none(
             return None, None, reason
         meta = None
     try:
-        runner: Any = (OpenVinoRunner(path, module.names, precision) if engine == "openvino"
-                       else OrtRunner(path, module.names))  # fmt: skip
+        runner: Any = (
+            OpenVinoRunner(path, module.names, precision)
+            if engine == "openvino"
+            else OrtRunner(path, module.names)
+        )
     except Exception as exc:  # a runtime that cannot load the file
         return None, None, f"{engine} cannot load {path.name} ({type(exc).__name__}: {exc})"
     if meta is None:
@@ -487,12 +512,30 @@ def _build(
         if missing:
             reasons.append(missing)
             continue
-        runner, path, why = _compiled_or_none(engine, module, ident, transform, image_size,
-                                              resolve_cache_dir(cache_dir), prec, calibration)  # fmt: skip
+        runner, path, why = _compiled_or_none(
+            engine,
+            module,
+            ident,
+            transform,
+            image_size,
+            resolve_cache_dir(cache_dir),
+            prec,
+            calibration,
+        )
         if runner is not None:
             log.info("%s: %s %s (%s)", name, engine, prec, why)
-            return Inference(name, image_size, transform, module.names, engine, prec,
-                             "; ".join([*reasons, why]), device, runner, path)  # fmt: skip
+            return Inference(
+                name,
+                image_size,
+                transform,
+                module.names,
+                engine,
+                prec,
+                "; ".join([*reasons, why]),
+                device,
+                runner,
+                path,
+            )
         reasons.append(f"{engine} {prec} not used: {why}")
         log.warning("%s: %s", name, reasons[-1])
     if backend == "torch":
@@ -503,8 +546,17 @@ def _build(
         reason = "; ".join(reasons) or "PyTorch"
         log.warning("%s: running PyTorch instead (%s)", name, reason)
     tprec = "amp" if amp and (device.type == "cuda" or _cpu_bf16()) else "fp32"
-    return Inference(name, image_size, transform, module.names, "torch", tprec, reason, device,
-                     TorchRunner(module, device, amp))  # fmt: skip
+    return Inference(
+        name,
+        image_size,
+        transform,
+        module.names,
+        "torch",
+        tprec,
+        reason,
+        device,
+        TorchRunner(module, device, amp),
+    )
 
 
 def planned_numerics(
@@ -543,11 +595,24 @@ def load_inference(
 
     dev = pick_device(str(device) if device is not None else None)
     size = int(image_size or backbone.default_size)
-    settings = (size, str(dev), backend, precision, amp, str(cache_dir),
-                json.dumps(int8_ident(calibration)) if precision == "int8" else "",
-                os.environ.get(BACKEND_ENV, ""), os.environ.get(PRECISION_ENV, ""))  # fmt: skip
-    return attached(backbone, lambda: _load_backbone(backbone, size, dev, backend, precision,
-                                                     amp, cache_dir, calibration), settings)  # fmt: skip
+    settings = (
+        size,
+        str(dev),
+        backend,
+        precision,
+        amp,
+        str(cache_dir),
+        json.dumps(int8_ident(calibration)) if precision == "int8" else "",
+        os.environ.get(BACKEND_ENV, ""),
+        os.environ.get(PRECISION_ENV, ""),
+    )
+    return attached(
+        backbone,
+        lambda: _load_backbone(
+            backbone, size, dev, backend, precision, amp, cache_dir, calibration
+        ),
+        settings,
+    )
 
 
 def _load_backbone(
@@ -565,10 +630,25 @@ def _load_backbone(
     head = backbone.model.imagenet_head
     names = ("features", "imagenet") if head is not None else ("features",)
     module = _Outputs(backbone.model, names, head)
-    ident = {"kind": "backbone", "backbone": backbone.name,
-             "weights": weights_stamp(backbone.weights), "image_size": size}  # fmt: skip
-    return _build(backbone.name, module, ident, eval_transform(backbone, size), size, dev,
-                  backend, precision, amp, cache_dir, calibration)  # fmt: skip
+    ident = {
+        "kind": "backbone",
+        "backbone": backbone.name,
+        "weights": weights_stamp(backbone.weights),
+        "image_size": size,
+    }
+    return _build(
+        backbone.name,
+        module,
+        ident,
+        eval_transform(backbone, size),
+        size,
+        dev,
+        backend,
+        precision,
+        amp,
+        cache_dir,
+        calibration,
+    )
 
 
 _ATTACHED: dict[tuple[int, Any], Inference] = {}
@@ -617,12 +697,29 @@ def load_run_inference(
     probe = trained.config.mode == "linear-probe" and head is not None
     names = ("features", "logits", "imagenet") if probe else ("features", "logits")
     module = _Outputs(trained.model, names, head if probe else None)
-    ident = {"kind": "run", "backbone": bb.name, "weights": weights_stamp(bb.weights),
-             "image_size": size, "checkpoint": _file_sha256(trained.checkpoint),
-             "epoch": int(trained.epoch), "mode": trained.config.mode}  # fmt: skip
+    ident = {
+        "kind": "run",
+        "backbone": bb.name,
+        "weights": weights_stamp(bb.weights),
+        "image_size": size,
+        "checkpoint": _file_sha256(trained.checkpoint),
+        "epoch": int(trained.epoch),
+        "mode": trained.config.mode,
+    }
     amp = bool(trained.config.amp) if amp is None else amp
-    return _build(f"{bb.name} run", module, ident, eval_transform(bb, size), size,
-                  trained.device, backend, precision, amp, cache_dir, None)  # fmt: skip
+    return _build(
+        f"{bb.name} run",
+        module,
+        ident,
+        eval_transform(bb, size),
+        size,
+        trained.device,
+        backend,
+        precision,
+        amp,
+        cache_dir,
+        None,
+    )
 
 
 # --- int8 --------------------------------------------------------------------------------------
@@ -634,8 +731,11 @@ def int8_ident(calibration: Sequence[str | Path] | None) -> dict[str, Any]:
     from core.vision.features import _file_stamp
 
     files = [str(p) for p in (calibration or [])][:INT8_CALIBRATION]
-    return {"method": "qdq-per-channel-minmax-edges-fp32", "version": 1,
-            "calibration": [_file_stamp(p) for p in files]}  # fmt: skip
+    return {
+        "method": "qdq-per-channel-minmax-edges-fp32",
+        "version": 1,
+        "calibration": [_file_stamp(p) for p in files],
+    }
 
 
 class _Calibration:
@@ -676,8 +776,14 @@ def quantize_int8(src: Path, dst: Path, transform: Any, calibration: Sequence[st
         convs = [n.name for n in nodes if n.op_type == "Conv"]
         keep = [convs[0], convs[-1]] + [n.name for n in nodes if n.op_type == "Gemm"]
         quantize_static(
-            str(pre), str(tmp), _Calibration(files, transform), quant_format=QuantFormat.QDQ,
-            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep,
+            str(pre),
+            str(tmp),
+            _Calibration(files, transform),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=keep,
             extra_options={"CalibMaxIntermediateOutputs": 8},
-        )  # fmt: skip
+        )

@@ -20,9 +20,12 @@ class Prediction:
     imagenet_note: str = ""
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "probabilities": self.probabilities,
-                "imagenet_top5": [{"label": n, "probability": p} for n, p in self.imagenet_top5],
-                "imagenet_note": self.imagenet_note}  # fmt: skip
+        return {
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "imagenet_top5": [{"label": n, "probability": p} for n, p in self.imagenet_top5],
+            "imagenet_note": self.imagenet_note,
+        }
 
 
 def imagenet_reference(trained: TrainedModel) -> tuple[Backbone | None, str]:
@@ -53,10 +56,12 @@ def predict_images(
     if ref is not None:
         # ImageNet head at the weights' own input size, as it was trained.
         size = ref.default_size
-        ref_inf = attached(ref, lambda: load_inference(ref, size, trained.device,
-                                                       amp=trained.config.amp))  # fmt: skip
-        inet = softmax_np(ref_inf.run(torch.stack([ref_inf.transform(im) for im in images]))
-                          ["imagenet"])  # fmt: skip
+        ref_inf = attached(
+            ref, lambda: load_inference(ref, size, trained.device, amp=trained.config.amp)
+        )
+        inet = softmax_np(
+            ref_inf.run(torch.stack([ref_inf.transform(im) for im in images]))["imagenet"]
+        )
     out = []
     for i in range(len(images)):
         top5: list[tuple[str, float]] = []

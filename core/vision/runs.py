@@ -166,12 +166,14 @@ def load_trained(
         raise CheckpointError(f"{path}: its tensors do not fit {cfg.backbone} ({first})") from None
     dev = check_device(device or cfg.device)
     model.eval().to(dev, memory_format=torch.channels_last)
-    return TrainedModel(model, backbone, list(ckpt["class_names"]), cfg, int(ckpt["epoch"]),
-                        dev, path)  # fmt: skip
+    return TrainedModel(
+        model, backbone, list(ckpt["class_names"]), cfg, int(ckpt["epoch"]), dev, path
+    )
 
 
-def labelled_split(folder: str | Path, split: str, cache_dir: str | Path | None = None,
-                   progress: Any = None) -> tuple[list[str], list[str], int]:  # fmt: skip
+def labelled_split(
+    folder: str | Path, split: str, cache_dir: str | Path | None = None, progress: Any = None
+) -> tuple[list[str], list[str], int]:
     """(paths, labels, n_skipped) of usable images of a <class>/ folder, via the manifest."""
     from core.config import resolve_cache_dir
     from core.data.dataset import DatasetError, scan_class_folder
@@ -216,8 +218,16 @@ def split_data(
         if unknown:
             raise DatasetError(f"{val_dir}: classes not in the training data: {unknown}")
         va_p, va_y = paths, [index[y] for y in labels]
-    return SplitData(tr_p, [index[y] for y in tr_y], te_p, [index[y] for y in te_y], names,
-                     va_p, va_y, str(val_dir) if val_dir is not None else "")  # fmt: skip
+    return SplitData(
+        tr_p,
+        [index[y] for y in tr_y],
+        te_p,
+        [index[y] for y in te_y],
+        names,
+        va_p,
+        va_y,
+        str(val_dir) if val_dir is not None else "",
+    )
 
 
 def evaluate_folder(
@@ -278,10 +288,12 @@ def misclassified(run_dir: str | Path, class_names: list[str], limit: int = 24) 
     out = []
     for i in wrong:
         top = np.argsort(-probs[i])[:3]
-        out.append({
-            "path": str(ev["paths"][i]),
-            "true": class_names[int(ev["labels"][i])],
-            "predicted": class_names[int(pred[i])],
-            "top3": [(class_names[int(j)], float(probs[i, j])) for j in top],
-        })  # fmt: skip
+        out.append(
+            {
+                "path": str(ev["paths"][i]),
+                "true": class_names[int(ev["labels"][i])],
+                "predicted": class_names[int(pred[i])],
+                "top3": [(class_names[int(j)], float(probs[i, j])) for j in top],
+            }
+        )
     return out

@@ -105,11 +105,20 @@ def make_partition(
     if val_paths:
         paths = [*map(str, train_paths), *map(str, val_paths)]
         n = len(train_paths)
-        return Partition(paths, [*train_labels, *val_labels], np.arange(n, dtype=np.int64),
-                         np.arange(n, len(paths), dtype=np.int64),
-                         f"folder {val_source}" if val_source else "validation folder")  # fmt: skip
+        return Partition(
+            paths,
+            [*train_labels, *val_labels],
+            np.arange(n, dtype=np.int64),
+            np.arange(n, len(paths), dtype=np.int64),
+            f"folder {val_source}" if val_source else "validation folder",
+        )
     tr, va = stratified_split([str(p) for p in train_paths], train_labels, fraction, seed)
     if len(va) == 0:
         raise ValueError("too few training images to hold out a validation set (need 2 per class)")
-    return Partition([str(p) for p in train_paths], list(train_labels), tr, va,
-                     f"held out {fraction:.0%} of the training images (seed {seed}, stratified)")  # fmt: skip
+    return Partition(
+        [str(p) for p in train_paths],
+        list(train_labels),
+        tr,
+        va,
+        f"held out {fraction:.0%} of the training images (seed {seed}, stratified)",
+    )

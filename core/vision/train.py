@@ -73,8 +73,14 @@ CHECKPOINT_FORMAT = 2
 FIXED_ON_RESUME = ("backbone", "weights", "mode", "image_size", "seed", "unfreeze")
 PARTIAL_SEARCH = Path(__file__).resolve().parents[1] / "resources" / "partial_search.json"
 # Partial-mode settings used when the search record is missing (what the search started from).
-PARTIAL_FALLBACK = {"unfreeze": "head", "epochs": 4, "lr": 1e-3, "schedule": "cosine",
-                    "image_size": 224, "label_smoothing": 0.1}  # fmt: skip
+PARTIAL_FALLBACK = {
+    "unfreeze": "head",
+    "epochs": 4,
+    "lr": 1e-3,
+    "schedule": "cosine",
+    "image_size": 224,
+    "label_smoothing": 0.1,
+}
 RESNET_UNFREEZE = "layer4.0"
 
 
@@ -175,35 +181,53 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}"),
-            (16 <= self.image_size <= 1024,
-             f"--image-size must be between 16 and 1024 pixels, not {self.image_size}"),
+            (
+                16 <= self.image_size <= 1024,
+                f"--image-size must be between 16 and 1024 pixels, not {self.image_size}",
+            ),
             (math.isfinite(self.lr) and self.lr > 0, f"--lr must be positive, not {self.lr}"),
-            (math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-             f"--weight-decay must be >= 0, not {self.weight_decay}"),
-            (self.schedule in SCHEDULES,
-             f"--schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}"),
+            (
+                math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+                f"--weight-decay must be >= 0, not {self.weight_decay}",
+            ),
+            (
+                self.schedule in SCHEDULES,
+                f"--schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}",
+            ),
             (self.step_size >= 1, f"--step-size must be at least 1, not {self.step_size}"),
             (0 < self.gamma <= 1, f"--gamma must be in (0, 1], not {self.gamma}"),
             (0 <= self.rotation <= 180, f"--rotation must be 0-180 degrees, not {self.rotation}"),
-            (0 <= self.label_smoothing < 1,
-             f"--label-smoothing must be in [0, 1), not {self.label_smoothing}"),
-            (0 < self.val_fraction < 1,
-             f"--val-fraction must be between 0 and 1, not {self.val_fraction}"),
-            (self.patience is None or self.patience >= 1,
-             f"--patience must be at least 1, not {self.patience}"),
-            (self.workers is None or self.workers >= 0, f"--workers must be >= 0, not {self.workers}"),
+            (
+                0 <= self.label_smoothing < 1,
+                f"--label-smoothing must be in [0, 1), not {self.label_smoothing}",
+            ),
+            (
+                0 < self.val_fraction < 1,
+                f"--val-fraction must be between 0 and 1, not {self.val_fraction}",
+            ),
+            (
+                self.patience is None or self.patience >= 1,
+                f"--patience must be at least 1, not {self.patience}",
+            ),
+            (
+                self.workers is None or self.workers >= 0,
+                f"--workers must be >= 0, not {self.workers}",
+            ),
             (self.eval_batch_size >= 1, "eval batch size must be at least 1"),
-            (self.max_minutes is None or self.max_minutes > 0,
-             f"--max-minutes must be positive, not {self.max_minutes}"),
-        ]  # fmt: skip
+            (
+                self.max_minutes is None or self.max_minutes > 0,
+                f"--max-minutes must be positive, not {self.max_minutes}",
+            ),
+        ]
         return [msg for ok, msg in checks if not ok]
 
     @classmethod
     def for_mode(cls, mode: str = "linear-probe", **settings: Any) -> TrainConfig:
         """A config whose unset settings take the mode's defaults (None counts as unset)."""
         given = {k: v for k, v in settings.items() if v is not None}
-        return cls(mode=mode, **{**mode_defaults(mode, given.get("backbone", cls.backbone)),
-                                 **given})  # fmt: skip
+        return cls(
+            mode=mode, **{**mode_defaults(mode, given.get("backbone", cls.backbone)), **given}
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -451,8 +475,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     only, never code. Returns it with "config" (dict) and "history" (list) decoded. Raises
     CheckpointError (one line) for a truncated, foreign or pickled-object file."""
     path = Path(path)
-    redo = ("retrain the run (python -m core train ... --out NEW_FOLDER) with this version of "
-            "SceneSeek")  # fmt: skip
+    redo = (
+        "retrain the run (python -m core train ... --out NEW_FOLDER) with this version of SceneSeek"
+    )
     try:
         with warnings.catch_warnings():  # torch warns on odd headers; the error below says it
             warnings.simplefilter("ignore", UserWarning)
@@ -483,8 +508,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def _normalise_checkpoint(path: Path, ckpt: Any, redo: str) -> dict[str, Any]:
     needed = ("model", "epoch", "class_names", "trained")
     if not isinstance(ckpt, dict) or not all(k in ckpt for k in needed):
-        raise CheckpointError(f"{path}: not a SceneSeek run checkpoint (a state dict or another "
-                              f"program's file); {redo}")  # fmt: skip
+        raise CheckpointError(
+            f"{path}: not a SceneSeek run checkpoint (a state dict or another "
+            f"program's file); {redo}"
+        )
     out = dict(ckpt)
     try:
         if "config_json" in out:
@@ -539,8 +566,10 @@ def _prepare_run(
                 + ", ".join(f"{k} ({old.get(k)!r} -> {getattr(cfg, k)!r})" for k in changed)
             )
         if list(ckpt["class_names"]) != list(class_names):
-            raise ValueError(f"cannot resume {files.root} with different classes "
-                             f"({ckpt['class_names']} -> {class_names})")  # fmt: skip
+            raise ValueError(
+                f"cannot resume {files.root} with different classes "
+                f"({ckpt['class_names']} -> {class_names})"
+            )
         if ckpt.get("data_key") not in (None, data_key):
             raise ValueError(
                 f"cannot resume {files.root} with different data: its training/validation "
@@ -548,8 +577,10 @@ def _prepare_run(
                 "--val-fraction and --seed needed)"
             )
         if "data_key" not in ckpt:
-            raise ValueError(f"cannot resume {files.root}: it was written before runs kept a "
-                             "validation split; retrain it in a new folder")  # fmt: skip
+            raise ValueError(
+                f"cannot resume {files.root}: it was written before runs kept a "
+                "validation split; retrain it in a new folder"
+            )
         return ckpt
     if resume:
         log.warning("%s: nothing to resume, starting a new run", files.root)
@@ -557,8 +588,15 @@ def _prepare_run(
 
 
 def partition_of(data: SplitData, cfg: TrainConfig) -> Partition:
-    return make_partition(data.train_paths, data.train_labels, data.val_paths, data.val_labels,
-                          cfg.val_fraction, cfg.seed, data.val_source)  # fmt: skip
+    return make_partition(
+        data.train_paths,
+        data.train_labels,
+        data.val_paths,
+        data.val_labels,
+        cfg.val_fraction,
+        cfg.seed,
+        data.val_source,
+    )
 
 
 def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
@@ -627,9 +665,16 @@ def run_training(
     files.root.mkdir(parents=True, exist_ok=True)
     if ckpt is None and files.metrics.exists():  # lines without a checkpoint: no resumable state
         files.metrics.unlink()
-    atomic_write_json(files.config, {**asdict(cfg), "class_names": data.class_names,
-                                     "validation": part.source, "n_val": len(part.val_idx),
-                                     "selected_by": "validation"})  # fmt: skip
+    atomic_write_json(
+        files.config,
+        {
+            **asdict(cfg),
+            "class_names": data.class_names,
+            "validation": part.source,
+            "n_val": len(part.val_idx),
+            "selected_by": "validation",
+        },
+    )
     if ckpt is not None:
         _sync_metrics(files, history)
         log.info("resuming %s after epoch %d", files.root, ckpt["epoch"])
@@ -637,11 +682,13 @@ def run_training(
     start = time.perf_counter()
     timings: dict[str, float] = {}
     if cfg.mode == "linear-probe":
-        step = _linear_probe_steps(cfg, data, part, backbone, model, device, cache_dir, hooks,
-                                   timings)  # fmt: skip
+        step = _linear_probe_steps(
+            cfg, data, part, backbone, model, device, cache_dir, hooks, timings
+        )
     elif cfg.mode == "partial":
-        step = _partial_steps(cfg, data, part, backbone, model, device, cache_dir, hooks, timings,
-                              scaler)  # fmt: skip
+        step = _partial_steps(
+            cfg, data, part, backbone, model, device, cache_dir, hooks, timings, scaler
+        )
     else:
         step = _network_steps(cfg, data, part, backbone, model, device, hooks, scaler)
 
@@ -669,8 +716,18 @@ def run_training(
         }
         history.append(record)
         elapsed = spent + time.perf_counter() - start
-        state = _checkpoint_state(model, cfg, optimizer, scheduler, scaler, epoch,
-                                  data.class_names, history, elapsed, part.key())  # fmt: skip
+        state = _checkpoint_state(
+            model,
+            cfg,
+            optimizer,
+            scheduler,
+            scaler,
+            epoch,
+            data.class_names,
+            history,
+            elapsed,
+            part.key(),
+        )
         improved = _better(record, best)
         # Order matters for crash safety: checkpoints, then eval artefacts, then the log line
         # (_sync_metrics repairs a line lost between the first and the last).
@@ -682,8 +739,13 @@ def run_training(
         else:
             since_best += 1
         append_jsonl(files.metrics, record)
-        log.info("epoch %d: loss %.4f, validation accuracy %.4f, test accuracy %.4f", epoch,
-                 out.train_loss, record["val_accuracy"], record["accuracy"])  # fmt: skip
+        log.info(
+            "epoch %d: loss %.4f, validation accuracy %.4f, test accuracy %.4f",
+            epoch,
+            out.train_loss,
+            record["val_accuracy"],
+            record["accuracy"],
+        )
         if hooks.on_epoch:
             hooks.on_epoch(record)
         if cfg.max_minutes is not None and elapsed > cfg.max_minutes * 60 and epoch < cfg.epochs:
@@ -693,8 +755,9 @@ def run_training(
     train_seconds = spent + time.perf_counter() - start
     if ckpt is not None and len(history) == ckpt["epoch"]:
         train_seconds = spent  # nothing left to train
-    return write_result(files, cfg, data.class_names, history, train_seconds, stop_reason,
-                        backbone, timings, part)  # fmt: skip
+    return write_result(
+        files, cfg, data.class_names, history, train_seconds, stop_reason, backbone, timings, part
+    )
 
 
 def _trained_state(model: SceneClassifier, mode: str) -> dict[str, torch.Tensor]:
@@ -753,9 +816,16 @@ def _linear_probe_steps(
     for split, paths in (("train", part.paths), ("test", data.test_paths)):
         t0 = time.perf_counter()
         feats[split], hit = cached_features(
-            backbone, paths, cfg.image_size, cache_dir, device, cfg.eval_batch_size,
-            cfg.workers, cfg.amp and device.type == "cuda", _progress(hooks, f"features ({split})"),
-        )  # fmt: skip
+            backbone,
+            paths,
+            cfg.image_size,
+            cache_dir,
+            device,
+            cfg.eval_batch_size,
+            cfg.workers,
+            cfg.amp and device.type == "cuda",
+            _progress(hooks, f"features ({split})"),
+        )
         timings[f"features_{split}"] = time.perf_counter() - t0
         timings[f"features_{split}_cached"] = float(hit)
         _check_stop(hooks)
@@ -813,10 +883,17 @@ def _partial_steps(
     for split, paths in (("train", part.paths), ("test", data.test_paths)):
         t0 = time.perf_counter()
         acts[split], hit = cached_activations(
-            backbone, unfreeze, paths, cfg.image_size, cache_dir, device,
-            cfg.eval_batch_size if device.type == "cuda" else CACHE_BATCH, cfg.workers,
-            _progress(hooks, f"activations ({split})"), hooks.should_stop,
-        )  # fmt: skip
+            backbone,
+            unfreeze,
+            paths,
+            cfg.image_size,
+            cache_dir,
+            device,
+            cfg.eval_batch_size if device.type == "cuda" else CACHE_BATCH,
+            cfg.workers,
+            _progress(hooks, f"activations ({split})"),
+            hooks.should_stop,
+        )
         timings[f"activations_{split}"] = time.perf_counter() - t0
         timings[f"activations_{split}_cached"] = float(hit)
     pool, test = acts["train"], acts["test"]
@@ -843,8 +920,11 @@ def _partial_steps(
     def step(epoch: int, criterion: nn.Module, optimizer: torch.optim.Optimizer) -> EpochOutput:
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         order = torch.randperm(len(train_idx), generator=gen).numpy()
-        flips = (torch.randint(0, 2, (len(train_idx),), generator=gen).numpy() if cfg.hflip
-                 else np.zeros(len(train_idx), dtype=np.int64))  # fmt: skip
+        flips = (
+            torch.randint(0, 2, (len(train_idx),), generator=gen).numpy()
+            if cfg.hflip
+            else np.zeros(len(train_idx), dtype=np.int64)
+        )
         tail.train()
         model.head.train()
         total, correct, n = 0.0, 0, 0
@@ -885,21 +965,50 @@ def _network_steps(
     scaler: torch.amp.GradScaler,
 ) -> StepFn:
     """Real training loops over images with the augmentation (fine-tune)."""
-    train_tf = backbone.preprocess(True, cfg.image_size, {"hflip": cfg.hflip,
-                                                          "rotation": cfg.rotation})  # fmt: skip
+    train_tf = backbone.preprocess(
+        True, cfg.image_size, {"hflip": cfg.hflip, "rotation": cfg.rotation}
+    )
     eval_tf = backbone.preprocess(False, cfg.image_size)
-    val_loader = make_loader(part.val_paths, part.val_labels, eval_tf, cfg.eval_batch_size,
-                             workers=cfg.workers, device=device)  # fmt: skip
-    test_loader = make_loader(data.test_paths, data.test_labels, eval_tf, cfg.eval_batch_size,
-                              workers=cfg.workers, device=device)  # fmt: skip
+    val_loader = make_loader(
+        part.val_paths,
+        part.val_labels,
+        eval_tf,
+        cfg.eval_batch_size,
+        workers=cfg.workers,
+        device=device,
+    )
+    test_loader = make_loader(
+        data.test_paths,
+        data.test_labels,
+        eval_tf,
+        cfg.eval_batch_size,
+        workers=cfg.workers,
+        device=device,
+    )
 
     def step(epoch: int, criterion: nn.Module, optimizer: torch.optim.Optimizer) -> EpochOutput:
-        loader = make_loader(part.train_paths, part.train_labels, train_tf, cfg.batch_size,
-                             shuffle=True, workers=cfg.workers, seed=cfg.seed * 1000 + epoch,
-                             device=device)  # fmt: skip
+        loader = make_loader(
+            part.train_paths,
+            part.train_labels,
+            train_tf,
+            cfg.batch_size,
+            shuffle=True,
+            workers=cfg.workers,
+            seed=cfg.seed * 1000 + epoch,
+            device=device,
+        )
         model.train()
-        loss, acc = train_one_epoch(model, loader, criterion, optimizer, device, cfg.amp, hooks,
-                                    f"epoch {epoch}/{cfg.epochs}", scaler)  # fmt: skip
+        loss, acc = train_one_epoch(
+            model,
+            loader,
+            criterion,
+            optimizer,
+            device,
+            cfg.amp,
+            hooks,
+            f"epoch {epoch}/{cfg.epochs}",
+            scaler,
+        )
         val_logits, _ = evaluate(model, val_loader, device, cfg.amp, hooks, "validating")
         logits, feats = evaluate(model, test_loader, device, cfg.amp, hooks, "testing")
         return EpochOutput(loss, acc, val_logits, logits, feats)
@@ -922,8 +1031,9 @@ def write_result(
     result.json. The test figures report; they chose nothing."""
     ev = np.load(files.eval)
     y = ev["labels"]
-    res = classification_result(y, ev["logits"].argmax(1), class_names,
-                                timings={**(timings or {}), "train": train_seconds})  # fmt: skip
+    res = classification_result(
+        y, ev["logits"].argmax(1), class_names, timings={**(timings or {}), "train": train_seconds}
+    )
     best = best_of(history) or history[-1]
     out = {
         **res.to_dict(),

@@ -175,12 +175,18 @@ cap = int(
     )
 )
 train_paths, train_labels = cap_per_class(train_paths, train_labels, cap)
-key = fingerprint(train_paths, train_labels, test_paths, test_labels,
-                  manifest.usable()["size_ns"].tolist())  # fmt: skip
+key = fingerprint(
+    train_paths, train_labels, test_paths, test_labels, manifest.usable()["size_ns"].tolist()
+)
 fitted = fit_max_model(
-    str(root), int(image_size), method, cap, key, (train_paths, train_labels),
+    str(root),
+    int(image_size),
+    method,
+    cap,
+    key,
+    (train_paths, train_labels),
     (test_paths, test_labels),
-)  # fmt: skip
+)
 
 # Everything below answers for this k from prefixes of the cached model.
 start = time.perf_counter()
@@ -278,15 +284,18 @@ with tab_pca:
         st.plotly_chart(plots.projection_scatter(coords, labels), width="stretch")
     if method == "class-subspace":
         st.caption("Eigen-images and projection show the global PCA; each class has its own.")
-    st.markdown(f"**t-SNE of the PCA space** (the study's map: training images' first {k_used} "
-                "components, at most 3,000 images)")  # fmt: skip
+    st.markdown(
+        f"**t-SNE of the PCA space** (the study's map: training images' first {k_used} "
+        "components, at most 3,000 images)"
+    )
     if st.checkbox("Compute the t-SNE (10-60 s once, then cached)", key="eigen_tsne"):
         proj = fitted.model.train_projections_[:, :k_used]
         pick = np.random.default_rng(0).permutation(len(proj))[:SCATTER_POINTS]
         xy = pca_tsne(key, k_used, len(pick), proj[pick])
         fig = plots.projection_scatter(xy, [fitted.train_labels[i] for i in pick])
-        st.plotly_chart(fig.update_layout(xaxis_title="t-SNE 1", yaxis_title="t-SNE 2"),
-                        width="stretch")  # fmt: skip
+        st.plotly_chart(
+            fig.update_layout(xaxis_title="t-SNE 1", yaxis_title="t-SNE 2"), width="stretch"
+        )
 
 with tab_gallery:
     wrong_first = st.checkbox("Misclassified first", value=True, key="eigen_wrong_first")

@@ -71,8 +71,11 @@ def _eigen_scores(root: str, k_max: int, size: int) -> dict[int, dict[str, float
     out = {}
     for k, p in zip(ks, preds, strict=True):
         r = classification_result(te_y, list(p), names)
-        out[k] = {"accuracy": r.accuracy, "macro_precision": r.macro_precision,
-                  "macro_recall": r.macro_recall}  # fmt: skip
+        out[k] = {
+            "accuracy": r.accuracy,
+            "macro_precision": r.macro_precision,
+            "macro_recall": r.macro_recall,
+        }
     return out
 
 
@@ -91,18 +94,24 @@ def show_evaluation(run: RunInfo) -> None:
     r = run.result
     if run.selected_by == "validation":
         val = r.get("val_accuracy")
-        st.markdown(f"**Checkpoint of epoch {r.get('evaluated_epoch')}, chosen on validation** "
-                    f"(validation accuracy {val:.4f}; {r.get('validation') or 'held-out images'}"
-                    f"): test accuracy {res.accuracy:.4f}, macro F1 {res.macro_f1:.4f}. The test "
-                    "set only reports. "
-                    f"Backbone: {r.get('backbone_source', '')}.")  # fmt: skip
+        st.markdown(
+            f"**Checkpoint of epoch {r.get('evaluated_epoch')}, chosen on validation** "
+            f"(validation accuracy {val:.4f}; {r.get('validation') or 'held-out images'}"
+            f"): test accuracy {res.accuracy:.4f}, macro F1 {res.macro_f1:.4f}. The test "
+            "set only reports. "
+            f"Backbone: {r.get('backbone_source', '')}."
+        )
     else:
-        st.markdown(f"**Last checkpoint (epoch {r.get('evaluated_epoch')})**: accuracy "
-                    f"{res.accuracy:.4f}, macro F1 {res.macro_f1:.4f}. Backbone: "
-                    f"{r.get('backbone_source', '')}.")  # fmt: skip
-        st.warning("Checkpoint selection: **unknown (old run)**. This run was trained before "
-                   "runs held out a validation set; its best checkpoint was chosen on the test "
-                   "set, so its figures are not clean test figures. Retrain it to get them.")  # fmt: skip
+        st.markdown(
+            f"**Last checkpoint (epoch {r.get('evaluated_epoch')})**: accuracy "
+            f"{res.accuracy:.4f}, macro F1 {res.macro_f1:.4f}. Backbone: "
+            f"{r.get('backbone_source', '')}."
+        )
+        st.warning(
+            "Checkpoint selection: **unknown (old run)**. This run was trained before "
+            "runs held out a validation set; its best checkpoint was chosen on the test "
+            "set, so its figures are not clean test figures. Retrain it to get them."
+        )
     c1, c2 = st.columns(2)
     c1.plotly_chart(plots.confusion_heatmap(res.confusion_matrix, res.class_names))
     c2.dataframe(pd.DataFrame({c: vars(m) for c, m in res.per_class.items()}).T.round(3))
@@ -141,8 +150,10 @@ def show_predict(run: RunInfo) -> None:
         return
     check = check_image(up.getvalue())
     if not check.ok:
-        st.error(f"`{up.name}` is not a readable image ({check.reason}"
-                 f"{': ' + check.note if check.note else ''}). Upload a JPEG or PNG photo.")  # fmt: skip
+        st.error(
+            f"`{up.name}` is not a readable image ({check.reason}"
+            f"{': ' + check.note if check.note else ''}). Upload a JPEG or PNG photo."
+        )
         return
     try:
         trained, ref = trained_model(run.path)
@@ -154,8 +165,9 @@ def show_predict(run: RunInfo) -> None:
     c1.image(check.image, caption=up.name)
     c2.plotly_chart(plots.probability_bars(pred.probabilities, f"predicted: {pred.label}"))
     if pred.imagenet_top5:
-        c3.plotly_chart(plots.probability_bars(dict(pred.imagenet_top5[::-1]),
-                                               "backbone's ImageNet top-5"))  # fmt: skip
+        c3.plotly_chart(
+            plots.probability_bars(dict(pred.imagenet_top5[::-1]), "backbone's ImageNet top-5")
+        )
     if pred.imagenet_note:
         c3.caption(pred.imagenet_note)
 
@@ -164,8 +176,10 @@ st.title("📈 Runs & evaluation")
 runs_dir = Path(st.text_input("Runs folder", value=str(resolve_runs_dir())))
 runs = list_runs(runs_dir)
 if not runs:
-    st.info(f"No runs in `{runs_dir}` yet. Train one on **Train a CNN** or with "
-            "`python -m core train ... --out runs/NAME`.")  # fmt: skip
+    st.info(
+        f"No runs in `{runs_dir}` yet. Train one on **Train a CNN** or with "
+        "`python -m core train ... --out runs/NAME`."
+    )
     st.stop()
 
 labels = {r.label(): r for r in runs}
@@ -173,8 +187,10 @@ last = st.session_state.get("cnn_last_run")
 index = next((i for i, r in enumerate(runs) if str(r.path) == last), 0)
 run = labels[st.selectbox("Run", list(labels), index=index)]
 st.plotly_chart(plots.training_curves(run.metrics, "per epoch"))
-st.caption(f"Checkpoint chosen by: **{run.selected_by_text}**"
-           + (f" — {run.config.get('validation')}" if run.config.get("validation") else ""))  # fmt: skip
+st.caption(
+    f"Checkpoint chosen by: **{run.selected_by_text}**"
+    + (f" — {run.config.get('validation')}" if run.config.get("validation") else "")
+)
 with st.expander("Config"):
     st.json(run.config)
 
@@ -186,14 +202,17 @@ with tab_eval:
 with tab_compare:
     others = [k for k in labels if labels[k].path != run.path]
     chosen = st.multiselect("Compare with", others, default=others[:1])
-    metric = st.selectbox("Metric", [*plots.SCORES, *plots.VAL_SCORES, "train_loss", "val_loss",
-                                     "test_loss"])  # fmt: skip
+    metric = st.selectbox(
+        "Metric", [*plots.SCORES, *plots.VAL_SCORES, "train_loss", "val_loss", "test_loss"]
+    )
     series = {r.name: r.metrics for r in [run, *(labels[k] for k in chosen)]}
     st.plotly_chart(plots.compare_runs(series, metric))
 with tab_eigen:
-    st.caption("The study's comparison: the CNN's test accuracy, precision and recall per epoch "
-               f"beside the grayscale eigen-image model's per component count (1..{EIGEN_K}, "
-               f"{EIGEN_SIZE} px, nearest training image), on the current data set.")  # fmt: skip
+    st.caption(
+        "The study's comparison: the CNN's test accuracy, precision and recall per epoch "
+        f"beside the grayscale eigen-image model's per component count (1..{EIGEN_K}, "
+        f"{EIGEN_SIZE} px, nearest training image), on the current data set."
+    )
     if st.button("Fit the eigen-image model and compare"):
         st.session_state["cnn_eigen"] = True
     if st.session_state.get("cnn_eigen"):
@@ -205,8 +224,10 @@ with tab_eigen:
             st.plotly_chart(plots.eigen_vs_cnn(run.metrics, eigen, run.config.get("backbone")))
             best_k = max(eigen, key=lambda k: eigen[k]["accuracy"])
             cnn = run.accuracy if run.accuracy is not None else float("nan")
-            st.caption(f"Best eigen-image accuracy {eigen[best_k]['accuracy']:.4f} at k={best_k} "
-                       "(chosen on the test set: the study's comparison); CNN test accuracy "
-                       f"{cnn:.4f} (checkpoint chosen by: {run.selected_by_text}).")  # fmt: skip
+            st.caption(
+                f"Best eigen-image accuracy {eigen[best_k]['accuracy']:.4f} at k={best_k} "
+                "(chosen on the test set: the study's comparison); CNN test accuracy "
+                f"{cnn:.4f} (checkpoint chosen by: {run.selected_by_text})."
+            )
 with tab_predict:
     show_predict(run)

@@ -127,8 +127,10 @@ def show_response(resp: SearchResponse, key: str) -> None:
             + floor
         )
     else:
-        st.caption(f"{len(resp.results)} of {resp.pool} · {resp.seconds * 1000:.0f} ms · "
-                   f"{search_words(resp)}{floor}")  # fmt: skip
+        st.caption(
+            f"{len(resp.results)} of {resp.pool} · {resp.seconds * 1000:.0f} ms · "
+            f"{search_words(resp)}{floor}"
+        )
     for note in resp.notes:
         st.info(note)
     cols = st.columns(COLUMNS)
@@ -155,12 +157,19 @@ def search_section(engine: SearchEngine) -> None:
     for i, (col, text) in enumerate(zip(cols, EXAMPLES, strict=True)):
         if col.button(text, key=f"example-{i}"):
             st.session_state[QUERY_KEY] = text
-    query = st.text_input("Describe a scene", key=QUERY_KEY,
-                          placeholder="A serene lake surrounded by forest.",
-                          help="`-word` leaves out images that name it: beach -people")  # fmt: skip
+    query = st.text_input(
+        "Describe a scene",
+        key=QUERY_KEY,
+        placeholder="A serene lake surrounded by forest.",
+        help="`-word` leaves out images that name it: beach -people",
+    )
     c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
-    mode = c1.selectbox("Mode", MODES, index=MODES.index(DEFAULT_MODE), help="; ".join(
-        f"{m}: {h}" for m, h in MODE_HELP.items()))  # fmt: skip
+    mode = c1.selectbox(
+        "Mode",
+        MODES,
+        index=MODES.index(DEFAULT_MODE),
+        help="; ".join(f"{m}: {h}" for m, h in MODE_HELP.items()),
+    )
     compare = c2.selectbox("Compare with", ["(none)", *MODES], index=0)
     category = c3.selectbox("Category", ["(all)", *engine.classes])
     k = c4.number_input("Results", 1, 50, 10)
@@ -168,8 +177,10 @@ def search_section(engine: SearchEngine) -> None:
     if not query:
         return
     if len(query) > MAX_QUERY_CHARS:
-        st.warning(f"The query is {len(query):,} characters long: only its first "
-                   f"{MAX_QUERY_CHARS} are used.")  # fmt: skip
+        st.warning(
+            f"The query is {len(query):,} characters long: only its first "
+            f"{MAX_QUERY_CHARS} are used."
+        )
     try:
         if compare != "(none)" and compare != mode:
             left, right = st.columns(2)
@@ -203,8 +214,11 @@ def upload_section(engine: SearchEngine) -> None:
     from core.data.images import check_image
 
     st.subheader("Search by image")
-    up = st.file_uploader("Upload a photo to classify it and find similar ones",
-                          type=["jpg", "jpeg", "png", "webp", "bmp"], key="image_upload")  # fmt: skip
+    up = st.file_uploader(
+        "Upload a photo to classify it and find similar ones",
+        type=["jpg", "jpeg", "png", "webp", "bmp"],
+        key="image_upload",
+    )
     if up is None:
         return
     check = check_image(up.getvalue())
@@ -216,9 +230,12 @@ def upload_section(engine: SearchEngine) -> None:
     c1.image(check.image, width="stretch")
     c1.markdown("  \n".join(f"{c}: {p:.2f}" for c, p in info["categories"][:3]))
     c1.caption(", ".join(f"{n} {p:.2f}" for n, p in info["top_labels"]))
-    words = c2.text_input("Steer it with words (optional)", key="upload_words",
-                          placeholder="at sunset, with snow", help="The photo and the words "
-                          "together: images like the photo that also fit the words.")  # fmt: skip
+    words = c2.text_input(
+        "Steer it with words (optional)",
+        key="upload_words",
+        placeholder="at sunset, with snow",
+        help="The photo and the words together: images like the photo that also fit the words.",
+    )
     with c2:
         if words.strip() and info.get("semantic") is not None:
             show_response(engine.search_image_text(info, words, k=10), "upload")
@@ -244,18 +261,22 @@ def evaluation_section(index: Path, engine: SearchEngine) -> None:
     if queries is not None and "test" in (engine.meta.get("splits") or []):
         try:
             out = evaluate(str(index), s, "queries", str(queries))
-            st.markdown(f"**Category queries** ({out['n_queries']} from `{queries.name}`, "
-                        f"pool {out['pool']} test images)")  # fmt: skip
+            st.markdown(
+                f"**Category queries** ({out['n_queries']} from `{queries.name}`, "
+                f"pool {out['pool']} test images)"
+            )
             st.dataframe(pd.DataFrame(out["modes"]).T.round(3).assign(pool=out["pool"]))
         except ValueError as exc:
             st.warning(f"Category queries not evaluated: {exc}")
     if has_captions:
         try:
             out = evaluate(str(index), s, "captions", "")
-            st.markdown(f"**Caption queries** ({out['n_queries']} captions of {out['n_photos']} "
-                        f"photos the mapping never saw, pool {out['pool']} images: all "
-                        f"indexed; {(out.get('refused') or {}).get('fitted_captions', 0)} "
-                        "captions of photos that fitted the mapping refused)")  # fmt: skip
+            st.markdown(
+                f"**Caption queries** ({out['n_queries']} captions of {out['n_photos']} "
+                f"photos the mapping never saw, pool {out['pool']} images: all "
+                f"indexed; {(out.get('refused') or {}).get('fitted_captions', 0)} "
+                "captions of photos that fitted the mapping refused)"
+            )
             st.dataframe(pd.DataFrame(out["modes"]).T.round(3).assign(pool=out["pool"]))
         except ValueError as exc:
             st.warning(f"Caption queries not evaluated: {exc}")

@@ -51,18 +51,26 @@ def split_from_manifest(root: str) -> SplitData | None:
     # The data set's own val/ folder validates when it has one; else the run holds out a share.
     va_p, va_y = manifest.paths_labels("val")
     vkeep = [i for i, y in enumerate(va_y) if y in index]
-    return SplitData([str(p) for p in tr_p], [index[y] for y in tr_y],
-                     [str(te_p[i]) for i in keep], [index[te_y[i]] for i in keep], names,
-                     [str(va_p[i]) for i in vkeep], [index[va_y[i]] for i in vkeep],
-                     "the data set's val/ folder" if vkeep else "")  # fmt: skip
+    return SplitData(
+        [str(p) for p in tr_p],
+        [index[y] for y in tr_y],
+        [str(te_p[i]) for i in keep],
+        [index[te_y[i]] for i in keep],
+        names,
+        [str(va_p[i]) for i in vkeep],
+        [index[va_y[i]] for i in vkeep],
+        "the data set's val/ folder" if vkeep else "",
+    )
 
 
 st.title("🧠 Train a CNN")
 require_dataset()
 data = split_from_manifest(str(current_data_dir()))
 if data is None:
-    st.error("This page needs labelled train and test images (seg_train/<class>/ and "
-             "seg_test/<class>/, or train/ and test/).")  # fmt: skip
+    st.error(
+        "This page needs labelled train and test images (seg_train/<class>/ and "
+        "seg_test/<class>/, or train/ and test/)."
+    )
     st.stop()
 
 runs_dir = resolve_runs_dir()
@@ -80,23 +88,31 @@ with st.expander("More settings"):
     d1, d2, d3, d4, d5 = st.columns(5)
     batch_size = d1.number_input("Batch size", 1, 512, 32)
     lr = d2.number_input("Learning rate", 1e-6, 1.0, float(defaults.lr), format="%.5f")
-    step_size = d3.number_input("StepLR step (epochs)", 1, 100, 5,
-                                disabled=defaults.schedule != "step")  # fmt: skip
+    step_size = d3.number_input(
+        "StepLR step (epochs)", 1, 100, 5, disabled=defaults.schedule != "step"
+    )
     seed = d4.number_input("Seed", 0, 10**6, 0)
     val_fraction = d5.number_input(
-        "Validation share", 0.02, 0.5, 0.1, step=0.01,
+        "Validation share",
+        0.02,
+        0.5,
+        0.1,
+        step=0.01,
         help="Share of training images held out (stratified, seeded) when the data set has no "
         "val/ folder. Validation alone chooses the best checkpoint; the test set only reports.",
-    )  # fmt: skip
-st.caption(f"{MODE_HELP[mode]}. {len(data.train_paths)} training and {len(data.test_paths)} "
-           f"test images, {len(data.class_names)} classes. Runs are saved under `{runs_dir}`.")  # fmt: skip
+    )
+st.caption(
+    f"{MODE_HELP[mode]}. {len(data.train_paths)} training and {len(data.test_paths)} "
+    f"test images, {len(data.class_names)} classes. Runs are saved under `{runs_dir}`."
+)
 
 resumable = [r for r in list_runs(runs_dir) if r.resumable]
 name = st.text_input("Run name", value=f"{backbone}-{mode}-{image_size}px")
 resume_choice = st.selectbox(
-    "…or resume an unfinished run", ["(new run)"] + [r.name for r in resumable],
+    "…or resume an unfinished run",
+    ["(new run)"] + [r.name for r in resumable],
     help="Continues from the run's last checkpoint with its own settings.",
-)  # fmt: skip
+)
 b1, b2 = st.columns([1, 5])
 start = b1.button("Start training", type="primary")
 b2.button("Stop", on_click=_request_stop, help="Stops between batches; the run stays resumable.")
@@ -113,10 +129,18 @@ if start:
         out = runs_dir / name
         if (out / "config.json").exists():
             out = runs_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        cfg = TrainConfig.for_mode(mode, backbone=backbone, epochs=int(epochs),
-                                   image_size=int(image_size), batch_size=int(batch_size),
-                                   lr=float(lr), step_size=int(step_size), seed=int(seed),
-                                   val_fraction=float(val_fraction), workers=0)  # fmt: skip
+        cfg = TrainConfig.for_mode(
+            mode,
+            backbone=backbone,
+            epochs=int(epochs),
+            image_size=int(image_size),
+            batch_size=int(batch_size),
+            lr=float(lr),
+            step_size=int(step_size),
+            seed=int(seed),
+            val_fraction=float(val_fraction),
+            workers=0,
+        )
         resume = False
     # workers=0: forking DataLoader workers out of Streamlit's threaded server is unsafe.
     cfg.workers = 0
@@ -138,23 +162,27 @@ if start:
 
     from core.vision.train import Hooks
 
-    hooks = Hooks(on_stage=on_stage, on_epoch=on_epoch,
-                  should_stop=lambda: bool(st.session_state.get(STOP_KEY)))  # fmt: skip
+    hooks = Hooks(
+        on_stage=on_stage,
+        on_epoch=on_epoch,
+        should_stop=lambda: bool(st.session_state.get(STOP_KEY)),
+    )
     try:
         with st.spinner(f"Training {cfg.backbone} ({cfg.mode}) in `{out}`…"):
-            result = run_training(cfg, data, out, resume=resume, cache_dir=cache_dir(),
-                                  hooks=hooks)  # fmt: skip
+            result = run_training(cfg, data, out, resume=resume, cache_dir=cache_dir(), hooks=hooks)
     except TrainingStopped:
         st.warning(f"Stopped. Run `{out}` resumes from its last checkpoint.")
     except Exception as exc:  # shown, not a traceback: bad weights, a run that exists...
         st.error(f"Training failed: {exc}")
     else:
         bar.progress(1.0, text="Done")
-        st.success(f"Test accuracy {result['accuracy']:.4f} (macro F1 {result['macro_f1']:.4f}) "
-                   f"of epoch {result['best_epoch']}, chosen on validation (accuracy "
-                   f"{result['val_accuracy']:.4f}), after {result['epochs_done']} epochs in "
-                   f"{result['train_seconds']:.1f} s. See **Runs & evaluation** for the "
-                   "details.")  # fmt: skip
+        st.success(
+            f"Test accuracy {result['accuracy']:.4f} (macro F1 {result['macro_f1']:.4f}) "
+            f"of epoch {result['best_epoch']}, chosen on validation (accuracy "
+            f"{result['val_accuracy']:.4f}), after {result['epochs_done']} epochs in "
+            f"{result['train_seconds']:.1f} s. See **Runs & evaluation** for the "
+            "details."
+        )
         st.session_state["cnn_last_run"] = str(out)
 
 st.subheader("Saved runs")
@@ -162,11 +190,23 @@ runs = list_runs(runs_dir)
 if not runs:
     st.caption("No runs yet.")
 else:
-    st.dataframe(pd.DataFrame([{
-        "run": r.name, "backbone": r.config.get("backbone"), "mode": r.config.get("mode"),
-        "image size": r.config.get("image_size"),
-        "epochs": f"{len(r.metrics)}/{r.config.get('epochs')}",
-        "test accuracy": r.accuracy,
-        "chosen by": r.selected_by_text,
-        "state": "finished" if r.finished else ("resumable" if r.resumable else "empty"),
-    } for r in runs]), hide_index=True)  # fmt: skip
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "run": r.name,
+                    "backbone": r.config.get("backbone"),
+                    "mode": r.config.get("mode"),
+                    "image size": r.config.get("image_size"),
+                    "epochs": f"{len(r.metrics)}/{r.config.get('epochs')}",
+                    "test accuracy": r.accuracy,
+                    "chosen by": r.selected_by_text,
+                    "state": "finished"
+                    if r.finished
+                    else ("resumable" if r.resumable else "empty"),
+                }
+                for r in runs
+            ]
+        ),
+        hide_index=True,
+    )
