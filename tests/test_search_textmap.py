@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from core.search.textmap import (
+from core.search.image_to_text import (
     TEXT_DIM,
     MapConfig,
     TextEncoder,
@@ -69,7 +69,11 @@ def intel_encoded(intel_small):
     e = encode_loader(enc, enc.loader([f.path for f in files], 32, 0))
     rows = {
         "path": [f.path for f in files],
-        "sha256": [hashlib.sha256(f.path.encode()).hexdigest() for f in files],
+        # Keyed by the path inside the data set, not the temporary folder: folds stay put.
+        "sha256": [
+            hashlib.sha256(Path(f.path).relative_to(intel_small).as_posix().encode()).hexdigest()
+            for f in files
+        ],
         "split": [f.split for f in files],
         "label": [f.label for f in files],
         "captions": [[] for _ in files],
@@ -104,12 +108,16 @@ def _captioned_share_of_sea_top10(vectors, queries, sea, captioned) -> float:
 
 @pytest.mark.slow
 def test_out_of_fold_vectors_give_captioned_photos_no_head_start(
-    encoder: TextEncoder, intel_encoded
+    encoder: TextEncoder, intel_encoded, tmp_path: Path
 ) -> None:
     """Half the sea photos have captions: in-fold, the mapping pulls its own training photos
-    toward every sea query; out-of-fold, their share of the top 10 matches their share."""
+    toward every sea query; out-of-fold, their share of the top 10 matches their share.
+    With 14 captioned sea photos one fold assignment is a small sample (one assignment alone
+    varies by about 0.1), so the out-of-fold share is averaged over five assignments."""
+    import hashlib
+
     from core.search.evaluate import read_queries
-    from core.search.textmap import fit_semantic
+    from core.search.image_to_text import fit_semantic
 
     rows, feats = intel_encoded
     rows, sea, captioned = _half_captioned_sea(rows)
@@ -117,18 +125,27 @@ def test_out_of_fold_vectors_give_captioned_photos_no_head_start(
     qv = encoder.encode(queries)
     meta = {"roots": {}, "encoder": {"backbone": "efficientnet_lite0"}}
     base = MapConfig(heldout_fraction=0.0, image_weight=0.9)  # lean on the mapping: worst case
-    oof = fit_semantic(feats, rows, meta, encoder, base)
-    inf = fit_semantic(feats, rows, meta, encoder, dataclasses.replace(base, folds=1))
     share_pool = len(captioned) / len(sea)
-    share_oof = _captioned_share_of_sea_top10(oof.vectors, qv, sea, captioned)
+    inf = fit_semantic(feats, rows, meta, encoder, dataclasses.replace(base, folds=1), tmp_path)
     share_in = _captioned_share_of_sea_top10(inf.vectors, qv, sea, captioned)
+    shares_oof = []
+    for seed in range(5):
+        salted = dict(
+            rows,
+            sha256=[hashlib.sha256(f"{seed}:{h}".encode()).hexdigest() for h in rows["sha256"]],
+        )
+        oof = fit_semantic(feats, salted, meta, encoder, base, tmp_path)
+        assert oof.fitted_images == {Path(rows["path"][i]).name for i in captioned}
+        shares_oof.append(_captioned_share_of_sea_top10(oof.vectors, qv, sea, captioned))
+    share_oof = float(np.mean(shares_oof))
     print(
-        f"captioned share of sea top-10: out-of-fold {share_oof:.2f}, in-fold {share_in:.2f}, "
+        f"captioned share of sea top-10: out-of-fold {share_oof:.2f} "
+        f"({', '.join(f'{s:.2f}' for s in shares_oof)}), in-fold {share_in:.2f}, "
         f"pool {share_pool:.2f}"
     )
     assert share_in > share_pool + 0.1  # the bias is real
     assert abs(share_oof - share_pool) <= 0.08
-    assert oof.fitted_images == {Path(rows["path"][i]).name for i in captioned}
+    assert abs(share_oof - share_pool) < (share_in - share_pool) / 2  # out-of-fold removes most
 
 
 @pytest.mark.slow
@@ -136,7 +153,7 @@ def test_saved_fit_embeds_like_the_fit_and_a_new_image_without_fitting(
     encoder: TextEncoder, intel_encoded, tmp_path: Path
 ) -> None:
     from core.search.embed import Encoded
-    from core.search.textmap import ensure_semantic, load_semantic
+    from core.search.image_to_text import ensure_semantic, load_semantic
 
     rows, feats = intel_encoded
     rows, _, captioned = _half_captioned_sea(rows)
