@@ -30,12 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.config import resolve_cache_dir  # noqa: E402
-
-
-def shared() -> Path:
-    env = os.environ.get("SCENESEEK_SHARED_DATA")
-    return Path(env) if env else ROOT.parent / "shared" / "data"
+from core.config import resolve_cache_dir, shared_data_dir  # noqa: E402
 
 
 def noisy_copy(src: Path, dest: Path, fraction: float, seed: int) -> set[str]:
@@ -59,7 +54,7 @@ def noisy_copy(src: Path, dest: Path, fraction: float, seed: int) -> set[str]:
 def noise(args: argparse.Namespace) -> None:
     from core.curate.audit import run_audit
 
-    src = shared() / "intel" / "seg_train"
+    src = shared_data_dir() / "intel" / "seg_train"
     with tempfile.TemporaryDirectory(prefix="noisy-intel-") as tmp:
         flipped = noisy_copy(src, Path(tmp), 0.05, args.seed)
         t0 = time.perf_counter()
@@ -108,13 +103,13 @@ def _degrade(src: Path, dest: Path, scale: float, quality: int) -> None:
 
 
 def threshold(args: argparse.Namespace) -> None:
-    from core.curate.duplicates import DEFAULT_THRESHOLD, normalise, self_join, vector_table
+    from core.curate.duplicates import DEFAULT_THRESHOLD, normalize, self_join, vector_table
     from core.curate.vectors import collection_vectors, load_collection, vector_source
 
     cache = resolve_cache_dir()
-    coll = load_collection(shared() / "intel" / "seg_train", cache)
+    coll = load_collection(shared_data_dir() / "intel" / "seg_train", cache)
     src = vector_source()
-    vec = normalise(collection_vectors(src, coll.paths, cache))
+    vec = normalize(collection_vectors(src, coll.paths, cache))
     with tempfile.TemporaryDirectory(prefix="nn-") as tmp:
         tbl = vector_table(vec, Path(tmp) / "t")
         pairs, _ = self_join(tbl, vec, k=1, threshold=1.0)
@@ -136,7 +131,7 @@ def threshold(args: argparse.Namespace) -> None:
                 dest = Path(tmp) / f"{j:04d}.jpg"
                 _degrade(Path(coll.paths[i]), dest, scale, quality)
                 copies.append(str(dest))
-            cv = normalise(collection_vectors(src, copies, Path(tmp) / "cache"))
+            cv = normalize(collection_vectors(src, copies, Path(tmp) / "cache"))
         d = 1.0 - np.einsum("ij,ij->i", vec[pick], cv)
         print(
             f"threshold: copy resized {scale}x + JPEG q={quality} (40 training images, seed "
@@ -153,7 +148,7 @@ def duplicates(args: argparse.Namespace) -> None:
     from core.data.manifest import build_manifest
 
     cache = resolve_cache_dir()
-    root = shared() / "intel"
+    root = shared_data_dir() / "intel"
     audit = run_audit(root, cache_dir=cache)
     c, dup = audit.collection, audit.duplicates
     print(
@@ -201,7 +196,7 @@ def probe_c(args: argparse.Namespace) -> None:
     from core.curate.vectors import collection_vectors, load_collection, vector_source
 
     cache = resolve_cache_dir()
-    coll = load_collection(shared() / "intel" / "seg_train", cache)
+    coll = load_collection(shared_data_dir() / "intel" / "seg_train", cache)
     vec = collection_vectors(vector_source(), coll.paths, cache)
     names = coll.class_names
     y = np.array([names.index(v) for v in coll.labels])
@@ -222,8 +217,8 @@ def main() -> None:
     ap.add_argument("--probe-c", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    if not shared().exists():
-        sys.exit(f"shared data not found: {shared()}")
+    if not shared_data_dir().exists():
+        sys.exit(f"shared data not found: {shared_data_dir()}")
     for flag, fn in (
         ("threshold", threshold),
         ("probe_c", probe_c),

@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -34,29 +33,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.common import copy_images, default_data, pick_images  # noqa: E402
 from core.search.store import build_index, load_rows  # noqa: E402
 
 TARGET_IMAGES, TARGET_SECONDS = 10_000_000, 3600
-
-
-def default_data() -> Path:
-    env = os.environ.get("SCENESEEK_SHARED_DATA")
-    return (Path(env) if env else REPO.parent / "shared" / "data") / "intel"
-
-
-def copy_subset(root: Path, n: int, dest: Path) -> int:
-    """n images spread evenly over the classes of seg_train (sorted, deterministic)."""
-    classes = sorted(p for p in (root / "seg_train").iterdir() if p.is_dir())
-    per = -(-n // len(classes))
-    copied = 0
-    for c in classes:
-        files = sorted(c.glob("*.jpg"))
-        for f in files[:: max(1, len(files) // per)][:per]:
-            if copied < n:
-                (dest / c.name).mkdir(parents=True, exist_ok=True)
-                shutil.copy2(f, dest / c.name / f.name)
-                copied += 1
-    return copied
 
 
 def model_gflops(encoder) -> float:
@@ -119,7 +99,7 @@ def main() -> None:
     encoder = load_encoder(image_size=args.image_size, device="cpu")
     with tempfile.TemporaryDirectory(prefix="sceneseek-bench-") as tmp:
         tmp = Path(tmp)
-        n = copy_subset(args.data, args.n, tmp / "imgs")
+        n = copy_images(pick_images(args.data, args.n), tmp / "imgs")
         # derive=False: the encoding engines alone (the derived columns are the same driver work)
         common = {"encoder": encoder, "batch_size": args.batch_size, "chunk": 256, "derive": False}
 

@@ -33,19 +33,16 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from core.data.captions import read_captions  # noqa: E402
+from core.config import shared_data_dir  # noqa: E402
 from core.io import atomic_write_json, dumps_json  # noqa: E402
-from core.text import Mapping, PipelineConfig, run_pipeline  # noqa: E402
-from core.text.pipeline import find_split_file  # noqa: E402
+from core.text import Mapping, PipelineConfig, report_on_file  # noqa: E402
 
 GOAL_SECONDS = 15.0
 CORE_STAGES = ("read", "preprocess", "tfidf", "labels", "chi2", "pmi", "hmm_fit", "hmm_decode")
 
 
 def default_captions() -> Path:
-    shared = os.environ.get("SCENESEEK_SHARED_DATA")
-    base = Path(shared) if shared else REPO.parent / "shared" / "data"
-    return base / "flickr8k" / "captions.txt"
+    return shared_data_dir() / "flickr8k" / "captions.txt"
 
 
 def study_way(path: Path, mapping: Mapping) -> dict:
@@ -98,10 +95,7 @@ def study_way(path: Path, mapping: Mapping) -> dict:
 
 
 def ours(path: Path, mapping: Mapping) -> dict:
-    t = time.perf_counter()
-    cs = read_captions(path)
-    read_s = time.perf_counter() - t
-    report = run_pipeline(cs, mapping, PipelineConfig(), find_split_file(path), read_seconds=read_s)
+    _, report = report_on_file(path, mapping, PipelineConfig())
     d = report.to_json()
     core_total = sum(d["seconds"].get(s, 0.0) for s in CORE_STAGES)
     return {

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from core.config import shared_data_dir  # noqa: E402
 from core.io import atomic_write_json, read_json  # noqa: E402
 
 # (name, settings): the unfrozen part, the learning rate and the epochs (cosine schedule,
@@ -128,7 +128,7 @@ def choose(runs: Path) -> dict:
 
 
 def main() -> None:
-    shared = Path(os.environ.get("SCENESEEK_SHARED_DATA", REPO.parent / "shared" / "data"))
+    shared = shared_data_dir()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=shared / "intel")
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "partial_search")

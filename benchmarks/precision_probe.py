@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.features import default_data  # noqa: E402
+from benchmarks.common import default_data  # noqa: E402
 from core.vision.backbones import create_backbone  # noqa: E402
 from core.vision.features import cached_features  # noqa: E402
 

@@ -3,7 +3,7 @@
 The collection is the one issue 11 measures on: the 807 shared Flickr8k photos with their
 captions plus Intel images (labelled training images and test images as distractors), about
 1,000 images, every one of them in the pool. The photos split by a hash of their file name
-(core.search.textmap.heldout_images): the first quarter is the test set, never touched here
+(core.search.image_to_text.heldout_images): the first quarter is the test set, never touched here
 (its captions are removed, so its photos are plain pool images); the second quarter is the
 validation set, held out of the fit, whose captions are the queries; the rest fit the mapping.
 Each setting is scored by semantic R@10 against the whole pool and by the Intel category
@@ -31,18 +31,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from core.config import resolve_cache_dir as cache_dir  # noqa: E402
-from core.search.textmap import MapConfig, TextEncoder, fit_semantic, heldout_images  # noqa: E402
+from core.config import shared_data_dir  # noqa: E402
+from core.search.image_to_text import MapConfig, TextEncoder, fit_semantic, heldout_images  # noqa: E402
 
 TOP_STORED = 20  # ImageNet labels kept per image in this study (label_k up to this)
 P10_MIN = 0.96  # the descent prefers settings with this category P@10 on validation images
 P10_SLACK = 0.01  # the final choice: P@10 within this of the best seen (see final_choice)
-
-
-def shared() -> Path:
-    import os
-
-    env = os.environ.get("SCENESEEK_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
 
 
 def intel_subset(n_train: int, n_test: int, part: str) -> list[tuple[str, str, str]]:
@@ -51,7 +45,7 @@ def intel_subset(n_train: int, n_test: int, part: str) -> list[tuple[str, str, s
     figures are measured on) are disjoint: every other image of the same spread."""
     out = []
     for split, n in (("train", n_train), ("test", n_test)):
-        for d in sorted((shared() / "intel" / f"seg_{split}").iterdir()):
+        for d in sorted((shared_data_dir() / "intel" / f"seg_{split}").iterdir()):
             files = sorted(d.glob("*.jpg"))
             step = max(2, len(files) // n)
             start = step // 2 if split == "test" and part == "validation" else 0
@@ -61,7 +55,9 @@ def intel_subset(n_train: int, n_test: int, part: str) -> list[tuple[str, str, s
 
 def collection(n_train: int, n_test: int, part: str = "validation") -> list[tuple[str, str, str]]:
     """(path, split, label) of the Flickr photos and an even Intel subset."""
-    out = [(str(p), "", "") for p in sorted((shared() / "flickr8k" / "Images").glob("*.jpg"))]
+    out = [
+        (str(p), "", "") for p in sorted((shared_data_dir() / "flickr8k" / "Images").glob("*.jpg"))
+    ]
     return out + intel_subset(n_train, n_test, part)
 
 
@@ -76,7 +72,7 @@ def write_collection(dest: Path, n_train: int, n_test: int) -> None:
         out = dest / "intel" / f"seg_{split}" / label
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, out / Path(path).name)
-    shutil.copy2(shared() / "flickr8k" / "captions.txt", dest / "captions.txt")
+    shutil.copy2(shared_data_dir() / "flickr8k" / "captions.txt", dest / "captions.txt")
 
 
 def encode(paths: list[str], run: str | None = None) -> dict[str, np.ndarray]:
@@ -118,13 +114,14 @@ def encode(paths: list[str], run: str | None = None) -> dict[str, np.ndarray]:
 def captions() -> dict[str, list[str]]:
     from core.search.store import captions_by_image
 
-    return captions_by_image(shared() / "flickr8k" / "captions.txt")
+    return captions_by_image(shared_data_dir() / "flickr8k" / "captions.txt")
 
 
 def queries_csv() -> list[tuple[str, str]]:
+    from core.resources import queries_csv as shipped
     from core.search.evaluate import read_queries
 
-    return read_queries(REPO / "tests" / "data" / "queries.csv")
+    return read_queries(shipped())
 
 
 def rows_for(items, data, caps, drop: set[str]) -> dict[str, list]:

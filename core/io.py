@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import io
 import json
 import logging
 import math
@@ -25,9 +26,10 @@ from typing import IO, Any
 
 import numpy as np
 
+from core.config import key_file
+
 log = logging.getLogger(__name__)
 
-KEY_ENV = "SCENESEEK_KEY_FILE"
 SIGNATURE_MAGIC = b"SCENESEEK-HMAC-SHA256\n"
 
 
@@ -124,6 +126,16 @@ def read_json(path: str | Path, rebuild_hint: str = "") -> Any:
         raise MetadataError(f"{path} is unreadable: {why}{hint}") from None
 
 
+def file_stamp(path: str | Path) -> list[Any]:
+    """[path, bytes, mtime in ns] of a file, the part of a cache key that changes when the
+    file does; [path, -1, -1] for a missing file (the reader reports it)."""
+    try:
+        st = os.stat(path)
+        return [str(path), st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [str(path), -1, -1]
+
+
 def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
     return atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
@@ -156,17 +168,6 @@ def read_jsonl(path: str | Path) -> list[Any]:
 
 
 # --- signed pickles -------------------------------------------------------------------------------
-
-
-def key_file() -> Path:
-    """The per-user signing key: $SCENESEEK_KEY_FILE, else ~/.config/sceneseek/cache.key.
-    It lives outside caches and indexes, so copying a folder from someone else never copies
-    a key that would make their pickles trusted."""
-    env = os.environ.get(KEY_ENV)
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(base) / "sceneseek" / "cache.key"
 
 
 def _signing_key(create: bool) -> bytes | None:
@@ -206,6 +207,25 @@ def save_signed_pickle(path: str | Path, obj: Any) -> bool:
     return True
 
 
+# Modules renamed since a cache file may have been written: its classes load from here.
+MOVED_MODULES = {
+    "core.text.mapping": "core.text.categories",
+    "core.search.textmap": "core.search.image_to_text",
+    "core.search.rank": "core.search.engine",
+}
+
+
+class _MovedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(MOVED_MODULES.get(module, module), name)
+
+
+def loads_trusted(body: bytes) -> Any:
+    """Unpickle bytes this user's SceneSeek wrote (signature checked by the caller), with
+    classes of renamed modules found at their new place."""
+    return _MovedUnpickler(io.BytesIO(body)).load()
+
+
 def load_signed_pickle(path: str | Path) -> Any | None:
     """The object `save_signed_pickle` wrote, or None when the file is missing, unsigned,
     signed with another key or altered: such bytes are never unpickled."""
@@ -223,7 +243,7 @@ def load_signed_pickle(path: str | Path) -> Any | None:
         log.warning("ignoring cache file %s: not signed by this user's key", path)
         return None
     try:
-        return pickle.loads(body)  # verified: written by this user's SceneSeek
+        return loads_trusted(body)  # verified: written by this user's SceneSeek
     except Exception as exc:  # an old class layout: recompute
         log.warning("ignoring stale cache file %s: %s", path, exc)
         return None

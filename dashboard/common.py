@@ -1,12 +1,17 @@
-"""Shared dashboard helpers: the data-folder sidebar and cached loaders.
+"""Shared dashboard helpers: the data-folder sidebar, cached loaders (data set, manifest,
+thumbnails, the search engine) and the one progress bar (`progress`).
 
-Only this layer caches (st.cache_resource / st.cache_data); core stays pure.
-Pages call `current_data_dir()` so each page also runs on its own (AppTest)."""
+Only this layer caches (st.cache_resource / st.cache_data); core stays pure. Folders and
+settings come from core.config. Pages call `current_data_dir()` so each page also runs on
+its own (AppTest)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
 from PIL import Image
@@ -15,6 +20,9 @@ from core.config import data_dir_source, resolve_cache_dir, resolve_data_dir
 from core.data.dataset import Dataset, DatasetError, find_dataset
 from core.data.images import open_for_display
 from core.data.manifest import Manifest, build_manifest
+
+if TYPE_CHECKING:
+    from core.search.engine import SearchEngine
 
 DATA_KEY = "data_dir"
 
@@ -26,6 +34,7 @@ def current_data_dir() -> Path:
 
 
 def cache_dir() -> Path:
+    """The cache folder (core.config: $SCENESEEK_CACHE, else ./.sceneseek)."""
     return resolve_cache_dir()
 
 
@@ -54,24 +63,84 @@ def load_dataset(root: str) -> Dataset:
     return find_dataset(root)
 
 
+class Progress:
+    """One st.progress bar behind core's callbacks, the app's only progress bar.
+
+    `bar(done, total)` fits a `progress=` argument, `bar.stage(name, done, total)` a
+    `stage=` one, `bar.labelled(name)` gives a `progress=` callback with its own label.
+    Text reads "label… done/total". Used as a context manager it clears itself on exit."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._bar = st.progress(0.0, text=f"{label}…")
+
+    def __call__(self, done: int, total: int) -> None:
+        self.stage(self.label, done, total)
+
+    def stage(self, name: str, done: int, total: int) -> None:
+        self._bar.progress(min(1.0, done / max(1, total)), text=f"{name}… {done}/{total}")
+
+    def labelled(self, name: str) -> Callable[[int, int], None]:
+        return partial(self.stage, name)
+
+    def note(self, text: str, fraction: float = 1.0) -> None:
+        """A step with no count (e.g. "Fitting 150 components…")."""
+        self._bar.progress(fraction, text=text)
+
+    def clear(self) -> None:
+        self._bar.empty()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.clear()
+
+
+def progress(label: str) -> Progress:
+    """A progress bar labelled `label`; see `Progress`."""
+    return Progress(label)
+
+
 @st.cache_resource(show_spinner=False)
 def _manifest_cached(root: str, cache: str, stamp: float) -> Manifest:
     ds = find_dataset(root)
-    bar = st.progress(0.0, text="Checking images…")
+    with progress("Checking images") as bar:
+        return build_manifest(ds, cache, progress=bar)
 
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / max(1, total), text=f"Checking images… {done}/{total}")
 
-    manifest = build_manifest(ds, cache, progress=progress)
-    bar.empty()
-    return manifest
+def folder_stamp(root: str | Path) -> float:
+    """Latest mtime of a data folder and its split/class folders: changes when a class
+    folder gains or loses a file, so cached loaders keyed by it rebuild."""
+    root = Path(root)
+    return max((p.stat().st_mtime for p in [root, *root.glob("*/*")] if p.exists()), default=0)
 
 
 def load_manifest(root: str | Path) -> Manifest:
     """The validated manifest of a data set; rebuilt when the folder changes."""
-    root = Path(root)
-    stamp = max((p.stat().st_mtime for p in [root, *root.glob("*/*")] if p.exists()), default=0)
-    return _manifest_cached(str(root), str(cache_dir()), stamp)
+    return _manifest_cached(str(root), str(cache_dir()), folder_stamp(root))
+
+
+def index_stamp(index: str | Path) -> str:
+    """Changes whenever the search index is rewritten: key cached loaders with it (no leading
+    underscore: Streamlit does not hash those). Raises SearchIndexError without an index."""
+    from core.search.store import meta_path, read_meta
+
+    meta = read_meta(index)
+    return f"{meta_path(index).stat().st_mtime_ns}:{meta.get('table_version')}"
+
+
+@st.cache_resource(show_spinner="Loading the index and models…", max_entries=2)
+def _engine(index: str, stamp: str) -> SearchEngine:
+    from core.search.engine import SearchEngine
+
+    return SearchEngine.load(index)
+
+
+def load_engine(index: str | Path) -> SearchEngine:
+    """The search engine over `index`, loaded once per process and again when the index is
+    rewritten (its stamp changes). Raises SearchIndexError without an index."""
+    return _engine(str(index), index_stamp(index))
 
 
 def data_sidebar() -> Dataset | None:

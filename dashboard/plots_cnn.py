@@ -18,6 +18,7 @@ SCORES = {
     "macro_f1": "F1",
 }
 VAL_SCORES = {"val_accuracy": "validation accuracy", "val_macro_f1": "validation F1"}
+METRICS = [*SCORES, *VAL_SCORES, "train_loss", "val_loss", "test_loss"]  # per-epoch columns
 
 
 def training_curves(metrics: Sequence[Mapping], title: str = "") -> go.Figure:

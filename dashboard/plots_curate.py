@@ -8,6 +8,8 @@ import numpy as np
 import plotly.express as px
 import plotly.graph_objects as go
 
+MARGIN = {"l": 10, "r": 10, "t": 30, "b": 10}
+
 
 def map_scatter(
     xy: np.ndarray,
@@ -37,14 +39,7 @@ def map_scatter(
         **kwargs,
     )
     fig.update_traces(marker={"size": 5, "opacity": 0.75})
-    fig.update_layout(
-        height=560,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        dragmode="lasso",
-        xaxis_title=None,
-        yaxis_title=None,
-        legend_title=None,
-    )
+    _sized(fig, 560, None, None).update_layout(dragmode="lasso", legend_title=None)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
     return fig
@@ -59,13 +54,7 @@ def distance_histogram(distances: Sequence[float], threshold: float) -> go.Figur
         line_color="#e45756",
         annotation_text=f"threshold {threshold:.3f}",
     )
-    fig.update_layout(
-        height=220,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        xaxis_title="cosine distance of a pair",
-        yaxis_title="pairs",
-    )
-    return fig
+    return _sized(fig, 220, "cosine distance of a pair", "pairs")
 
 
 def issue_counts(pairs: dict[tuple[str, str], int]) -> go.Figure:
@@ -76,10 +65,25 @@ def issue_counts(pairs: dict[tuple[str, str], int]) -> go.Figure:
     fig = go.Figure(
         go.Heatmap(z=z, x=sugg, y=given, colorscale="Blues", text=z, texttemplate="%{text}")
     )
-    fig.update_layout(
-        height=280,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        xaxis_title="suggested",
-        yaxis_title="given",
-    )
+    return _sized(fig, 280, "suggested", "given")
+
+
+def _sized(fig: go.Figure, height: int, x_title: str | None, y_title: str | None) -> go.Figure:
+    """The page's figure layout: `height`, narrow margins, the axis titles."""
+    fig.update_layout(height=height, margin=MARGIN, xaxis_title=x_title, yaxis_title=y_title)
     return fig
+
+
+def selected_rows(event: object, n: int) -> list[int]:
+    """Collection positions of the points a lasso/box selection on `map_scatter` picked (its
+    customdata), in order, without repeats or positions outside 0..n-1."""
+    sel = event.get("selection") if isinstance(event, dict) else getattr(event, "selection", None)
+    points = (sel.get("points") if isinstance(sel, dict) else getattr(sel, "points", None)) or []
+    rows = []
+    for p in points:
+        cd = p.get("customdata") if isinstance(p, dict) else None
+        if cd is not None:
+            v = cd[0] if isinstance(cd, list | tuple) else cd
+            if 0 <= int(v) < n:
+                rows.append(int(v))
+    return list(dict.fromkeys(rows))

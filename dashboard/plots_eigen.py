@@ -1,15 +1,32 @@
-"""Figures for the Eigen-images page: data in, plotly figure out (no computing, no caching)."""
+"""Figures for the Eigen-images page: data in, plotly figure (or image tiles) out; no
+computing, no caching."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from core.vision.eigen import EigenImageClassifier, eigen_images
+
 MARGIN = dict(t=30, b=10, l=10, r=10)
+
+
+def _share_curve(fig: go.Figure, x_title: str, y_title: str, **layout: Any) -> go.Figure:
+    """The layout of a curve over k whose y axis is a share (shown in %)."""
+    fig.update_layout(
+        height=340,
+        margin=MARGIN,
+        xaxis_title=x_title,
+        yaxis_title=y_title,
+        yaxis_tickformat=".0%",
+        **layout,
+    )
+    return fig
 
 
 def confusion_heatmap(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> go.Figure:
@@ -34,15 +51,7 @@ def accuracy_curve(accuracy: Mapping[int, float], k: int) -> go.Figure:
         fig.add_trace(
             go.Scatter(x=[k], y=[accuracy[k]], mode="markers", marker=dict(size=11), name=f"k={k}")
         )
-    fig.update_layout(
-        height=340,
-        margin=MARGIN,
-        xaxis_title="principal components k",
-        yaxis_title="test accuracy",
-        yaxis_tickformat=".0%",
-        showlegend=False,
-    )
-    return fig
+    return _share_curve(fig, "principal components k", "test accuracy", showlegend=False)
 
 
 def explained_variance_curve(ratio: np.ndarray, k: int) -> go.Figure:
@@ -52,18 +61,18 @@ def explained_variance_curve(ratio: np.ndarray, k: int) -> go.Figure:
     fig.add_trace(go.Bar(x=ks, y=ratio, name="per component", opacity=0.5))
     if 1 <= k <= len(ratio):
         fig.add_vline(x=k, line_dash="dot", annotation_text=f"k={k}: {cumulative[k - 1]:.1%}")
-    fig.update_layout(
-        height=340,
-        margin=MARGIN,
-        xaxis_title="principal components",
-        yaxis_title="share of pixel variance",
-        yaxis_tickformat=".0%",
-        legend=dict(orientation="h", y=1.1),
+    return _share_curve(
+        fig, "principal components", "share of pixel variance", legend=dict(orientation="h", y=1.1)
     )
-    return fig
 
 
-def projection_scatter(coords: np.ndarray, labels: Sequence[str]) -> go.Figure:
+def projection_scatter(
+    coords: np.ndarray, labels: Sequence[str], max_points: int | None = None
+) -> go.Figure:
+    """Points coloured by class; with `max_points`, a seeded sample of that many at most."""
+    if max_points is not None and len(coords) > max_points:
+        pick = np.random.default_rng(0).choice(len(coords), max_points, replace=False)
+        coords, labels = coords[pick], [labels[i] for i in pick]
     df = pd.DataFrame({"PC1": coords[:, 0], "PC2": coords[:, 1], "class": list(labels)})
     fig = px.scatter(df, x="PC1", y="PC2", color="class", opacity=0.6, render_mode="webgl")
     fig.update_traces(marker=dict(size=4))
@@ -78,3 +87,14 @@ def distance_bars(mean_distance: Mapping[str, float]) -> go.Figure:
         height=340, margin=MARGIN, yaxis_title="mean Euclidean distance", xaxis_title=""
     )
     return fig
+
+
+def eigen_tiles(
+    model: EigenImageClassifier, side: int, n: int = 16
+) -> list[tuple[np.ndarray, str]]:
+    """(image, caption) tiles for st.image: the mean image, then the first n eigen-images with
+    the share of pixel variance each keeps."""
+    faces = eigen_images(model, n)
+    ratio = model.explained_variance_ratio_
+    tiles = [(np.clip(model.mean_.reshape(side, side), 0, 1), "mean")]
+    return tiles + [(face, f"PC{i + 1} · {ratio[i]:.1%}") for i, face in enumerate(faces)]

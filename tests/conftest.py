@@ -12,7 +12,7 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep tests' caches out of the working folder."""
     mp = pytest.MonkeyPatch()
     mp.setenv("SCENESEEK_CACHE", str(tmp_path_factory.mktemp("cache")))
-    # The cache-signing key (core.io.key_file) too: tests never write to the home folder.
+    # The cache-signing key (core.config.key_file) too: tests never write to the home folder.
     mp.setenv("SCENESEEK_KEY_FILE", str(tmp_path_factory.mktemp("key") / "cache.key"))
     yield
     mp.undo()

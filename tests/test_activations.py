@@ -17,7 +17,7 @@ from core.vision.activations import (
     trunk_units,
 )
 from core.vision.backbones import create_backbone
-from core.vision.runs import split_data
+from core.vision.split import split_data
 from core.vision.train import RunFiles, TrainConfig, run_training
 from tests.helpers import make_intel_subset
 
@@ -115,10 +115,11 @@ def test_cached_activation_training_beats_the_linear_probe(subset40: Path, tmp_p
     assert again["timings"]["activations_train_cached"] == 1.0
     assert again["timings"]["activations_test_cached"] == 1.0
     # The checkpoint is a whole model: evaluating it on the photos gives the same figures.
-    from core.vision.runs import evaluate_folder, labelled_split, load_trained
+    from core.vision.runs import load_trained, score_images
+    from core.vision.split import labelled_split
 
     trained = load_trained(tmp_path / "partial")
     paths, labels, _ = labelled_split(subset40 / "seg_test", "test", cache)
-    res, _, _ = evaluate_folder(trained, paths, labels, workers=0)
+    res, _, _ = score_images(trained, paths, labels, workers=0)
     assert res.accuracy == pytest.approx(partial["accuracy"], abs=1 / 120 + 1e-9)
     assert RunFiles(tmp_path / "partial").best.exists()

@@ -134,3 +134,11 @@ def test_feature_extraction_is_cached(lite0: bb.Backbone, tmp_path: Path, intel_
     assert (hit_a, hit_b) == (False, True) and np.array_equal(a, b)
     _, hit_c = cached_features(lite0, paths, 96, tmp_path, dev, workers=0)
     assert not hit_c  # another image size is another key
+
+
+def test_shipped_imagenet_names_are_torchvision_s() -> None:
+    """core/resources/imagenet_classes.json is torchvision's list, in its order: a search
+    process names labels from the file without importing torch."""
+    from torchvision.models import ResNet50_Weights
+
+    assert bb.imagenet_classes() == list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])

@@ -60,7 +60,7 @@ def server(intel_small: Path, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture()
 def search_server(intel_small: Path, tmp_path: Path) -> Iterator[str]:
-    from tests.test_search_common import build_small, flickr_subset
+    from tests.helpers import build_small, flickr_subset
 
     index = build_small(intel_small, flickr_subset(tmp_path / "flickr"), tmp_path / "idx")
     yield from _serve(tmp_path, SCENESEEK_DATA=str(intel_small), SCENESEEK_INDEX=str(index))
@@ -131,16 +131,19 @@ def _wait_until_idle(page, timeout_s: float = 120) -> None:
     raise AssertionError("page kept running")
 
 
-def _shots() -> Path:
-    shots = Path(os.environ.get("SCENESEEK_SCREENSHOTS", REPO / "artifacts" / "screenshots"))
-    shots.mkdir(parents=True, exist_ok=True)
-    return shots
+@pytest.fixture()
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go: $SCENESEEK_SCREENSHOTS to keep them, else the test's tmp_path
+    (never the working tree)."""
+    env = os.environ.get("SCENESEEK_SCREENSHOTS")
+    folder = Path(env).expanduser() if env else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
-def test_every_page_renders_without_exception(server: str) -> None:
+def test_every_page_renders_without_exception(server: str, shots: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    shots = _shots()
     pages = ["", *sorted(p.stem for p in PAGES.glob("*.py") if p.stem != "home")]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
@@ -157,7 +160,7 @@ def test_every_page_renders_without_exception(server: str) -> None:
             browser.close()
 
 
-def test_search_by_sentence_in_the_browser(search_server: str) -> None:
+def test_search_by_sentence_in_the_browser(search_server: str, shots: Path) -> None:
     """Type a sentence into the running app and get the result grid with scores."""
     from playwright.sync_api import sync_playwright
 
@@ -175,7 +178,7 @@ def test_search_by_sentence_in_the_browser(search_server: str) -> None:
             while images.count() < 10 and time.time() < deadline:
                 time.sleep(0.5)
             _wait_until_idle(page)
-            page.screenshot(path=str(_shots() / "search-results.png"), full_page=True)
+            page.screenshot(path=str(shots / "search-results.png"), full_page=True)
             errors = page.locator('[data-testid="stException"]')
             assert errors.count() == 0, errors.first.inner_text()
             assert images.count() >= 10

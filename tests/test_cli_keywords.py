@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from core.cli import app
-from tests.helpers import require_shared
-
-runner = CliRunner()
+from core.data.captions import read_captions
+from core.text import Mapping, analyze_text, fit_keyword_model
+from tests.helpers import cli_json, require_shared, run_cli
 
 
 def _subset(tmp_path: Path, n: int = 1500) -> Path:
@@ -24,11 +20,7 @@ def _subset(tmp_path: Path, n: int = 1500) -> Path:
 
 def test_keywords_json_for_a_file(tmp_path: Path) -> None:
     f = _subset(tmp_path)
-    r = runner.invoke(
-        app, ["keywords", "--captions", str(f), "--top", "40", "--eval-sample", "200", "--json"]
-    )
-    assert r.exit_code == 0, r.output
-    d = json.loads(r.stdout)
+    d = cli_json("keywords", "--captions", f, "--top", "40", "--eval-sample", "200")
     for key in (
         "format",
         "n_captions",
@@ -52,33 +44,43 @@ def test_keywords_json_for_a_file(tmp_path: Path) -> None:
 
 
 def test_keywords_text_json() -> None:
-    r = runner.invoke(app, ["keywords", "--text", "A serene lake surrounded by forest.", "--json"])
-    assert r.exit_code == 0, r.output
-    d = json.loads(r.stdout)
+    d = cli_json("keywords", "--text", "A serene lake surrounded by forest.")
     assert d["categories"] == ["forest"] and d["keywords"][0] == "forest"
     assert d["model"] == "mapping table only"
 
 
+def test_keywords_text_with_a_fitted_model(tmp_path: Path) -> None:
+    """--text with --captions: the text analysed with fit_keyword_model's model of the file."""
+    f = _subset(tmp_path, 800)
+    text = "Two dogs play in the snow by the mountains"
+    d = cli_json("keywords", "--captions", f, "--text", text)
+    assert d["model"] == f"fitted on {f}"
+    model = fit_keyword_model(read_captions(f), Mapping.load())
+    a = analyze_text(text, model.mapping, model)
+    assert (d["keywords"], d["categories"], d["scores"]) == (a.keywords, a.categories, a.scores)
+    assert set(d["keywords"][:2]) == {"snow", "mountains"}
+
+
 def test_keywords_text_plain_output() -> None:
-    r = runner.invoke(app, ["keywords", "--text", "Waves on the beach"])
+    r = run_cli("keywords", "--text", "Waves on the beach")
     assert r.exit_code == 0 and "categories: sea" in r.stdout
 
 
 def test_keywords_errors(tmp_path: Path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    r = runner.invoke(app, ["keywords", "--captions", str(empty), "--json"])
+    r = run_cli("keywords", "--captions", empty, "--json")
     assert r.exit_code == 2 and "empty" in r.stderr
-    r = runner.invoke(app, ["keywords"])
+    r = run_cli("keywords")
     assert r.exit_code == 2 and "--captions" in r.stderr
     bad = tmp_path / "m.json"
     bad.write_text('{"categories": {"a": ["x y"]}}')
-    r = runner.invoke(app, ["keywords", "--text", "x", "--mapping", str(bad)])
+    r = run_cli("keywords", "--text", "x", "--mapping", bad)
     assert r.exit_code == 2 and "mapping table" in r.stderr
 
 
 def test_keywords_human_output(tmp_path: Path) -> None:
     f = _subset(tmp_path, 600)
-    r = runner.invoke(app, ["keywords", "--captions", str(f), "--no-yake", "--eval-sample", "100"])
+    r = run_cli("keywords", "--captions", f, "--no-yake", "--eval-sample", "100")
     assert r.exit_code == 0, r.output
     assert "flickr8k-csv" in r.stdout and "line 602" in r.stdout and "seconds:" in r.stdout

@@ -6,14 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from core.cli import app
-from tests.test_search_common import IMAGE_SIZE, flickr_subset
+from core.resources import queries_csv
+from tests.helpers import IMAGE_SIZE, cli_json, flickr_subset, index_json, run_cli
 
 pytestmark = pytest.mark.slow
-runner = CliRunner()
-QUERIES = Path(__file__).parent / "data" / "queries.csv"
 
 
 @pytest.fixture(scope="module")
@@ -21,42 +18,9 @@ def built(intel_small: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     tmp = tmp_path_factory.mktemp("cli_search")
     index = tmp / "idx"
     images, captions = flickr_subset(tmp / "flickr")
-    r = runner.invoke(
-        app,
-        [
-            "index",
-            "--images",
-            str(intel_small),
-            "--index",
-            str(index),
-            "--image-size",
-            str(IMAGE_SIZE),
-            "--workers",
-            "0",
-            "--no-mapping",
-            "--json",
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    d = json.loads(r.stdout)
+    d = index_json(intel_small, index, "--image-size", IMAGE_SIZE, "--no-mapping")
     assert d["found"] == d["encoded"] == d["rows"] == 168 and "mapping" not in d
-    r = runner.invoke(
-        app,
-        [
-            "index",
-            "--images",
-            str(images),
-            "--captions",
-            str(captions),
-            "--index",
-            str(index),
-            "--workers",
-            "0",
-            "--json",
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    d = json.loads(r.stdout)
+    d = index_json(images, index, "--captions", captions)
     assert d["encoded"] == 16 and d["rows"] == 184
     assert d["mapping"]["train_labelled_images"] == 120
     assert d["images_per_second"] > 0
@@ -65,100 +29,70 @@ def built(intel_small: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 
 def test_reindex_is_incremental(built, intel_small: Path) -> None:
     index, _ = built
-    r = runner.invoke(
-        app,
-        ["index", "--images", str(intel_small), "--index", str(index), "--workers", "0", "--json"],
-    )
-    assert r.exit_code == 0, r.output
-    d = json.loads(r.stdout)
+    d = index_json(intel_small, index)
     assert (d["encoded"], d["unchanged"], d["rows"]) == (0, 168, 184)
 
 
 def test_search_json(built) -> None:
     index, _ = built
-    r = runner.invoke(
-        app,
-        [
-            "search",
-            "--index",
-            str(index),
-            "The beach is full of tourists.",
-            "--k",
-            "4",
-            "--mode",
-            "category",
-            "--json",
-        ],
+    d = cli_json(
+        "search", "--index", index, "The beach is full of tourists.", "--k", 4, "--mode", "category"
     )
-    assert r.exit_code == 0, r.output
-    d = json.loads(r.stdout)
     assert d["mode"] == "category" and d["categories"] == ["sea"]
     assert "beach" in d["keywords"] and len(d["results"]) == 4
     first = d["results"][0]
     assert {"path", "score", "category", "top_labels", "why"} <= set(first)
     assert first["category"] == "sea" and "'beach'" in first["why"][0]
-    r = runner.invoke(
-        app, ["search", "--index", str(index), "snowy peaks", "--category", "glacier", "--json"]
-    )
-    d = json.loads(r.stdout)
+    d = cli_json("search", "--index", index, "snowy peaks", "--category", "glacier")
     assert d["mode"] == "semantic" and all(x["category"] == "glacier" for x in d["results"])
     like = first["path"]
-    r = runner.invoke(
-        app, ["search", "--index", str(index), "", "--like", like, "--k", "3", "--json"]
-    )
-    d = json.loads(r.stdout)
+    d = cli_json("search", "--index", index, "", "--like", like, "--k", 3)
     assert (
         d["mode"] == "image"
         and len(d["results"]) == 3
         and like not in [x["path"] for x in d["results"]]
     )
-    r = runner.invoke(app, ["search", "--index", str(index), "sea"])  # readable report
+    r = run_cli("search", "--index", index, "sea")  # readable report
     assert r.exit_code == 0 and "why:" in r.stdout
 
 
 def test_evaluate_category_queries(built) -> None:
     index, _ = built
-    r = runner.invoke(
-        app, ["evaluate-retrieval", "--index", str(index), "--queries", str(QUERIES), "--json"]
-    )
-    assert r.exit_code == 0, r.output
-    d = json.loads(r.stdout)
+    d = cli_json("evaluate-retrieval", "--index", index, "--queries", queries_csv())
     assert d["pool"] == 48 and d["split"] == "test" and d["n_queries"] == 30
     assert set(d["modes"]) == {"keyword", "category", "semantic", "hybrid"}
     for m in d["modes"].values():
         assert 0 <= m["P@10"] <= 1 and 0 <= m["MAP"] <= 1
     # Chance level is 1/6 of the pool; every mode does clearly better on real images.
     assert d["modes"]["category"]["MAP"] > 0.4 and d["modes"]["semantic"]["MAP"] > 0.4
+    measured = {  # (P@10, MAP) on these 48 test images
+        "keyword": (0.30, 0.39),
+        "category": (0.73, 0.91),
+        "semantic": (0.72, 0.90),
+        "hybrid": (0.71, 0.87),
+    }
+    for mode, (p10, ap) in measured.items():
+        assert d["modes"][mode]["P@10"] == pytest.approx(p10, abs=0.05), mode
+        assert d["modes"][mode]["MAP"] == pytest.approx(ap, abs=0.05), mode
 
 
 def test_evaluate_caption_queries(built) -> None:
     index, captions = built
-    r = runner.invoke(
-        app, ["evaluate-retrieval", "--index", str(index), "--captions", str(captions), "--json"]
-    )
-    assert r.exit_code == 0, r.output
-    d = json.loads(r.stdout)
+    d = cli_json("evaluate-retrieval", "--index", index, "--captions", captions)
     # --pool all (the default, issue 11): the held-out photos' captions against every image
     assert d["pool"] == 184 and 0 < d["n_queries"] < 80 and d["n_queries"] % 5 == 0
+    assert d["n_photos"] == 7 and d["n_queries"] == 35  # 5 captions of each held-out photo
     for m in d["modes"].values():
         assert {"R@1", "R@5", "R@10", "median_rank", "MRR"} <= set(m)
         assert 1 <= m["median_rank"] <= d["pool"]
-    r = runner.invoke(
-        app,
-        [
-            "evaluate-retrieval",
-            "--index",
-            str(index),
-            "--captions",
-            str(captions),
-            "--pool",
-            "heldout",
-            "--json",
-        ],
+    semantic = d["modes"]["semantic"]  # measured: the photo is near the top, not the pool's middle
+    assert semantic["median_rank"] == pytest.approx(4, abs=2)
+    assert semantic["R@10"] == pytest.approx(0.74, abs=0.1)
+    h = cli_json(
+        "evaluate-retrieval", "--index", index, "--captions", captions, "--pool", "heldout"
     )
-    assert r.exit_code == 0, r.output
-    h = json.loads(r.stdout)
     assert 0 < h["pool"] < 16 and h["n_queries"] == 5 * h["pool"] == d["n_queries"]
+    assert h["pool"] == 7  # the held-out photos alone
 
 
 def _tree(folder: Path) -> dict[str, tuple[int, int]]:
@@ -197,7 +131,7 @@ def test_bad_input_is_one_line_and_changes_nothing(built, tmp_path: Path) -> Non
         (["search", "--index", str(old), "forest"], "older format"),
     ]
     for args, msg in cases:
-        r = runner.invoke(app, args)
+        r = run_cli(*args)
         assert r.exit_code != 0 and msg in r.stderr, (args[:4], r.output)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
     assert _tree(index) == before  # nothing in the index changed
@@ -205,29 +139,12 @@ def test_bad_input_is_one_line_and_changes_nothing(built, tmp_path: Path) -> Non
 
 def test_excluded_words_and_a_photo_steered_by_words(built, intel_small: Path) -> None:
     index, _ = built
-    r = runner.invoke(app, ["search", "--index", str(index), "sea waves -people", "--json"])
-    assert r.exit_code == 0, r.output
-    d = json.loads(r.stdout)
+    d = cli_json("search", "--index", index, "sea waves -people")
     assert d["negatives"] == ["people"] and d["results"] and d["search"] == "exact"
     assert all("people" not in (x["caption"] or "").lower().split() for x in d["results"])
     assert {"floor", "no_good_match"} <= set(d) and "below_floor" in d["results"][0]
     photo = sorted((intel_small / "seg_test" / "glacier").glob("*.jpg"))[0]
-    r = runner.invoke(
-        app,
-        [
-            "search",
-            "--index",
-            str(index),
-            "a sandy beach",
-            "--like",
-            str(photo),
-            "--k",
-            "5",
-            "--json",
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    d = json.loads(r.stdout)
+    d = cli_json("search", "--index", index, "a sandy beach", "--like", photo, "--k", 5)
     assert d["mode"] == "image+text" and len(d["results"]) == 5
     assert d["results"][0]["why"][0].startswith("photo (50%) + words (50%)")
 
@@ -245,5 +162,5 @@ def test_errors_are_one_line(built, tmp_path: Path) -> None:
         (["evaluate-retrieval", "--index", str(index)], "exactly one of"),
     ]
     for args, msg in cases:
-        r = runner.invoke(app, args)
+        r = run_cli(*args)
         assert r.exit_code != 0 and msg in r.stderr, (args, r.output)

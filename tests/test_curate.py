@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.curate import explore
 from core.curate.audit import run_audit
 from core.curate.duplicates import group_pairs, regroup
 from core.curate.export import ExportError, ExportItem, export_folder, export_zip
@@ -63,9 +64,39 @@ def test_injected_label_flips_are_ranked_first(intel_small: Path, tmp_path: Path
     assert len(c) == 6 * 28 and len(audit.labelled) == len(c)
     top = [c.paths[i.index] for i in audit.issues[:12]]
     assert sum(p in flipped for p in top) >= 4, top
-    # Each flagged image comes with a suggestion other than its given label and a score.
+    # Each flagged image comes with a suggestion other than its given label and a score: one
+    # minus the out-of-fold probability of its given label (what the map colours by).
+    issue_score = audit.label_score()
+    names, row = c.class_names, {int(pos): k for k, pos in enumerate(audit.labelled)}
     for issue in audit.issues:
-        assert issue.suggested != issue.given and 0 < issue.score <= 1
+        p = audit.probs[row[issue.index]]  # its out-of-fold probabilities
+        assert issue.suggested == names[int(p.argmax())] and issue.suggested != issue.given
+        assert issue.score == pytest.approx(1 - p[names.index(issue.given)])
+        assert issue.score == pytest.approx(issue_score[issue.index])
+    # What the Curate page shows of it (core.curate.explore).
+    flagged = explore.export_items(audit, "likely label mistakes")
+    assert [(it.path, it.label, it.score) for it in flagged] == [
+        (c.paths[i.index], i.given, i.score) for i in audit.issues
+    ]
+    colour, numeric = explore.map_colours(audit, "label-issue score")
+    assert numeric and np.array_equal(colour, issue_score)
+    assert explore.map_colours(audit, "search score", None) == (c.labels, False)
+    assert sum(explore.issue_pairs(audit.issues).values()) == len(audit.issues)
+    first, second = audit.issues[0], audit.issues[1]
+    review = Review(str(c.root))
+    review.decide(c.paths[first.index], "remove")
+    review.decide(c.paths[second.index], "relabel", second.suggested)
+    review.decide(c.paths[second.index], "undecided")  # what the app's widget sends to undo
+    assert review.get(c.paths[second.index]) is None
+    review.decide(c.paths[second.index], "relabel", second.suggested)
+    items = explore.export_items(audit, "reviewed data set", review=review)
+    assert len(items) == len(c) - 1 and c.paths[first.index] not in {it.path for it in items}
+    moved = next(it for it in items if it.path == c.paths[second.index])
+    assert moved.label == second.suggested and moved.score == pytest.approx(second.score)
+    only = explore.export_items(audit, "a category", review=review, category=second.suggested)
+    assert moved in only and {it.label for it in only} == {second.suggested}
+    picked = explore.export_items(audit, "map selection", selection=[5, 2])
+    assert [it.path for it in picked] == [c.paths[5], c.paths[2]]
     scores = [i.score for i in audit.issues]
     assert scores == sorted(scores, reverse=True)
     # A second audit of the same view is read from the cache, with the same answer.
@@ -107,7 +138,7 @@ def test_group_pairs_union_find() -> None:
 
 
 def test_review_sidecar_applies_to_training(intel_small: Path, tmp_path: Path) -> None:
-    from core.vision.runs import split_data
+    from core.vision.split import split_data
 
     data = split_data(intel_small / "seg_train", intel_small / "seg_test", tmp_path / "c")
     gone, moved = data.train_paths[:2], data.train_paths[5]

@@ -8,25 +8,22 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from core.cli import app
 from core.curate.imagenet_groups import (
     GroupsError,
     ImagenetGroups,
+    add_suggestions,
     class_aliases,
+    frequent_pairs,
     load_groups,
     suggest_groups,
 )
-
-runner = CliRunner()
+from tests.helpers import cli_json, index_json, run_cli
 
 
 @pytest.mark.slow
 def test_audit_json_contract(intel_small: Path) -> None:
-    res = runner.invoke(app, ["audit", "--images", str(intel_small), "--json"])
-    assert res.exit_code == 0, res.output
-    out = json.loads(res.stdout)
+    out = cli_json("audit", "--images", intel_small)
     assert out["n_images"] == 6 * 28
     for key in ("label_issues", "near_duplicates", "cross_split_pairs", "seconds"):
         assert key in out
@@ -37,20 +34,23 @@ def test_audit_json_contract(intel_small: Path) -> None:
     scores = [i["score"] for i in out["label_issues"]]
     assert scores == sorted(scores, reverse=True)
     assert isinstance(out["cross_split_pairs"], int)
+    # The subset holds no near-duplicate pair at the default threshold (the Curate page test
+    # sees 0 groups too), so none crosses train/test.
+    assert out["cross_split_pairs"] == 0 and out["n_duplicate_groups"] == 0
 
 
 @pytest.mark.slow
 def test_audit_bad_inputs(tmp_path: Path, intel_small: Path) -> None:
-    res = runner.invoke(app, ["audit", "--images", str(tmp_path / "absent"), "--json"])
+    res = run_cli("audit", "--images", tmp_path / "absent", "--json")
     assert res.exit_code != 0 and "no such folder" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     one = tmp_path / "one" / "sea"
     one.mkdir(parents=True)
     for f in sorted((intel_small / "seg_train" / "sea").glob("*.jpg"))[:5]:
         shutil.copy(f, one / f.name)
-    res = runner.invoke(app, ["audit", "--images", str(tmp_path / "one")])
+    res = run_cli("audit", "--images", tmp_path / "one")
     assert res.exit_code != 0 and "at least two classes" in res.stderr
-    res = runner.invoke(app, ["audit", "--images", str(intel_small), "--threshold", "3"])
+    res = run_cli("audit", "--images", intel_small, "--threshold", 3)
     assert res.exit_code != 0 and "between 0 and 2" in res.stderr
 
 
@@ -60,41 +60,25 @@ def test_export_cli_paths_and_category(intel_small: Path, tmp_path: Path) -> Non
     listing = tmp_path / "sel.txt"
     listing.write_text("\n".join(str(p) for p in files) + "\n")
     out = tmp_path / "sel"
-    res = runner.invoke(
-        app,
-        [
-            "export",
-            "--images",
-            str(intel_small),
-            "--paths",
-            str(listing),
-            "--out",
-            str(out),
-            "--json",
-        ],
-    )
-    assert res.exit_code == 0, res.output
+    cli_json("export", "--images", intel_small, "--paths", listing, "--out", out)
     got = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg"))
     assert got == sorted(f"{p.parent.name}/{p.name}" for p in files)
     rows = list(csv.DictReader((out / "export.csv").open()))
     assert sorted(r["source"] for r in rows) == sorted(str(p) for p in files)
-    res = runner.invoke(
-        app,
-        [
-            "export",
-            "--images",
-            str(intel_small),
-            "--category",
-            "glacier",
-            "--link",
-            "--out",
-            str(tmp_path / "g"),
-        ],
+    res = run_cli(
+        "export",
+        "--images",
+        intel_small,
+        "--category",
+        "glacier",
+        "--link",
+        "--out",
+        tmp_path / "g",
     )
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["export.csv", "glacier"]
     assert len(list((tmp_path / "g" / "glacier").iterdir())) == 28
-    res = runner.invoke(app, ["export", "--images", str(intel_small), "--out", str(out)])
+    res = run_cli("export", "--images", intel_small, "--out", out)
     assert res.exit_code != 0 and "not an empty folder" in res.stderr
 
 
@@ -133,6 +117,20 @@ def test_suggest_groups_from_cooccurrence() -> None:
     # church is already listed, lakeside too rare, breakwater 60% sea (< 70%): only valley.
     assert rows == [{"label": "valley", "category": "mountain", "count": 8, "share": 0.875}]
     assert groups.with_labels({"mountain": ["valley"]}).tags(["valley"]) == ["mountain"]
+    assert add_suggestions(groups, rows).tags(["valley"]) == ["mountain"]
+    assert frequent_pairs(pred, top1, n=2) == [
+        {"predicted": "mountain", "top-1 ImageNet label": "valley", "images": 7},
+        {"predicted": "buildings", "top-1 ImageNet label": "church", "images": 6},
+    ]
+
+
+def train_with_review(intel_small: Path, out: Path, review: Path):
+    """`python -m core train` on the subset (a 1-epoch linear probe at 96 px) with a review."""
+    return run_cli(
+        *("train", "--train", intel_small / "seg_train", "--test", intel_small / "seg_test"),
+        *("--out", out, "--apply-review", review, "--backbone", "efficientnet_lite0"),
+        *("--mode", "linear-probe", "--epochs", 1, "--image-size", 96, "--workers", 0, "--json"),
+    )
 
 
 @pytest.mark.slow
@@ -147,70 +145,19 @@ def test_train_and_evaluate_apply_the_review(intel_small: Path, tmp_path: Path) 
     test_img = sorted((intel_small / "seg_test").glob("*/*.jpg"))[0]
     review.decide(test_img, "remove")
     file = save_review(tmp_path / "review.json", review)
-    base = [
-        "--backbone",
-        "efficientnet_lite0",
-        "--mode",
-        "linear-probe",
-        "--epochs",
-        "1",
-        "--image-size",
-        "96",
-        "--workers",
-        "0",
-        "--json",
-    ]
-    res = runner.invoke(
-        app,
-        [
-            "train",
-            "--train",
-            str(intel_small / "seg_train"),
-            "--test",
-            str(intel_small / "seg_test"),
-            "--out",
-            str(tmp_path / "run"),
-            "--apply-review",
-            str(file),
-            *base,
-        ],
-    )
+    res = train_with_review(intel_small, tmp_path / "run", file)
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["review"]["removed"] == 4 and out["review"]["relabelled"] == 1
     assert out["n_train"] + out["n_val"] == 6 * 20 - 3 and out["n_test"] == 6 * 8 - 1
-    res = runner.invoke(
-        app,
-        [
-            "evaluate",
-            "--run",
-            str(tmp_path / "run"),
-            "--test",
-            str(intel_small / "seg_test"),
-            "--apply-review",
-            str(file),
-            "--json",
-        ],
+    run = tmp_path / "run"
+    out = cli_json(
+        "evaluate", "--run", run, "--test", intel_small / "seg_test", "--apply-review", file
     )
-    assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["review"]["removed"] == 1
+    assert out["review"]["removed"] == 1
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2]")
-    res = runner.invoke(
-        app,
-        [
-            "train",
-            "--train",
-            str(intel_small / "seg_train"),
-            "--test",
-            str(intel_small / "seg_test"),
-            "--out",
-            str(tmp_path / "run2"),
-            "--apply-review",
-            str(bad),
-            *base,
-        ],
-    )
+    res = train_with_review(intel_small, tmp_path / "run2", bad)
     assert res.exit_code != 0 and "not a review file" in res.stderr
 
 
@@ -226,24 +173,8 @@ def test_index_applies_the_review(intel_small: Path, tmp_path: Path) -> None:
     review.decide(files[-1], "relabel", "glacier")
     file = save_review(tmp_path / "review.json", review)
     index = tmp_path / "idx"
-    res = runner.invoke(
-        app,
-        [
-            "index",
-            "--images",
-            str(intel_small / "seg_test"),
-            "--index",
-            str(index),
-            "--no-mapping",
-            "--workers",
-            "0",
-            "--apply-review",
-            str(file),
-            "--json",
-        ],
-    )
-    assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["review"]["removed"] == 2
+    out = index_json(intel_small / "seg_test", index, "--no-mapping", "--apply-review", file)
+    assert out["review"]["removed"] == 2
     rows = load_rows(index, ["path", "label"]).to_pydict()
     label = dict(zip(rows["path"], rows["label"], strict=True))
     assert len(label) == len(files) - 2 and str(files[0].resolve()) not in label

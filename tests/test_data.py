@@ -5,19 +5,18 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from core.cli import app
 from core.data import images
 from core.data.dataset import DatasetError, find_dataset, scan_class_folder
 from core.data.images import check_image, load_rgb
 from core.data.manifest import build_manifest
-from tests.helpers import require_shared
+from tests.helpers import require_shared, run_cli
 
 
 def _jpeg(path: Path, color=(200, 30, 30), size=(32, 32), mode: str = "RGB") -> Path:
@@ -206,19 +205,13 @@ def messy(tmp_path: Path) -> Path:
     return root
 
 
+MANIFEST_COLUMNS = {"path", "split", "class", "width", "height", "mode", "bytes", "sha256"}
+
+
 def test_manifest_counts_every_problem(messy: Path, tmp_path: Path) -> None:
     m = build_manifest(find_dataset(messy), tmp_path / "cache")
     assert len(m.df) == 11
-    assert set(m.df.columns) >= {
-        "path",
-        "split",
-        "class",
-        "width",
-        "height",
-        "mode",
-        "bytes",
-        "sha256",
-    }
+    assert set(m.df.columns) >= MANIFEST_COLUMNS
     assert m.reason_counts() == {
         "skipped: zero-byte": 1,
         "skipped: not-an-image": 1,
@@ -281,16 +274,18 @@ def test_real_intel_data_set(tmp_path: Path) -> None:
     cross = m.cross_class_duplicates()
     pair = cross[cross["path"].str.endswith(("buildings/5069.jpg", "street/2764.jpg"))]
     assert pair["sha256"].nunique() == 1 and set(pair["class"]) == {"buildings", "street"}
-    assert len(m.odd_sizes()) > 0 and (m.odd_sizes()["width"] == 150).all()
+    # Sizes read again from each file's header, independently of the manifest.
+    sizes = Counter(Image.open(p).size for p in m.usable()["path"])
+    assert sizes.most_common(1)[0][0] == (150, 150)
+    odd = sum(n for size, n in sizes.items() if size != (150, 150))
+    assert odd > 0 and len(m.odd_sizes()) == odd and (m.odd_sizes()["width"] == 150).all()
 
 
 # --- CLI ----------------------------------------------------------------------------------
 
 
 def test_cli_dataset_json(messy: Path, tmp_path: Path) -> None:
-    res = CliRunner().invoke(
-        app, ["dataset", "--data", str(messy), "--cache", str(tmp_path / "c"), "--json"]
-    )
+    res = run_cli("dataset", "--data", messy, "--cache", tmp_path / "c", "--json")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["layout"] == "kaggle" and out["n_files"] == 11 and out["n_usable"] == 9
@@ -300,6 +295,6 @@ def test_cli_dataset_json(messy: Path, tmp_path: Path) -> None:
 
 
 def test_cli_bad_folder(tmp_path: Path) -> None:
-    res = CliRunner().invoke(app, ["dataset", "--data", str(tmp_path / "none")])
+    res = run_cli("dataset", "--data", tmp_path / "none")
     assert res.exit_code == 2
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("error: ")

@@ -3,6 +3,8 @@ matrices whose answer is known."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -22,12 +24,15 @@ from core.vision.eigen import (
     EigenImageClassifier,
     choose_solver,
     eigen_images,
+    fit_sweep,
+    fit_sweep_files,
     nearest_neighbour_sweep,
     nearest_neighbours,
     pca_decompose,
 )
-from core.vision.gray import GrayscaleImages, labelled_split, load_gray_images, resize_linear
-from tests.helpers import make_intel_subset
+from core.vision.gray import GrayscaleImages, cap_per_class, load_gray_images, resize_linear
+from core.vision.split import labelled_split
+from tests.helpers import gray_splits, make_intel_subset
 
 SOLVERS = ["full", "gram", "randomized"]
 # See test_accuracy_on_real_images_clearly_above_chance for the measured figures.
@@ -155,11 +160,7 @@ def test_nearest_neighbours_and_sweep_match_brute_force() -> None:
 @pytest.fixture(scope="module")
 def small_pixels(intel_small: Path) -> dict:
     """intel_small decoded at 32 px (fast): train/test pixels and labels."""
-    out = {}
-    for split in ("train", "test"):
-        paths, labels, _ = labelled_split(intel_small / f"seg_{split}", split)
-        out[split] = (load_gray_images(paths, 32).pixels, np.array(labels))
-    return out
+    return gray_splits(intel_small, 32)
 
 
 @pytest.mark.parametrize("method", ["global", "class-subspace"])
@@ -207,16 +208,80 @@ def test_mean_distance_per_class_is_the_nearest_training_distance(small_pixels: 
         assert value == pytest.approx(nearest[y_test == c].mean())
 
 
+def test_fit_sweep_answers_every_k_like_a_refit(small_pixels: dict) -> None:
+    """The one fit flow (CLI, pages, benchmark): one fit, every k from prefixes."""
+    (x_train, y_train), (x_test, y_test) = small_pixels["train"], small_pixels["test"]
+    sweep = fit_sweep(x_train, y_train, x_test, y_test, 60, [17, 1, 4])
+    assert sweep.model.n_components_ == 60 and sweep.ks == [1, 4, 17]
+    assert sweep.predictions.shape == (3, len(y_test))
+    assert sweep.class_names == sorted(set(y_train))
+    assert sweep.fit_seconds > 0 and sweep.sweep_seconds > 0
+    results = sweep.results()
+    for k in (1, 4, 17, 5):  # 5 is not in the sweep: predicted from the model cut to 5
+        refit = EigenImageClassifier(n_components=k).fit(x_train, y_train)
+        answer = sweep.at(k)
+        assert answer.k == k
+        np.testing.assert_array_equal(answer.predictions, refit.predict(x_test))
+        assert answer.result.accuracy == refit.score(x_test, y_test)
+        assert answer.mean_distance == pytest.approx(
+            refit.mean_distance_per_class(x_test, y_test),
+            rel=1e-4,  # float32 pixels
+        )
+        if k in sweep.ks:
+            assert sweep.accuracy[k] == answer.result.accuracy == results[k].accuracy
+    assert sweep.at(10_000).k == 60  # clamped to the fitted count
+    # No sweep asked for: the fit alone.
+    fit_only = fit_sweep(x_train, y_train, x_test, y_test, 8, [])
+    assert fit_only.ks == [] and fit_only.accuracy == {}
+    assert fit_only.predictions.shape == (0, len(y_test))
+    assert fit_only.at(8).result.accuracy == EigenImageClassifier(8).fit(x_train, y_train).score(
+        x_test, y_test
+    )
+
+
+def test_fit_sweep_files_decodes_and_counts_steps(intel_small: Path, tmp_path: Path) -> None:
+    train = labelled_split(intel_small / "seg_train", "train")[:2]
+    test = labelled_split(intel_small / "seg_test", "test")[:2]
+    seen: list[tuple[str, int, int]] = []
+    steps: list[str] = []
+    sweep = fit_sweep_files(
+        train,
+        test,
+        12,
+        image_size=32,
+        cache_dir=tmp_path,
+        method="class-subspace",
+        progress=lambda name, done, total: seen.append((name, done, total)),
+        step=steps.append,
+    )
+    assert seen[-1] == ("Decoding test images", len(test[0]), len(test[0]))
+    assert ("Decoding training images", len(train[0]), len(train[0])) in seen
+    assert steps == ["Fitting 12 components…", "Scoring every k…"]
+    assert sweep.ks == list(range(1, 13)) and sweep.n_skipped == 0
+    x_train = load_gray_images(train[0], 32, tmp_path).pixels
+    x_test = load_gray_images(test[0], 32, tmp_path).pixels
+    direct = fit_sweep(x_train, train[1], x_test, test[1], 12, method="class-subspace")
+    assert sweep.accuracy == direct.accuracy
+
+
+def test_cap_per_class_spreads_over_each_class() -> None:
+    paths = [Path(f"/d/{c}/{i:02d}.jpg") for c in ("b", "a") for i in range(10)]
+    labels = [p.parent.name for p in paths]
+    capped, capped_labels = cap_per_class(paths, labels, 3)
+    assert [p.name for p in capped] == ["00.jpg", "03.jpg", "06.jpg"] * 2
+    assert capped_labels == ["a"] * 3 + ["b"] * 3
+    assert [p.parent.name for p in capped] == capped_labels
+    assert cap_per_class(paths, labels, 0) == (paths, labels)
+    assert cap_per_class(paths, labels, 50)[0] == sorted(paths)
+
+
 def test_accuracy_on_real_images_clearly_above_chance(tmp_path_factory) -> None:
     """60 train / 30 test images per class (chance: 1/6 = 30 of 180). Measured at k=39:
     1-NN 0.317, one PCA per class 0.333; over every k in 10..100 never below 0.278 and 0.317.
     Exact solvers here, so the figures are deterministic; the floors keep a few images'
     margin and are still ~3.5 standard deviations above chance."""
     root = make_intel_subset(tmp_path_factory.mktemp("intel_60"), n_train=60, n_test=30)
-    data = {}
-    for split in ("train", "test"):
-        paths, labels, _ = labelled_split(root / f"seg_{split}", split)
-        data[split] = (load_gray_images(paths, 64).pixels, np.array(labels))
+    data = gray_splits(root, 64)
     (x_train, y_train), (x_test, y_test) = data["train"], data["test"]
     glob = EigenImageClassifier(n_components=39).fit(x_train, y_train).score(x_test, y_test)
     sub = EigenImageClassifier(n_components=39, method="class-subspace").fit(x_train, y_train)
@@ -288,6 +353,12 @@ def test_pipeline_on_image_paths(intel_small: Path, tmp_path: Path) -> None:
     assert pipe.named_steps["pca"].components_.shape == (20, 32 * 32)
     pred = pipe.predict(test_paths)
     assert len(pred) == len(test_paths) and set(pred) <= set(train_labels)
+    # The same predictions as the classifier on the loaded pixels.
+    x_train = load_gray_images(train_paths, 32, tmp_path).pixels
+    direct = EigenImageClassifier(20).fit(x_train, train_labels)
+    np.testing.assert_array_equal(
+        pred, direct.predict(load_gray_images(test_paths, 32, tmp_path).pixels)
+    )
     # The slider: set_params then refit.
     pipe.set_params(pca__n_components=5)
     pipe.fit(train_paths, train_labels)
@@ -321,10 +392,11 @@ def test_gray_pixels_shape_range_and_order(intel_small: Path, tmp_path: Path) ->
     backwards = load_gray_images(paths[::-1], 48, tmp_path)
     assert backwards.from_cache
     np.testing.assert_array_equal(backwards.pixels, images.pixels[::-1])
-    # One row equals decoding that file by hand.
-    with Image.open(paths[0]) as im:
-        by_hand = resize_linear(np.asarray(im.convert("L")), 48).reshape(-1) / 255.0
-    np.testing.assert_allclose(images.pixels[0], by_hand, atol=1e-6)
+    # Every row equals decoding that file by hand.
+    for row, path in zip(images.pixels, paths, strict=True):
+        with Image.open(path) as im:
+            by_hand = resize_linear(np.asarray(im.convert("L")), 48).reshape(-1) / 255.0
+        np.testing.assert_allclose(row, by_hand, atol=1e-6)
 
 
 def test_resize_linear_samples_like_opencv() -> None:
@@ -371,6 +443,11 @@ def test_cache_key_follows_content(intel_small: Path, tmp_path: Path) -> None:
     src = sorted((intel_small / "seg_test" / "sea").glob("*.jpg"))[:3]
     files = [Path(shutil.copy2(p, tmp_path / p.name)) for p in src]
     key = gray_mod.cache_key(files, 32)
+    # The key's recipe (caches written before stay valid): version, size, resampling and the
+    # sorted [path, bytes, mtime_ns] of every file.
+    stamps = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(files)]
+    blob = json.dumps([gray_mod.GRAY_CACHE_VERSION, 32, "linear", stamps])
+    assert key == hashlib.sha1(blob.encode()).hexdigest()[:20]
     assert gray_mod.cache_key(files[::-1], 32) == key  # order does not matter
     assert gray_mod.cache_key(files, 48) != key
     assert gray_mod.cache_key(files, 32, "antialias") != key

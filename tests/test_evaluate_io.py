@@ -78,3 +78,22 @@ def test_jsonl_ignores_torn_last_line(tmp_path: Path) -> None:
     with open(f, "a") as fh:
         fh.write('{"epoch": 3, "ac')
     assert read_jsonl(f) == [{"epoch": 1, "acc": 0.5}, {"epoch": 2}]
+
+
+def test_a_cache_pickled_before_a_module_rename_still_loads() -> None:
+    """Keyword models saved in an index name core.text.mapping.Mapping (now
+    core.text.categories): they load, not fall back to a refit at the next indexing."""
+    import pickle
+
+    from core.io import MOVED_MODULES, loads_trusted
+    from core.text.categories import Mapping
+
+    m = Mapping({"sea": ["wave", "beach"]}, description="t")
+    old = pickle.dumps(m, protocol=0).replace(b"core.text.categories", b"core.text.mapping")
+    assert (
+        b"core.text.mapping" in old and MOVED_MODULES["core.text.mapping"] == "core.text.categories"
+    )
+    with pytest.raises(ModuleNotFoundError):
+        pickle.loads(old)
+    got = loads_trusted(old)
+    assert isinstance(got, Mapping) and got.categories == {"sea": ["wave", "beach"]}

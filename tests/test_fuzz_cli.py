@@ -18,13 +18,11 @@ from pathlib import Path
 
 import pytest
 import typer
-from typer.testing import CliRunner
 
 from core.cli import app
+from tests.helpers import REPO, run_cli, strict_loads
 from tests.hostile import make_hostile_tree
-from tests.test_hardening_io import strict_loads
 
-REPO = Path(__file__).resolve().parents[1]
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING) ")
 
 FOLDER_OPTS = {"--data", "--train", "--test", "--val", "--images", "--index", "--run", "--out"}
@@ -222,11 +220,10 @@ def test_every_command_is_fuzzed(h: dict[str, Path]) -> None:
 def test_fuzz_every_command_in_process(h: dict[str, Path], monkeypatch) -> None:
     monkeypatch.setenv("SCENESEEK_CACHE", str(h["cache"]))
     monkeypatch.chdir(h["empty_dir"])  # nothing lands in the working tree
-    runner = CliRunner()
     failures = []
     for args in _all_cases(h):
         logging.root.handlers.clear()  # each run's log handler writes to its own stderr
-        res = runner.invoke(app, args)
+        res = run_cli(*args)
         try:
             if res.exception is not None and not isinstance(res.exception, SystemExit):
                 raise AssertionError(f"{' '.join(args)}: raised {res.exception!r}")

@@ -10,24 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from core.cli import app
 from core.cli._app import describe_error
+from tests.helpers import REPO, run_cli, strict_loads
 from tests.hostile import make_hostile_tree
-from tests.test_hardening_io import strict_loads
-
-REPO = Path(__file__).resolve().parents[1]
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return make_hostile_tree(tmp_path_factory.mktemp("hostile"))
-
-
-def invoke(*args: str, env: dict[str, str] | None = None):
-    return runner.invoke(app, [str(a) for a in args], env=env)
 
 
 def one_error_line(res) -> str:
@@ -55,7 +46,7 @@ def one_error_line(res) -> str:
     ],
 )
 def test_usage_errors_are_one_line(args: list[str], says: str) -> None:
-    line = one_error_line(invoke(*args))  # not a multi-line usage box
+    line = one_error_line(run_cli(*args))  # not a multi-line usage box
     assert says in line
 
 
@@ -100,7 +91,7 @@ def test_debug_shows_the_traceback_in_a_real_process(hostile: dict[str, Path]) -
 
 
 def test_dataset_json_is_strict_and_lists_every_problem(hostile: dict[str, Path]) -> None:
-    res = invoke("dataset", "--data", hostile["data"], "--json")
+    res = run_cli("dataset", "--data", hostile["data"], "--json")
     assert res.exit_code == 0, res.stderr
     out = strict_loads(res.stdout)
     reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in out["skipped"]}
@@ -114,31 +105,31 @@ def test_dataset_json_is_strict_and_lists_every_problem(hostile: dict[str, Path]
 
 
 def test_dataset_text_report_names_the_extra_folder(hostile: dict[str, Path]) -> None:
-    res = invoke("dataset", "--data", hostile["data"])
+    res = run_cli("dataset", "--data", hostile["data"])
     assert res.exit_code == 0 and "extra: folder beside the split folders" in res.stdout
 
 
 def test_mapping_that_is_not_utf8_json_is_one_line(hostile: dict[str, Path]) -> None:
     line = one_error_line(
-        invoke("keywords", "--text", "a lake", "--mapping", hostile["garbage_json"])
+        run_cli("keywords", "--text", "a lake", "--mapping", hostile["garbage_json"])
     )
     assert "not UTF-8" in line and str(hostile["garbage_json"]) in line
     env = {"SCENESEEK_MAPPING": str(hostile["garbage_json"])}
-    line = one_error_line(invoke("keywords", "--text", "a lake", env=env))
+    line = one_error_line(run_cli("keywords", "--text", "a lake", env=env))
     assert "mapping table" in line and "not UTF-8" in line
     bad = hostile["garbage_json"].with_name("deep.json")
     bad.write_text("[" * 100_000, encoding="utf-8")
-    line = one_error_line(invoke("keywords", "--text", "a lake", "--mapping", bad))
+    line = one_error_line(run_cli("keywords", "--text", "a lake", "--mapping", bad))
     assert "not valid JSON" in line
 
 
 def test_wrong_csv_header_is_refused_with_the_expected_formats(hostile: dict[str, Path]) -> None:
-    line = one_error_line(invoke("keywords", "--captions", hostile["wrong_header"], "--json"))
+    line = one_error_line(run_cli("keywords", "--captions", hostile["wrong_header"], "--json"))
     assert "`filename,text` is not a header" in line and "image,caption" in line
 
 
 def test_non_utf8_captions_are_read_and_said(hostile: dict[str, Path]) -> None:
-    res = invoke("keywords", "--captions", hostile["latin1"], "--json", "--no-yake")
+    res = run_cli("keywords", "--captions", hostile["latin1"], "--json", "--no-yake")
     assert res.exit_code == 0, res.stderr
     out = strict_loads(res.stdout)
     assert any("not valid UTF-8" in n for n in out["notes"])
@@ -147,14 +138,52 @@ def test_non_utf8_captions_are_read_and_said(hostile: dict[str, Path]) -> None:
 
 def test_index_refuses_a_file_and_an_empty_folder(hostile: dict[str, Path], tmp_path) -> None:
     line = one_error_line(
-        invoke("index", "--images", hostile["data"], "--index", hostile["a_file"])
+        run_cli("index", "--images", hostile["data"], "--index", hostile["a_file"])
     )
     assert "is a file" in line
-    line = one_error_line(invoke("index", "--images", hostile["empty_dir"], "--index", tmp_path))
+    line = one_error_line(run_cli("index", "--images", hostile["empty_dir"], "--index", tmp_path))
     assert "no image files found" in line
-    assert "--prune" in one_error_line(invoke("index", "--index", tmp_path / "i"))
+    assert "--prune" in one_error_line(run_cli("index", "--index", tmp_path / "i"))
 
 
 def test_search_on_a_missing_index_is_one_line(tmp_path: Path) -> None:
-    line = one_error_line(invoke("search", "--index", tmp_path / "nothing", "a lake"))
+    line = one_error_line(run_cli("search", "--index", tmp_path / "nothing", "a lake"))
     assert str(tmp_path / "nothing") in line and "index" in line
+
+
+def test_stage_bars_open_one_bar_per_stage_and_close_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """StageBars (audit, train): a new stage closes the previous bar, close() and the end of
+    the with-block close the open one, and each bar gets its own stage's counts."""
+    import contextlib
+
+    from core.cli import _app
+
+    events: list[tuple] = []
+
+    @contextlib.contextmanager
+    def recorder(desc: str, quiet: bool = False, leave: bool = True):
+        events.append(("open", desc, quiet, leave))
+        yield lambda done, total: events.append((desc, done, total))
+        events.append(("close", desc))
+
+    monkeypatch.setattr(_app, "progress_bar", recorder)
+    with _app.StageBars(quiet=True) as stage:
+        stage("features", 1, 4)
+        stage("features", 4, 4)
+        stage("neighbours", 2, 9)
+        stage.close()
+        stage("features", 3, 3)  # a stage seen before opens a fresh bar
+    assert events == [
+        ("open", "features", True, False),
+        ("features", 1, 4),
+        ("features", 4, 4),
+        ("close", "features"),
+        ("open", "neighbours", True, False),
+        ("neighbours", 2, 9),
+        ("close", "neighbours"),
+        ("open", "features", True, False),
+        ("features", 3, 3),
+        ("close", "features"),
+    ]

@@ -16,10 +16,11 @@ from core.data.images import check_image, display_image, open_for_display, size_
 from tests.hostile import jpeg_bytes, png16, strip_png
 
 
-def _as_jpeg(im: Image.Image) -> int:
+def _as_jpeg(im: Image.Image) -> tuple[int, int]:
+    """The size a JPEG of `im` decodes back to."""
     buf = io.BytesIO()
     im.save(buf, "JPEG")  # what st.image does with a PIL image: fails on I;16 and friends
-    return len(buf.getvalue())
+    return Image.open(io.BytesIO(buf.getvalue())).size
 
 
 MODES = {
@@ -40,8 +41,8 @@ MODES = {
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_display_conversion_accepts_every_mode(mode: str) -> None:
     out = display_image(MODES[mode](), max_side=16)
-    assert out.mode == "RGB" and max(out.size) <= 16
-    assert _as_jpeg(out) > 0
+    assert out.mode == "RGB" and out.size == (16, 16)  # 32x32 reduced, not a placeholder
+    assert _as_jpeg(out) == (16, 16)
 
 
 def test_sixteen_bit_png_is_shown_with_its_contrast(tmp_path: Path) -> None:
@@ -51,14 +52,16 @@ def test_sixteen_bit_png_is_shown_with_its_contrast(tmp_path: Path) -> None:
     shown = open_for_display(path)
     arr = np.asarray(shown)
     assert shown.mode == "RGB" and arr.min() == 0 and arr.max() == 255  # stretched, not clipped
-    _as_jpeg(shown)
+    assert _as_jpeg(shown) == shown.size
 
 
 def test_missing_or_bad_files_become_placeholders(tmp_path: Path) -> None:
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     for source in (tmp_path / "gone.jpg", tmp_path / "bad.jpg", b"", tmp_path):
         out = open_for_display(source)
-        assert out.mode == "RGB" and _as_jpeg(out) > 0
+        side = images.PLACEHOLDER_SIZE
+        assert out.mode == "RGB" and _as_jpeg(out) == (side, side)
+        assert out.getpixel((side - 1, side - 1)) == (225, 225, 225)  # the placeholder's grey
 
 
 def test_strip_png_is_refused_from_its_header(tmp_path: Path) -> None:

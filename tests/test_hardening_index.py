@@ -14,12 +14,11 @@ import pytest
 
 from core.search import build_index
 from core.search.maintenance import IndexBusyError, file_missing, index_lock, prune
-from core.search.store import IndexError_, load_rows, read_meta
+from core.search.store import SearchIndexError, load_rows, read_meta
+from tests.helpers import IMAGE_SIZE, REPO, run_cli, strict_loads
 from tests.hostile import symlink_loop
-from tests.test_search_common import IMAGE_SIZE
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +126,7 @@ def test_unreadable_index_json_is_rebuilt_by_index(built, tmp_path: Path, encode
     folder, index = built
     copy = shutil.copytree(index, tmp_path / "idx")
     (copy / "index.json").write_bytes(b'{"version": 2, "roots": {"/x": {"capt')  # torn
-    with pytest.raises(IndexError_, match=r"index\.json") as info:
+    with pytest.raises(SearchIndexError, match=r"index\.json") as info:
         read_meta(copy)
     assert "rebuild" in str(info.value)
     stats = _build(folder, copy, encoder)
@@ -139,22 +138,13 @@ def test_damaged_table_is_named_not_a_panic(built, tmp_path: Path) -> None:
     copy = shutil.copytree(built[1], tmp_path / "idx")
     for f in (copy / "images.lance" / "data").glob("*.lance"):
         f.write_bytes(os.urandom(100))  # overwritten data files
-    with pytest.raises(IndexError_, match="damaged"):
+    with pytest.raises(SearchIndexError, match="damaged"):
         load_rows(copy)
-    from typer.testing import CliRunner
-
-    from core.cli import app
-
-    res = CliRunner().invoke(app, ["search", "the sea", "--index", str(copy)])
+    res = run_cli("search", "the sea", "--index", copy)
     assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "damaged" in res.stderr
 
 
 def test_evaluate_retrieval_uses_the_captions_file_given(built, tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from core.cli import app
-    from tests.test_hardening_io import strict_loads
-
     folder, index = built
     names = [p.name for p in sorted(folder.rglob("*.jpg"))]
     caps = tmp_path / "captions.txt"
@@ -163,15 +153,14 @@ def test_evaluate_retrieval_uses_the_captions_file_given(built, tmp_path: Path) 
         f"{names[0]},Tall trees in a wood.\n{names[-1]},Waves on the sea.\n",
         encoding="utf-8",
     )
-    runner = CliRunner()
-    args = ["evaluate-retrieval", "--index", str(index), "--modes", "semantic", "--json"]
-    res = runner.invoke(app, [*args, "--captions", str(caps)])
+    args = ["evaluate-retrieval", "--index", index, "--modes", "semantic", "--json"]
+    res = run_cli(*args, "--captions", caps)
     assert res.exit_code == 0, res.stderr
     out = strict_loads(res.stdout)
     assert out["source"] == str(caps) and out["n_queries"] == 3  # FILE's captions, not the index's
     other = tmp_path / "other.txt"
     other.write_text("image,caption\nnot_indexed.jpg,A cat on a sofa.\n", encoding="utf-8")
-    res = runner.invoke(app, [*args, "--captions", str(other)])
+    res = run_cli(*args, "--captions", other)
     assert res.exit_code == 2 and res.stderr.count("\n") == 1 and str(other) in res.stderr
 
 
@@ -180,12 +169,9 @@ def test_results_say_missing_and_the_page_prunes(built, tmp_path: Path, monkeypa
     import json
 
     from streamlit.testing.v1 import AppTest
-    from typer.testing import CliRunner
 
-    from core.cli import app
     from core.search.engine import SearchEngine
     from tests.helpers import PAGES
-    from tests.test_hardening_io import strict_loads
 
     folder, index = built
     gone = sorted((folder / "sea").glob("*.jpg"))[0]
@@ -195,12 +181,11 @@ def test_results_say_missing_and_the_page_prunes(built, tmp_path: Path, monkeypa
     flags = {r.path: r.missing for r in resp.results}
     assert flags[str(gone)] is True and sum(flags.values()) == 1
 
-    runner = CliRunner()
-    res = runner.invoke(app, ["search", "the sea", "--index", str(index), "--k", "6", "--json"])
+    res = run_cli("search", "the sea", "--index", index, "--k", "6", "--json")
     assert res.exit_code == 0, res.stderr
     out = strict_loads(res.stdout)
     assert [r["path"] for r in out["results"] if r["missing"]] == [str(gone)]
-    res = runner.invoke(app, ["search", "森の中の湖", "--index", str(index), "--json"])
+    res = run_cli("search", "森の中の湖", "--index", index, "--json")
     assert res.exit_code == 0, res.stderr
     notes = " ".join(strict_loads(res.stdout)["notes"])
     assert "not look like English" in notes and "Empty query" not in notes
@@ -208,13 +193,11 @@ def test_results_say_missing_and_the_page_prunes(built, tmp_path: Path, monkeypa
         (["--split", "nosuch"], "unknown split 'nosuch'"),
         (["--like", str(symlink_loop(tmp_path))], "symlink loop"),
     ]:
-        res = runner.invoke(app, ["search", "the sea", "--index", str(index), *args])
+        res = run_cli("search", "the sea", "--index", index, *args)
         assert res.exit_code == 2 and res.stderr.count("\n") == 1 and says in res.stderr
     bad = tmp_path / "mapping.json"
     bad.write_bytes(b'{"categories": {"sea": ["w\xe4ter"]}}')  # latin-1, not UTF-8
-    res = runner.invoke(
-        app, ["search", "the sea", "--index", str(index)], env={"SCENESEEK_MAPPING": str(bad)}
-    )
+    res = run_cli("search", "the sea", "--index", index, env={"SCENESEEK_MAPPING": str(bad)})
     assert res.exit_code == 2 and res.stderr.count("\n") == 1
     assert f"mapping table {bad} is not UTF-8" in res.stderr
 

@@ -3,7 +3,6 @@ verified before they are loaded (issue 14, classes "Security" and "--json must p
 
 from __future__ import annotations
 
-import json
 import math
 import pickle
 from pathlib import Path
@@ -20,15 +19,7 @@ from core.io import (
     read_json,
     save_signed_pickle,
 )
-
-
-def strict_loads(text: str):
-    """json.loads that refuses NaN/Infinity (what a strict parser, e.g. jq or JS, does)."""
-
-    def refuse(token: str):
-        raise ValueError(f"non-standard JSON constant {token}")
-
-    return json.loads(text, parse_constant=refuse)
+from tests.helpers import REPO, strict_loads
 
 
 def test_json_output_is_strict_nan_and_infinity_become_null() -> None:
@@ -104,9 +95,8 @@ def test_signed_pickle_round_trip_and_refusals(tmp_path: Path, monkeypatch) -> N
 
 def test_no_unverified_pickle_loads_in_the_project() -> None:
     """Every pickle/joblib/torch.load in core and dashboard is data-only or verified."""
-    root = Path(__file__).resolve().parents[1]
     offenders = []
-    for py in [*root.joinpath("core").rglob("*.py"), *root.joinpath("dashboard").rglob("*.py")]:
+    for py in [*REPO.joinpath("core").rglob("*.py"), *REPO.joinpath("dashboard").rglob("*.py")]:
         for n, line in enumerate(py.read_text(encoding="utf-8").splitlines(), 1):
             code = line.split("#")[0]
             bad = (
@@ -117,5 +107,5 @@ def test_no_unverified_pickle_loads_in_the_project() -> None:
                 or ("torch.load(" in code and "weights_only=True" not in code)
             )
             if bad and py.name != "io.py":  # core/io.py verifies the HMAC before unpickling
-                offenders.append(f"{py.relative_to(root)}:{n}: {line.strip()}")
+                offenders.append(f"{py.relative_to(REPO)}:{n}: {line.strip()}")
     assert not offenders, offenders

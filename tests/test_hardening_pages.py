@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from core.data.images import check_image
 from tests.helpers import PAGES
 from tests.hostile import png16, strip_png, symlink_loop
 
@@ -38,7 +39,10 @@ def test_dataset_page_shows_every_mode(odd_data: Path, monkeypatch: pytest.Monke
     assert not at.exception, at.exception
     at.selectbox(key="grid_class").set_value("forest").run()
     assert not at.exception, at.exception
-    assert len(at.get("imgs")) + len(at.get("image")) > 0
+    # The first grid page: every usable forest training image, the odd modes among them.
+    usable = [p for p in (odd_data / "train" / "forest").iterdir() if check_image(p).ok]
+    assert len(usable) == 24  # 20 photos + 16-bit PNG, float TIFF, CMYK, grey+alpha
+    assert len(at.get("imgs")) + len(at.get("image")) == len(usable)
 
 
 def test_eigen_page_gallery_shows_every_mode(

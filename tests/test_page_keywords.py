@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.data.captions import upload_problem
-from core.text.mapping import Mapping
+from core.text.categories import Mapping
 from tests.helpers import PAGES, require_shared
 
 PAGE = str(PAGES / "keywords.py")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.helpers import PAGES
-from tests.test_search_common import build_small, flickr_subset
+from tests.helpers import PAGES, build_small, flickr_subset
 
 pytestmark = pytest.mark.slow
 PAGE = str(PAGES / "search.py")
@@ -41,6 +41,7 @@ def test_example_sentence_gives_results_with_why(page: AppTest) -> None:
     assert not page.exception, page.exception
     assert page.text_input(key="search_query").value == "The beach is full of tourists."
     assert len(page.get("image")) >= 10  # the result grid
+    assert len(page.get("image")) == 10  # k = 10 by default, nothing else shows an image
     md = _markdown(page)
     assert "**1.**" in md and "**10.**" in md
     assert "learned image embedding ~ query" in md  # the default (semantic) mode's why
@@ -129,3 +130,22 @@ def test_upload_steered_by_words(page: AppTest, intel_small: Path) -> None:
     page.text_input(key="upload_words").input("a sandy beach with waves").run()
     assert not page.exception, page.exception
     assert "photo (50%) + words (50%) ~ image" in _markdown(page)
+
+
+def test_index_built_from_the_page_decodes_in_worker_processes(
+    intel_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page's build decodes in forkserver workers (build_index's default); multiprocessing
+    would re-run the page script inside each of them unless the loader hides it."""
+    data = tmp_path / "data"
+    for split, n in (("seg_train", 3), ("seg_test", 2)):
+        for c in ("forest", "sea"):
+            (data / split / c).mkdir(parents=True)
+            for f in sorted((intel_small / split / c).glob("*.jpg"))[:n]:
+                shutil.copy2(f, data / split / c / f.name)
+    monkeypatch.setenv("SCENESEEK_DATA", str(data))
+    monkeypatch.setenv("SCENESEEK_INDEX", str(tmp_path / "idx"))
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
+    at.button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "10 images" in at.caption[0].value  # the page now serves the new index

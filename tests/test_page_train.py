@@ -56,8 +56,29 @@ def test_train_page_without_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert any("No data set found" in e.value for e in at.error)
 
 
+def test_train_page_refuses_test_classes_the_training_lacks(
+    intel_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page splits with core: an unknown test class is core's error, not dropped."""
+    import shutil
+
+    for split, classes in (("seg_train", ["forest", "sea"]), ("seg_test", ["forest", "street"])):
+        for c in classes:
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for f in sorted((intel_small / split / c).glob("*.jpg"))[:3]:
+                shutil.copy(f, tmp_path / "data" / split / c / f.name)
+    monkeypatch.setenv("SCENESEEK_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("SCENESEEK_RUNS", str(tmp_path / "runs"))
+    at = AppTest.from_file(TRAIN, default_timeout=60).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        f"{tmp_path / 'data'} (test): classes not in the training data: ['street']"
+    ]
+    assert not at.button  # nothing to start
+
+
 def _make_run(intel_small: Path, runs: Path, name: str, epochs: int) -> Path:
-    from core.vision.runs import split_data
+    from core.vision.split import split_data
     from core.vision.train import TrainConfig, run_training
 
     data = split_data(intel_small / "seg_train", intel_small / "seg_test")

@@ -24,8 +24,7 @@ import pytest
 
 from core.io import read_json
 from core.search.store import build_index, load_rows
-from tests.helpers import REPO, make_intel_subset
-from tests.test_search_common import IMAGE_SIZE
+from tests.helpers import IMAGE_SIZE, REPO, make_intel_subset
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 

@@ -14,8 +14,7 @@ import pytest
 
 from core.io import read_json
 from core.search.store import build_index, load_rows
-from tests.helpers import REPO, make_intel_subset
-from tests.test_search_common import IMAGE_SIZE
+from tests.helpers import IMAGE_SIZE, REPO, make_intel_subset, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -173,24 +172,8 @@ def test_local_cli_never_imports_ray(folder: Path, tmp_path: Path) -> None:
 
 def test_ray_client_address_is_refused_with_the_way_out(folder: Path, tmp_path: Path) -> None:
     """Ray Data cannot stream over Ray Client: say so before connecting anywhere."""
-    from typer.testing import CliRunner
-
-    from core.cli import app
-
-    r = CliRunner().invoke(
-        app,
-        [
-            "index",
-            "--images",
-            str(folder),
-            "--index",
-            str(tmp_path / "i"),
-            "--engine",
-            "ray",
-            "--address",
-            "ray://127.0.0.1:10001",
-        ],
-    )
+    ray_client = ("--engine", "ray", "--address", "ray://127.0.0.1:10001")
+    r = run_cli("index", "--images", folder, "--index", tmp_path / "i", *ray_client)
     assert r.exit_code != 0
     assert "Ray Client" in r.output and "ray job submit" in r.output
     assert not (tmp_path / "i").exists()

@@ -21,8 +21,7 @@ from core.search.store import (
     open_table,
     vector_search,
 )
-from tests.helpers import PAGES
-from tests.test_search_common import IMAGE_SIZE
+from tests.helpers import IMAGE_SIZE, PAGES
 
 pytestmark = pytest.mark.slow
 THRESHOLD = 12  # a small table, so that the test exercises the real ANN build
@@ -63,10 +62,11 @@ def test_ann_built_recorded_and_rebuilt_on_growth(intel_small, encoder, tmp_path
     assert build().rows == 16
     meta = read_json(index / "index.json")
     ann = meta["ann"]
-    assert ann["type"] == "IVF_PQ" and ann["metric"] == "cosine"
+    assert ann["type"] == "IVF_RQ" and ann["metric"] == "cosine" and ann["num_bits"] == 4
     assert ann["rows_at_build"] == 16 and ann["num_partitions"] >= 1 and ann["seconds"] >= 0
+    assert ann["num_partitions"] == 1 and ann["nprobes"] == 8  # ~4,096 rows a partition; >= 8
     assert set(ann["columns"]) == {"vector", "semantic"}
-    assert ann["columns"]["semantic"]["num_sub_vectors"] == 384 // 8
+    assert ann["columns"]["semantic"]["type"] == ann["columns"]["vector"]["type"] == "IVF_RQ"
     assert len(_vector_indices(index)) == 1  # LanceDB really has it, on each column
     assert [i for i in open_table(index).list_indices() if "semantic" in i.columns]
     vec = np.array(load_rows(index)["vector"].to_pylist())
@@ -127,5 +127,5 @@ def test_page_shows_exact_or_approximate(intel_small, encoder, tmp_path, monkeyp
         f"{ANN_MIN_ROWS:,} rows)"
         in captions["exact"]
     )
-    assert "vector index: approximate, IVF_PQ on vector, semantic" in captions["approx"]
+    assert "vector index: approximate, IVF_RQ on vector, semantic" in captions["approx"]
     assert f"built {built} on 18 rows" in captions["approx"]

@@ -9,14 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from core.cli import app
+from core.resources import queries_csv
 from core.search import clip
-from tests.test_search_common import flickr_subset
+from core.search.store import load_rows
+from tests.helpers import cli_json, flickr_subset, index_json, run_cli
 
-runner = CliRunner()
-QUERIES = Path(__file__).parent / "data" / "queries.csv"
 TINY = "sceneseek-tiny-clip"  # ViT-B-32's layout at toy size: a test of the path, in seconds
 TINY_CONFIG = {
     "embed_dim": 32,
@@ -50,6 +48,9 @@ def test_random_clip_encodes_images_and_text_into_one_space(tiny: str, intel_sma
     np.testing.assert_allclose(np.linalg.norm(e.semantic, axis=1), 1, atol=1e-5)
     assert e.top_ids.shape == e.top_probs.shape == (4, clip.TOP_K_LABELS)
     assert ((e.top_ids >= 0) & (e.top_ids < 1000)).all()
+    # zero-shot: the ImageNet labels whose "a photo of a {label}" embeddings are nearest
+    near = e.semantic @ enc.clip.label_embeddings(enc.imagenet_classes).T
+    np.testing.assert_array_equal(e.top_ids, np.argsort(-near, axis=1)[:, : clip.TOP_K_LABELS])
     assert (np.diff(e.top_probs, axis=1) <= 1e-7).all() and (e.top_probs.sum(1) <= 1 + 1e-5).all()
     text = clip.ClipText(enc.clip)
     t = text.encode(["a sandy beach", "snow on a mountain"])
@@ -96,112 +97,31 @@ def test_clip_index_search_and_evaluation_end_to_end(
 ) -> None:
     index = tmp_path / "idx"
     images, captions = flickr_subset(tmp_path / "flickr", n=12)
-    r = runner.invoke(
-        app,
-        [
-            "index",
-            "--images",
-            str(intel_small),
-            "--index",
-            str(index),
-            "--encoder",
-            "clip",
-            "--clip-model",
-            tiny,
-            "--clip-weights",
-            "random",
-            "--workers",
-            "0",
-            "--json",
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    d = json.loads(r.stdout)
+    clip_args = ("--encoder", "clip", "--clip-model", tiny, "--clip-weights", "random")
+    d = index_json(intel_small, index, *clip_args)
     assert d["rows"] == 168
     # an update keeps the encoder without being told again
-    r = runner.invoke(
-        app,
-        [
-            "index",
-            "--images",
-            str(images),
-            "--captions",
-            str(captions),
-            "--index",
-            str(index),
-            "--workers",
-            "0",
-            "--json",
-        ],
-    )
-    assert r.exit_code == 0, r.output
+    index_json(images, index, "--captions", captions)
     meta = json.loads((index / "index.json").read_text())
     assert meta["encoder"]["backbone"] == f"clip:{tiny}"
     assert meta["semantic"]["source"] == "encoder" and meta["semantic"]["dim"] == 32
-    r = runner.invoke(
-        app,
-        [
-            "index",
-            "--images",
-            str(images),
-            "--index",
-            str(index),
-            "--backbone",
-            "efficientnet_lite0",
-            "--encoder",
-            "efficientnet_lite0",
-            "--workers",
-            "0",
-        ],
-    )
+    other = ("--backbone", "efficientnet_lite0", "--encoder", "efficientnet_lite0")
+    r = run_cli("index", "--images", images, "--index", index, "--workers", 0, *other)
     assert r.exit_code != 0 and "clip" in r.output
-    r = runner.invoke(
-        app,
-        [
-            "search",
-            "--index",
-            str(index),
-            "waves on a beach",
-            "--k",
-            "5",
-            "--mode",
-            "semantic",
-            "--json",
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    res = json.loads(r.stdout)["results"]
+    d = cli_json("search", "--index", index, "waves on a beach", "--k", 5, "--mode", "semantic")
+    res = d["results"]
     assert len(res) == 5 and all(-1.0 <= x["score"] <= 1.0 for x in res)
-    r = runner.invoke(
-        app,
-        [
-            "evaluate-retrieval",
-            "--index",
-            str(index),
-            "--captions",
-            str(captions),
-            "--modes",
-            "semantic",
-            "--json",
-        ],
+    # the scores are the top cosines of CLIP's text vector with the stored image vectors
+    query = clip.load_text_backend(meta, "cpu").encode(["waves on a beach"])[0]
+    cosines = np.sort(np.array(load_rows(index, ["semantic"])["semantic"].to_pylist()) @ query)
+    np.testing.assert_allclose([x["score"] for x in res], cosines[::-1][:5], atol=1e-4)
+    ev = cli_json(
+        "evaluate-retrieval", "--index", index, "--captions", captions, "--modes", "semantic"
     )
-    assert r.exit_code == 0, r.output
-    ev = json.loads(r.stdout)
     assert ev["pool"] == 180 and ev["pool_kind"] == "all" and ev["n_queries"] == 60
     m = ev["modes"]["semantic"]
     assert {"R@1", "R@5", "R@10", "median_rank", "MRR"} <= set(m)
-    r = runner.invoke(
-        app,
-        [
-            "evaluate-retrieval",
-            "--index",
-            str(index),
-            "--queries",
-            str(QUERIES),
-            "--modes",
-            "semantic",
-            "--json",
-        ],
+    ev = cli_json(
+        "evaluate-retrieval", "--index", index, "--queries", queries_csv(), "--modes", "semantic"
     )
-    assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["pool"] == 48
+    assert ev["pool"] == 48

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from core.resources import queries_csv
 from core.search.evaluate import (
     EvaluationError,
     average_precision,
@@ -95,9 +97,10 @@ def test_query_file_problems(tmp_path: Path) -> None:
 
 
 def test_shipped_query_file_covers_every_class() -> None:
-    rows = read_queries(Path(__file__).parent / "data" / "queries.csv")
+    rows = read_queries(queries_csv())
     cats = {c for _, c in rows}
     assert cats == {"buildings", "forest", "glacier", "mountain", "sea", "street"}
+    assert sorted(Counter(c for _, c in rows).values()) == [5] * 6  # five sentences a class
     assert min(sum(c == k for _, c in rows) for k in cats) >= 5
 
 

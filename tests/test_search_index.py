@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.data.images import load_rgb
 from core.io import read_json
 from core.search import build_index
-from core.search.store import IndexError_, load_rows, text_search, vector_search
-from tests.test_search_common import IMAGE_SIZE
+from core.search.store import SearchIndexError, load_rows, text_search, vector_search
+from tests.helpers import IMAGE_SIZE, cli_json
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +49,10 @@ def test_build_stores_every_field(folder: Path, tmp_path: Path, encoder) -> None
         for x, p in zip(t["top_labels"], t["top_probs"], strict=True)
     )
     assert all(p[0] >= p[-1] for p in t["top_probs"])
+    # the stored top-5 are the encoder's own for that photo, decoded and encoded alone
+    one = encoder.encode_images([load_rgb(t["path"][0])])
+    assert t["top_labels"][0] == [encoder.imagenet_classes[j] for j in one.top_ids[0]]
+    np.testing.assert_allclose(t["top_probs"][0], one.top_probs[0], atol=1e-4)
     vec = np.array(t["vector"])
     assert vec.shape == (16, encoder.feature_dim)
     np.testing.assert_allclose(np.linalg.norm(vec, axis=1), 1, atol=1e-4)
@@ -119,40 +124,17 @@ def test_bad_files_are_skipped_with_a_reason(folder: Path, tmp_path: Path, encod
 def test_settings_mismatch_and_missing_index(folder: Path, tmp_path: Path, encoder) -> None:
     index = tmp_path / "idx"
     _build(folder, index, encoder)
-    with pytest.raises(IndexError_, match="image_size"):
+    with pytest.raises(SearchIndexError, match="image_size"):
         build_index(folder, index, image_size=IMAGE_SIZE + 32, workers=0)
-    with pytest.raises(IndexError_, match="not an index"):
+    with pytest.raises(SearchIndexError, match="not an index"):
         load_rows(tmp_path / "nothing")
 
 
 def test_index_with_a_trained_run(intel_small: Path, folder: Path, tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from core.cli import app
-
     run = tmp_path / "run"
-    res = CliRunner().invoke(
-        app,
-        [
-            "train",
-            "--train",
-            str(intel_small / "seg_train"),
-            "--test",
-            str(intel_small / "seg_test"),
-            "--mode",
-            "linear-probe",
-            "--epochs",
-            "2",
-            "--image-size",
-            str(IMAGE_SIZE),
-            "--workers",
-            "0",
-            "--out",
-            str(run),
-            "--json",
-        ],
-    )
-    assert res.exit_code == 0, res.output
+    split = ("--train", intel_small / "seg_train", "--test", intel_small / "seg_test")
+    probe = ("--mode", "linear-probe", "--epochs", 2, "--image-size", IMAGE_SIZE, "--workers", 0)
+    cli_json("train", *split, *probe, "--out", run)
     index = tmp_path / "idx"
     stats = build_index(folder, index, run_dir=run, workers=0, batch_size=8)
     assert stats.rows == 16

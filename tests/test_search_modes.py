@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from core.search import MODES, SearchEngine
-from core.search.rank import EXAMPLES
-from tests.test_search_common import build_small, flickr_subset
+from core.search.query import EXAMPLES
+from tests.helpers import build_small, flickr_subset
 
 pytestmark = pytest.mark.slow
 
@@ -27,6 +27,8 @@ def test_engine_uses_the_category_head_and_mapping(engine: SearchEngine) -> None
     cfg = engine.semantic.config
     assert cfg["train_labelled_images"] == 120  # the 20 training images per class
     assert 0 < len(cfg["heldout_images"]) < 16  # some photos kept out for evaluation
+    # no split lists beside the captions: a fixed hash share, 7 of these 16 photos
+    assert len(cfg["heldout_images"]) == 7
     assert cfg["train_captioned_images"] + len(cfg["heldout_images"]) == 16
     # saved like a run, and found again instead of refitted
     assert (engine.semantic.path / "config.json").exists()

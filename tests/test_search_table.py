@@ -7,6 +7,7 @@ excluded words, a photo steered by words)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -16,8 +17,9 @@ import pytest
 
 from core.io import read_json
 from core.search.engine import MODES, SearchEngine
+from core.search.query import word_forms
 from core.search.store import build_index, load_rows
-from tests.test_search_common import IMAGE_SIZE, flickr_subset
+from tests.helpers import IMAGE_SIZE, flickr_subset
 
 pytestmark = pytest.mark.slow
 ANN_THRESHOLD = 20
@@ -128,6 +130,12 @@ def test_keyword_mode_is_bm25_over_whole_words(engine: SearchEngine) -> None:
     assert all(any("'glacier'" in w for w in r.why) for r in resp.results)
     scores = [r.score for r in resp.results]
     assert scores == sorted(scores, reverse=True) and scores[0] > 0
+    # k=50 covers the table: every row whose text holds a form of the word, and no other
+    text = load_rows(engine.index_dir, ["text"]).column("text").to_pylist()
+    forms = word_forms("glacier")
+    assert len(resp.results) == sum(
+        bool(forms & set(re.findall(r"[a-z]+", t.lower()))) for t in text
+    )
 
 
 def test_ann_above_the_threshold_and_said_so(folder: Path, encoder, tmp_path: Path) -> None:
@@ -137,8 +145,9 @@ def test_ann_above_the_threshold_and_said_so(folder: Path, encoder, tmp_path: Pa
     )
     meta = read_json(index / "index.json")
     ann = meta["ann"]
-    assert ann["type"] == "IVF_PQ" and set(ann["columns"]) == {"vector", "semantic"}
+    assert ann["type"] == "IVF_RQ" and set(ann["columns"]) == {"vector", "semantic"}
     assert ann["rows_at_build"] == 42 and ann["nprobes"] >= 1 and ann["refine_factor"] >= 1
+    assert (ann["num_partitions"], ann["nprobes"], ann["refine_factor"]) == (1, 8, 10)
     e = SearchEngine.load(index)
     assert e.table.is_ann("vector") and e.table.is_ann("semantic")
     for mode in ("semantic", "hybrid"):
@@ -224,6 +233,8 @@ def test_excluded_words(engine: SearchEngine) -> None:
 def test_relevance_floor(engine: SearchEngine) -> None:
     floor = engine.meta["floor"]["semantic"]
     assert 0 < floor["value"] < 1 and floor["tpr"] >= 0.9 and floor["positives"] >= 10
+    assert floor["positives"] == 30  # one per labelled training image (3 classes x 10)
+    assert floor["value"] == pytest.approx(0.693, abs=0.02)  # measured on these images
     good = engine.search("snow and ice on a glacier", mode="semantic", k=5)
     assert good.floor == floor["value"] and not good.no_good_match
     assert [r.below_floor for r in good.results] == [r.score < floor["value"] for r in good.results]
@@ -250,7 +261,7 @@ def test_a_photo_steered_by_words(engine: SearchEngine) -> None:
 
 
 def test_onnx_query_encoder_matches_sentence_transformers(engine: SearchEngine) -> None:
-    from core.search.textmap import TextEncoder
+    from core.search.image_to_text import TextEncoder
     from core.search.textonnx import OnnxTextEncoder
 
     assert isinstance(engine.text, OnnxTextEncoder)
@@ -261,26 +272,26 @@ def test_onnx_query_encoder_matches_sentence_transformers(engine: SearchEngine) 
 
 
 def test_bad_indexes_are_refused_in_one_line(exact_index: Path, tmp_path: Path) -> None:
-    from core.search.store import IndexError_
+    from core.search.store import SearchIndexError
 
     half = tmp_path / "half"  # index.json written, table missing
     half.mkdir()
     shutil.copy2(exact_index / "index.json", half / "index.json")
-    with pytest.raises(IndexError_, match="table is missing or damaged"):
+    with pytest.raises(SearchIndexError, match="table is missing or damaged"):
         SearchEngine.load(half)
     old = tmp_path / "old"
     shutil.copytree(exact_index, old)
     meta = read_json(old / "index.json")
     meta["version"] = 1
     (old / "index.json").write_text(__import__("json").dumps(meta))
-    with pytest.raises(IndexError_, match="older format"):
+    with pytest.raises(SearchIndexError, match="older format"):
         SearchEngine.load(old)
     garbage = tmp_path / "garbage"
     shutil.copytree(exact_index, garbage)
     (garbage / "index.json").write_text("{not json")
-    with pytest.raises(IndexError_, match="unreadable"):
+    with pytest.raises(SearchIndexError, match="unreadable"):
         SearchEngine.load(garbage)
-    with pytest.raises(IndexError_, match=r"not an index \(no such folder\)"):
+    with pytest.raises(SearchIndexError, match=r"not an index \(no such folder\)"):
         SearchEngine.load(tmp_path / "nothing")
     assert os.path.exists(exact_index / "index.json")
 
@@ -320,3 +331,63 @@ def test_imagenet_label_groups_reach_the_keyword_column(
     row, tags = tagged[0]
     hits = engine.search(tags[0], mode="keyword", k=200)
     assert row["path"] in {h.path for h in hits.results}
+
+
+def test_category_mode_is_served_by_a_range_prefilter(exact_index: Path, tmp_path: Path) -> None:
+    """Per-class and per-pair probability columns with BTREE indexes; with thresholds at
+    ranks this small index reaches, one- and two-category queries read only the rows above
+    a threshold, and still return the exact probability ranking (with and without a filter)."""
+    from core.io import atomic_write_json
+    from core.search import category_index as ci
+    from core.search.query import Query
+
+    index = tmp_path / "idx"
+    shutil.copytree(exact_index, index)
+    meta = read_json(index / "index.json")
+    assert meta["category_index"]["ranks"] == list(ci.RANKS)
+    t = load_rows(index).to_pydict()
+    p = np.array(t["class_probs"], np.float32)
+    for j in range(3):
+        np.testing.assert_allclose(t[f"cp_{j}"], p[:, j], atol=1e-6)
+    np.testing.assert_allclose(t["cp_0_2"], p[:, 0] + p[:, 2], atol=1e-6)
+    meta["category_index"] = ci.thresholds(ci.column_arrays(p), ranks=(12, 30))
+    atomic_write_json(index / "index.json", meta)
+    engine = SearchEngine.load(index)
+    kinds = {tuple(ix.columns): str(ix.index_type) for ix in engine.table.tbl.list_indices()}
+    assert kinds[("cp_1",)] == "BTree" and kinds[("cp_0_1",)] == "BTree"
+    retriever = engine.retrievers["category"]
+    for w in ([0, 0, 1], [0.5, 0, 0.5], [0.2, 0.8, 0]):
+        w = np.array(w, float)
+        q = Query("q", [], {}, w, {}, None, {}, [], [])
+        for where, rows in ((None, np.arange(len(p))), ("split = 'test'", None)):
+            if rows is None:
+                rows = np.flatnonzero(np.array(t["split"]) == "test")
+            hits = retriever.retrieve(q, 10, where)
+            exact = p @ w
+            kth = np.sort(exact[rows])[::-1][9]
+            got = [t["path"].index(r["path"]) for r in hits.rows]
+            assert len(got) == 10 and set(got) <= set(rows.tolist())
+            assert (exact[got] >= kth - 1e-5).all(), (w, where)
+            if where is None:
+                assert hits.detail.get("prefilter") == ci.column_of(tuple(np.flatnonzero(w)))
+
+
+def test_a_search_process_never_imports_torch(exact_index: Path) -> None:
+    """Serving every mode (ONNX sentence encoder, table, ImageNet-label groups) stays free of
+    torch: its import alone costs a serving process hundreds of MB."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from core.search.engine import MODES, SearchEngine\n"
+        f"e = SearchEngine.load({str(exact_index)!r})\n"
+        "for m in MODES:\n"
+        "    assert e.search('snow and ice on a glacier', mode=m, k=5).results, m\n"
+        "e.similar(path=e.paths[0], k=3)\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'timm') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr[-2000:]

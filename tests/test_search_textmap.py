@@ -121,7 +121,7 @@ def test_out_of_fold_vectors_give_captioned_photos_no_head_start(
 
     rows, feats = intel_encoded
     rows, sea, captioned = _half_captioned_sea(rows)
-    queries = [q for q, c in read_queries("tests/data/queries.csv") if c == "sea"]
+    queries = [q for q, c in read_queries("core/resources/queries.csv") if c == "sea"]
     qv = encoder.encode(queries)
     meta = {"roots": {}, "encoder": {"backbone": "efficientnet_lite0"}}
     base = MapConfig(heldout_fraction=0.0, image_weight=0.9)  # lean on the mapping: worst case

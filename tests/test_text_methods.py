@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy.stats import chi2_contingency
 
+from core.text.categories import Mapping, MappingError, plural_forms, resolve_mapping_path
 from core.text.chi2 import rank_chi2
-from core.text.mapping import Mapping, MappingError, plural_forms, resolve_mapping_path
 from core.text.pmi import bigram_pmi, word_category_pmi
 from core.text.preprocess import Preprocessor
 from core.text.tfidf import fit_tfidf, top_k_per_row

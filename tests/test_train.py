@@ -4,6 +4,7 @@ and killed before its log line), and loads checkpoints without running code from
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,12 +12,12 @@ import pytest
 import torch
 
 from core.io import read_jsonl
-from core.vision.runs import load_run, load_trained, misclassified, split_data
+from core.vision.runs import load_run, load_trained, misclassified, scores_of
+from core.vision.split import SplitData, split_data
 from core.vision.train import (
     Hooks,
     RunExistsError,
     RunFiles,
-    SplitData,
     TrainConfig,
     TrainingStopped,
     lr_at,
@@ -37,6 +38,18 @@ def data(intel_small: Path) -> SplitData:
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("features")
+
+
+def _six_per_class(data: SplitData, test_step: int) -> SplitData:
+    """6 training images per class (of 20) and every `test_step`-th test image."""
+    keep = [i for i, _ in enumerate(data.train_labels) if i % 20 < 6]
+    return SplitData(
+        [data.train_paths[i] for i in keep],
+        [data.train_labels[i] for i in keep],
+        data.test_paths[::test_step],
+        data.test_labels[::test_step],
+        data.class_names,
+    )
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -112,6 +125,11 @@ def test_saved_run_reloads_and_reports_misclassified(probe_run: dict) -> None:
     assert len(wrong) == min(n_wrong, 24)
     for w in wrong:
         assert w["true"] != w["predicted"] == w["top3"][0][0] and len(w["top3"]) == 3
+    # The saved result's scores are the ones training returned (the CLI and the page show them).
+    assert info.scores.accuracy == probe_run["accuracy"]
+    assert info.scores.report() == scores_of(probe_run).report()
+    assert info.scores.confusion_matrix == probe_run["confusion_matrix"]
+    assert info.row()["state"] == "finished" and info.row()["epochs"] == "10/10"
 
 
 def test_resume_after_interrupt_loses_no_finished_epoch(
@@ -165,14 +183,7 @@ def test_resume_repairs_a_log_line_lost_to_a_kill(
 def test_partial_stop_mid_epoch_then_resume(data: SplitData, tmp_path: Path) -> None:
     """Cached-activation training (partial mode): a stop in the middle of epoch 2 keeps epoch
     1; the frozen layers never change; only the unfrozen blocks and the head do."""
-    keep = [i for i, _ in enumerate(data.train_labels) if i % 20 < 6]  # 6 images per class
-    small = SplitData(
-        [data.train_paths[i] for i in keep],
-        [data.train_labels[i] for i in keep],
-        data.test_paths[::2],
-        data.test_labels[::2],
-        data.class_names,
-    )
+    small = _six_per_class(data, test_step=2)
     state = {"epochs": 0, "batches": 0}
 
     def stop_in_epoch_2() -> bool:
@@ -216,6 +227,20 @@ def test_partial_stop_mid_epoch_then_resume(data: SplitData, tmp_path: Path) -> 
 # --- validation split and model selection ------------------------------------------------------
 
 
+def test_test_or_validation_classes_the_training_lacks_are_refused() -> None:
+    from core.data.dataset import DatasetError
+    from core.vision.split import labelled_data
+
+    train = (["a.jpg", "b.jpg"], ["sea", "forest"])
+    data = labelled_data(train, (["c.jpg"], ["sea"]), (["d.jpg"], ["forest"]), "T", "V")
+    assert data.class_names == ["forest", "sea"] and data.train_labels == [1, 0]
+    assert (data.test_labels, data.val_labels, data.val_source) == ([1], [0], "V")
+    with pytest.raises(DatasetError, match=r"^T: classes not in the training data: \['street'\]"):
+        labelled_data(train, (["c.jpg", "e.jpg"], ["sea", "street"]), None, "T")
+    with pytest.raises(DatasetError, match=r"^V: classes not in the training data: \['glacier'\]"):
+        labelled_data(train, (["c.jpg"], ["sea"]), (["d.jpg"], ["glacier"]), "T", "V")
+
+
 def test_validation_split_is_deterministic_and_stratified(data: SplitData) -> None:
     from core.vision.split import stratified_split
 
@@ -249,6 +274,14 @@ def test_a_val_folder_is_used_when_present(intel_small: Path, tmp_path: Path, ca
     split = split_data(root / "seg_train", root / "seg_test")
     assert len(split.val_paths) == 18 and len(split.train_paths) == 102
     assert split.val_source.endswith("seg_val")
+    # The Train page's split (the data set's manifest) holds the same images and labels.
+    from core.data.dataset import find_dataset
+    from core.data.manifest import build_manifest
+    from core.vision.split import manifest_split
+
+    page = manifest_split(build_manifest(find_dataset(root), cache))
+    assert page.val_source == "the data set's val/ folder"
+    assert dataclasses.replace(page, val_source=split.val_source) == split
     res = run_training(_cfg(epochs=2), split, tmp_path / "run", cache_dir=cache)
     assert res["n_val"] == 18 and res["n_train"] == 102 and "folder" in res["validation"]
 
@@ -413,14 +446,7 @@ def test_fine_tune_validates_and_resumes_with_its_optimizer(
 ) -> None:
     """Every layer trained on images (tiny: 6 photos a class, 32 px); the checkpoint carries
     what a resume needs."""
-    keep = [i for i, _ in enumerate(data.train_labels) if i % 20 < 6]
-    small = SplitData(
-        [data.train_paths[i] for i in keep],
-        [data.train_labels[i] for i in keep],
-        data.test_paths[::4],
-        data.test_labels[::4],
-        data.class_names,
-    )
+    small = _six_per_class(data, test_step=4)
     cfg = _cfg(mode="fine-tune", epochs=1, image_size=32, batch_size=12, val_fraction=0.2)
     res = run_training(cfg, small, tmp_path / "ft")
     assert res["n_val"] == 6 and res["selected_by"] == "validation"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
@@ -25,13 +24,24 @@ try:  # typer >= 0.22 vendors click
 except ImportError:  # older typer runs on click itself
     from click import exceptions as cx  # type: ignore[no-redef]
 
+from core.config import debug_enabled
 from core.io import dumps_json
 
 # click >= 8.2 raises this after printing the help for a bare `python -m core`.
 _NO_ARGS_HELP: type[Exception] = getattr(cx, "NoArgsIsHelpError", type("_Never", (Exception,), {}))
 DEBUG_FLAG = "--debug"
-DEBUG_ENV = "SCENESEEK_DEBUG"
 MAX_ERROR_CHARS = 600
+
+# Options the commands share, defined once (each is a parameter's default: `cache: Path | None
+# = CACHE_OPTION`); the folders resolve in core.config.
+DATA_OPTION = typer.Option(
+    None, "--data", help="Data folder (default: $SCENESEEK_DATA, then ./data)."
+)
+CACHE_OPTION = typer.Option(
+    None, "--cache", help="Cache folder (default: $SCENESEEK_CACHE, then ./.sceneseek)."
+)
+JSON_OPTION = typer.Option(False, "--json", help="Print one JSON object.")
+VERBOSE_OPTION = typer.Option(False, "--verbose", "-v", help="Log progress to stderr.")
 
 
 def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
@@ -62,7 +72,7 @@ def describe_error(exc: BaseException) -> tuple[str, int]:
         name = f"{exc.filename}: " if exc.filename else ""
         return one_line(f"{name}{exc.strerror}"), 1
     if type(exc).__module__.split(".")[0] == "core":
-        # core's own exceptions (DatasetError, MappingError, IndexError_...) carry messages
+        # core's own exceptions (DatasetError, MappingError, SearchIndexError...) carry messages
         # written for users.
         return one_line(str(exc) or type(exc).__name__), 2
     detail = f": {exc}" if str(exc) else ""
@@ -85,7 +95,7 @@ class SafeGroup(TyperGroup):
         **extra: Any,
     ) -> Any:
         args = list(sys.argv[1:] if args is None else args)
-        debug = DEBUG_FLAG in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+        debug = DEBUG_FLAG in args or debug_enabled()
         args = [a for a in args if a != DEBUG_FLAG]
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -124,6 +134,13 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def check_choice(option: str, value: str, choices: Sequence[str]) -> None:
+    """Exit with one line when `value` given to `option` (e.g. "--mode") is not a choice."""
+    if value not in choices:
+        name = option.lstrip("-")
+        fail(f"unknown {name} {value!r}: {option} must be one of {', '.join(choices)}")
+
+
 def emit_json(obj: Any) -> None:
     sys.stdout.write(dumps_json(obj) + "\n")
     sys.stdout.flush()
@@ -150,6 +167,35 @@ def progress_bar(
     finally:
         for bar in bars:
             bar.close()
+
+
+class StageBars:
+    """A `stage(name, done, total)` callback: one `progress_bar` per stage (e.g. checking
+    images, features, near-duplicates), each closed when the next stage begins, on `close()`
+    or on leaving the `with` block."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self._stack = contextlib.ExitStack()
+        self._name: str | None = None
+        self._report: Callable[[int, int], None] | None = None
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        if self._report is None or name != self._name:
+            self.close()
+            self._report = self._stack.enter_context(progress_bar(name, self.quiet, leave=False))
+            self._name = name
+        self._report(done, total)
+
+    def close(self) -> None:
+        self._stack.close()
+        self._name, self._report = None, None
+
+    def __enter__(self) -> StageBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -7,30 +7,17 @@ from pathlib import Path
 
 import typer
 
-from core.cli._app import app, emit_json, fail, setup_logging
-
-
-def _stage_bars(quiet: bool):
-    """One tqdm bar per stage of the audit (checking images, features, near-duplicates)."""
-    from tqdm import tqdm
-
-    bars: dict[str, object] = {}
-
-    def stage(name: str, done: int, total: int) -> None:
-        if name not in bars:
-            for b in bars.values():
-                b.close()
-            bars.clear()
-            bars[name] = tqdm(total=total, desc=name, unit="img", disable=quiet, leave=False)
-        bar = bars[name]
-        bar.total = total
-        bar.update(done - bar.n)
-
-    def close() -> None:
-        for b in bars.values():
-            b.close()
-
-    return stage, close
+from core.cli._app import (
+    CACHE_OPTION,
+    JSON_OPTION,
+    VERBOSE_OPTION,
+    StageBars,
+    app,
+    check_choice,
+    emit_json,
+    fail,
+    setup_logging,
+)
 
 
 @app.command("audit")
@@ -43,9 +30,9 @@ def audit_cmd(
     neighbours: int = typer.Option(10, "--neighbours", min=1, help="Neighbours per image."),
     max_issues: int | None = typer.Option(None, "--max-issues", min=0, help="List at most N."),
     device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda if any)."),
-    cache: Path | None = typer.Option(None, "--cache", help="Cache folder (default .sceneseek)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    cache: Path | None = CACHE_OPTION,
+    as_json: bool = JSON_OPTION,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Likely label mistakes, near-duplicates and train/test leakage of a collection."""
     from core.curate.audit import run_audit
@@ -65,15 +52,13 @@ def audit_cmd(
             check_device(device)
         except ValueError as exc:
             fail(str(exc))
-    stage, close = _stage_bars(as_json)
     try:
-        result = run_audit(images, run, cache, threshold, neighbours, device, stage)
+        with StageBars(as_json) as stage:
+            result = run_audit(images, run, cache, threshold, neighbours, device, stage)
     except (DatasetError, LabelAuditError, BackboneWeightsError, FileNotFoundError) as exc:
         fail(str(exc))
     except ValueError as exc:
         fail(str(exc))
-    finally:
-        close()
     out = result.to_dict(max_issues)
     if as_json:
         emit_json(out)
@@ -122,15 +107,15 @@ def export_cmd(
     mode: str = typer.Option("semantic", "--mode", help="Search mode for --query."),
     k: int = typer.Option(50, "--k", min=1, help="Search results to export."),
     link: bool = typer.Option(False, "--link", help="Symbolic links instead of copies."),
-    cache: Path | None = typer.Option(None, "--cache", help="Cache folder (default .sceneseek)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    cache: Path | None = CACHE_OPTION,
+    as_json: bool = JSON_OPTION,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Copy (or link) a selection into class folders with a CSV of paths, labels, scores:
     a search's results (--index --query), a data folder (--images; --category, --paths and
     --apply-review narrow it or apply a review)."""
-    from core.curate.export import ExportError, ExportItem, export_folder
-    from core.curate.review import ReviewError, apply_review
+    from core.curate.export import ExportError, ExportItem, export_folder, of_labels, reviewed
+    from core.curate.review import ReviewError
 
     setup_logging(verbose)
     if (images is None) == (query is None):
@@ -157,13 +142,11 @@ def export_cmd(
         items = [ExportItem(p, y) for p, y in pairs]
     if review is not None:
         try:
-            pairs, _ = apply_review([(it.path, it.label) for it in items], review)
+            items = reviewed(items, review)
         except ReviewError as exc:
             fail(str(exc))
-        score = {it.path: it.score for it in items}
-        items = [ExportItem(p, y, score[p]) for p, y in pairs]
     if category:
-        items = [it for it in items if it.label in set(category)]
+        items = of_labels(items, category)
     try:
         csv_path = export_folder(items, out, "link" if link else "copy")
     except (ExportError, OSError) as exc:
@@ -183,14 +166,13 @@ def export_cmd(
 
 def _search_items(index: Path, query: str, mode: str, k: int):
     from core.curate.export import ExportItem
-    from core.search.rank import MODES, SearchEngine
-    from core.search.store import IndexError_
+    from core.search.engine import MODES, SearchEngine
+    from core.search.store import SearchIndexError
 
-    if mode not in MODES:
-        fail(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    check_choice("--mode", mode, MODES)
     try:
         engine = SearchEngine.load(index)
-    except IndexError_ as exc:
+    except SearchIndexError as exc:
         fail(str(exc))
     resp = engine.search(query, mode, k)
     return [ExportItem(r.path, r.label or r.category or None, float(r.score)) for r in resp.results]

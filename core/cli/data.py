@@ -6,17 +6,25 @@ from pathlib import Path
 
 import typer
 
-from core.cli._app import app, emit_json, fail, progress_bar, setup_logging
+from core.cli._app import (
+    CACHE_OPTION,
+    DATA_OPTION,
+    JSON_OPTION,
+    VERBOSE_OPTION,
+    app,
+    emit_json,
+    fail,
+    progress_bar,
+    setup_logging,
+)
 
 
 @app.command("dataset")
 def dataset_cmd(
-    data: Path | None = typer.Option(
-        None, "--data", help="Data folder (default: $SCENESEEK_DATA, then ./data)."
-    ),
-    cache: Path | None = typer.Option(None, "--cache", help="Cache folder (default .sceneseek)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    data: Path | None = DATA_OPTION,
+    cache: Path | None = CACHE_OPTION,
+    as_json: bool = JSON_OPTION,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Scan a data set: class counts, sizes, skipped files with reasons, duplicates."""
     from core.config import resolve_cache_dir, resolve_data_dir

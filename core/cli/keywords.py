@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
 
-from core.cli._app import app, emit_json, fail, setup_logging
+from core.cli._app import JSON_OPTION, VERBOSE_OPTION, app, emit_json, fail, setup_logging
 
 
 @app.command("keywords")
@@ -25,13 +24,21 @@ def keywords_cmd(
         2000, "--eval-sample", min=1, help="Held-out captions compared."
     ),
     no_yake: bool = typer.Option(False, "--no-yake", help="Skip YAKE in the comparison."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    as_json: bool = JSON_OPTION,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """TF-IDF, chi-square, PMI, mapping-table categories and the keyword HMM, measured."""
-    from core.text import Mapping, MappingError, PipelineConfig, analyze_text, run_pipeline
-    from core.text.mapping import mapping_source
-    from core.text.pipeline import find_split_file
+    from core.data.captions import CaptionFileError
+    from core.text import (
+        Mapping,
+        MappingError,
+        PipelineConfig,
+        analyze_text,
+        fit_keyword_model,
+        report_on_file,
+    )
+    from core.text.categories import mapping_source
+    from core.text.model import find_split_file
 
     setup_logging(verbose)
     if captions is None and text is None:
@@ -46,9 +53,10 @@ def keywords_cmd(
 
     model = None
     if text is not None and captions is not None:
-        cs = _read(captions)
-        cfg = PipelineConfig(run_yake=False, eval_sample=1)
-        model = run_pipeline(cs, mapping, cfg, find_split_file(captions)).model
+        try:
+            model = fit_keyword_model(_read(captions), mapping, find_split_file(captions))
+        except ValueError as exc:
+            fail(f"{captions}: {exc}")
     if text is not None:
         a = analyze_text(text, mapping, model)
         out = {
@@ -70,14 +78,15 @@ def keywords_cmd(
                 typer.echo(f"  {line}")
         return
 
-    start = time.perf_counter()
-    cs = _read(captions)
-    read_s = time.perf_counter() - start
     cfg = PipelineConfig(top=top, top_n=top_n, eval_sample=eval_sample, run_yake=not no_yake)
     try:
-        report = run_pipeline(cs, mapping, cfg, find_split_file(captions), read_seconds=read_s)
+        _, report = report_on_file(captions, mapping, cfg)
+    except CaptionFileError as exc:
+        fail(str(exc))
     except ValueError as exc:
         fail(f"{captions}: {exc}")
+    if report is None:
+        fail(f"{captions}: no captions to analyse")
     out = report.to_json()
     out["mapping"] = {"source": mapping.source, "how": mapping_source(mapping_path)}
     if as_json:

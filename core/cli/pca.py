@@ -7,7 +7,17 @@ from typing import Any
 
 import typer
 
-from core.cli._app import app, emit_json, fail, progress_bar, setup_logging
+from core.cli._app import (
+    CACHE_OPTION,
+    JSON_OPTION,
+    VERBOSE_OPTION,
+    app,
+    check_choice,
+    emit_json,
+    fail,
+    progress_bar,
+    setup_logging,
+)
 
 
 def _usable(
@@ -15,7 +25,7 @@ def _usable(
 ) -> tuple[list[Path], list[str], int]:
     """(paths, labels, n_skipped) of the usable images in a folder of class sub-folders."""
     from core.data.dataset import DatasetError
-    from core.vision.gray import labelled_split
+    from core.vision.split import labelled_split
 
     with progress_bar(f"checking {split} images", quiet, leave=False) as progress:
         try:
@@ -53,20 +63,18 @@ def pca_cmd(
     sweep: int = typer.Option(
         0, "--sweep", min=0, help="Also score every k = 1..N from one fit of N components."
     ),
-    cache: Path | None = typer.Option(None, "--cache", help="Cache folder (default .sceneseek)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    cache: Path | None = CACHE_OPTION,
+    as_json: bool = JSON_OPTION,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Grayscale PCA eigen-images: fit on --train, report accuracy on --test."""
     from core.config import resolve_cache_dir
     from core.evaluate import StageTimer, classification_result
-    from core.vision.eigen import METHODS, SOLVERS, EigenImageClassifier, explained_variance_at
+    from core.vision.eigen import METHODS, SOLVERS, explained_variance_at, fit_sweep
 
     setup_logging(verbose)
-    if method not in METHODS:
-        fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    if solver not in SOLVERS:
-        fail(f"--solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    check_choice("--method", method, METHODS)
+    check_choice("--solver", solver, SOLVERS)
     cache_dir = resolve_cache_dir(cache)
     _check_folders({"train": train, "test": test})
     timer = StageTimer()
@@ -77,20 +85,25 @@ def pca_cmd(
         x_test = _gray(test_paths, image_size, cache_dir, "decoding test", as_json).pixels
 
     # With --sweep, fit the larger k once; every smaller k is a prefix of it.
-    n_fit = max(components, sweep)
-    model = EigenImageClassifier(n_components=n_fit, method=method, svd_solver=solver)
-    with timer("fit"):
-        model.fit(x_train, train_labels)
+    fitted = fit_sweep(
+        x_train,
+        train_labels,
+        x_test,
+        test_labels,
+        max(components, sweep),
+        range(1, sweep + 1),
+        method=method,
+        solver=solver,
+    )
+    model = fitted.model
+    timer.seconds["fit"] = fitted.fit_seconds  # timed inside fit_sweep; same stage order
     scored = model.with_components(components)
     with timer("predict"):
         pred = scored.predict(x_test)
-    sweep_acc: dict[int, float] = {}
     if sweep:
-        with timer("sweep"):
-            sweep_acc = model.accuracy_for_components(x_test, test_labels, range(1, sweep + 1))
+        timer.seconds["sweep"] = fitted.sweep_seconds
 
-    names = sorted(set(train_labels) | set(test_labels))
-    result = classification_result(test_labels, pred, names, timings=timer.seconds)
+    result = classification_result(test_labels, pred, fitted.class_names, timings=timer.seconds)
     out = result.to_dict()
     out.update(
         components=scored.n_components_,
@@ -111,7 +124,7 @@ def pca_cmd(
         mean_distance_per_class=scored.mean_distance_per_class(x_test, test_labels),
     )
     if sweep:
-        out["sweep"] = sweep_acc
+        out["sweep"] = fitted.accuracy
     if as_json:
         emit_json(out)
         return
@@ -126,7 +139,7 @@ def pca_cmd(
         f"decode {out['decode_seconds']:.1f}s"
     )
     if sweep:
-        best = max(sweep_acc, key=lambda k: sweep_acc[k])
-        typer.echo(f"\naccuracy by k (best k={best}: {sweep_acc[best]:.3f}):")
-        for k, acc in sweep_acc.items():
+        best = max(fitted.accuracy, key=lambda k: fitted.accuracy[k])
+        typer.echo(f"\naccuracy by k (best k={best}: {fitted.accuracy[best]:.3f}):")
+        for k, acc in fitted.accuracy.items():
             typer.echo(f"  k={k:4d}  {acc:.3f}")

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import typer
 
-from core.cli._app import app, emit_json, fail, progress_bar, setup_logging
+from core.cli._app import (
+    JSON_OPTION,
+    VERBOSE_OPTION,
+    app,
+    check_choice,
+    emit_json,
+    fail,
+    progress_bar,
+    setup_logging,
+)
 
 
 @app.command("index")
@@ -58,11 +67,11 @@ def index_cmd(
     review: Path | None = typer.Option(
         None, "--apply-review", help="Review sidecar (Curate page): drop/relabel rows."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    as_json: bool = JSON_OPTION,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Index a folder of images; re-running only processes new or changed files."""
-    from core.search.store import ANN_MIN_ROWS, ENGINES, IndexError_, build_index
+    from core.search.store import ANN_MIN_ROWS, ENGINES, SearchIndexError, build_index
     from core.search.uri import is_uri
 
     setup_logging(verbose)
@@ -73,8 +82,7 @@ def index_cmd(
             fail("give --images DIR to index a folder, or --prune to drop rows of deleted files")
         _prune(index, as_json)
         return
-    if engine not in ENGINES:
-        fail(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    check_choice("--engine", engine, ENGINES)
     if not is_uri(images) and not Path(images).expanduser().is_dir():
         fail(f"{images}: no such folder")
     if not is_uri(images) and not _has_images(Path(images).expanduser()):
@@ -122,7 +130,7 @@ def index_cmd(
                 encoder=clip_encoder,
                 derive=not no_mapping,
             )
-    except (IndexError_, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (SearchIndexError, FileNotFoundError, ValueError, RuntimeError) as exc:
         fail(str(exc))
     out = stats.to_dict()
     if reviewed is not None:
@@ -226,12 +234,12 @@ def _prune(index: Path, as_json: bool, quiet: bool = False) -> dict:
 
 
 def _engine(index: Path):
-    from core.search.rank import SearchEngine
-    from core.search.store import IndexError_
+    from core.search.engine import SearchEngine
+    from core.search.store import SearchIndexError
 
     try:
         return SearchEngine.load(index)
-    except (IndexError_, OSError, ValueError) as exc:  # missing, half-written, older format
+    except (SearchIndexError, OSError, ValueError) as exc:  # missing, half-written, older format
         fail(str(exc))
 
 
@@ -250,16 +258,15 @@ def search_cmd(
         "--like",
         help="Rank by similarity to this image; with words: the photo steered by them.",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    as_json: bool = JSON_OPTION,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Search the index by text (or by image with --like, optionally steered by words)."""
     from core.search.engine import MODES
     from core.search.query import MAX_K, MAX_QUERY_CHARS, QueryError
 
     setup_logging(verbose)
-    if mode not in MODES:
-        fail(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    check_choice("--mode", mode, MODES)
     if not 1 <= k <= MAX_K:
         fail(f"--k must be from 1 to {MAX_K}, not {k}")
     if len(query) > MAX_QUERY_CHARS:
@@ -347,8 +354,8 @@ def evaluate_retrieval_cmd(
     fitted_apart: bool = typer.Option(
         False, "--fitted-apart", help="Also score, apart, captions that fitted the mapping."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    as_json: bool = JSON_OPTION,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Retrieval quality per mode: caption queries (R@k, median rank, MRR) or category
     queries (P@10, AP)."""
@@ -357,7 +364,7 @@ def evaluate_retrieval_cmd(
     setup_logging(verbose)
     if (captions is None) == (queries is None):
         fail("give exactly one of --captions FILE or --queries FILE")
-    from core.search.rank import MODES
+    from core.search.engine import MODES
 
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
     unknown = [m for m in mode_list if m not in MODES]

@@ -2,41 +2,53 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from core.cli._app import app, emit_json, fail, setup_logging
+from core.cli._app import (
+    CACHE_OPTION,
+    JSON_OPTION,
+    VERBOSE_OPTION,
+    StageBars,
+    app,
+    check_choice,
+    emit_json,
+    fail,
+    setup_logging,
+)
+
+# Options the commands here share.
+REVIEW = typer.Option(
+    None, "--apply-review", help="Review sidecar (Curate page): drop/relabel images."
+)
+CHECKPOINT = typer.Option("best", "--checkpoint", help="best (chosen on validation) | last")
 
 
-def _bar_hooks(quiet: bool, header: str = "") -> tuple[Any, Any]:
-    """Hooks drawing one tqdm bar per stage (feature extraction, each epoch, evaluation).
-    `header` goes to stderr when the work starts, after every check passed (an error stays
-    the only line)."""
+@contextlib.contextmanager
+def _stage_bars(quiet: bool, header: str = "") -> Iterator[Any]:
+    """Training hooks drawing one bar per stage (feature extraction, each epoch, evaluation)
+    (`StageBars`), and a line per finished epoch. `header` goes to stderr when the work
+    starts, after every check passed (an error stays the only line)."""
     from tqdm import tqdm
 
     from core.vision.train import Hooks
 
-    bars: dict[str, Any] = {}
+    bars = StageBars(quiet)
     started: list[bool] = []
 
     def on_stage(stage: str, done: int, total: int) -> None:
         if header and not started and not quiet:
             tqdm.write(header, file=sys.stderr)
         started.append(True)
-        if stage not in bars:
-            for b in bars.values():
-                b.close()
-            bars.clear()
-            bars[stage] = tqdm(total=total, desc=stage, unit="img", disable=quiet, leave=False)
-        bars[stage].update(done - bars[stage].n)
+        bars(stage, done, total)
 
     def on_epoch(r: dict) -> None:
-        for b in bars.values():
-            b.close()
-        bars.clear()
+        bars.close()
         if not quiet:
             tqdm.write(
                 f"epoch {r['epoch']}: train loss {r['train_loss']:.4f}, validation "
@@ -44,24 +56,13 @@ def _bar_hooks(quiet: bool, header: str = "") -> tuple[Any, Any]:
                 f"lr {r['lr']:.2e}, {r['seconds']:.1f} s"
             )
 
-    def close() -> None:
-        for b in bars.values():
-            b.close()
-
-    return Hooks(on_stage=on_stage, on_epoch=on_epoch), close
+    with bars:
+        yield Hooks(on_stage=on_stage, on_epoch=on_epoch)
 
 
 def _line(exc: BaseException) -> str:
     """The first line of an error (some libraries' messages run over several)."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _summary(result: dict) -> str:
-    from core.evaluate import ClassificationResult
-
-    keys = {f for f in ClassificationResult.__dataclass_fields__}
-    res = ClassificationResult.from_dict({k: v for k, v in result.items() if k in keys})
-    return res.report()
 
 
 @app.command("train")
@@ -125,12 +126,10 @@ def train_cmd(
     ),
     no_amp: bool = typer.Option(False, "--no-amp", help="float32 on CUDA too (CPU always is)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from checkpoint_last.pt."),
-    cache: Path | None = typer.Option(None, "--cache", help="Cache folder (default .sceneseek)."),
-    review: Path | None = typer.Option(
-        None, "--apply-review", help="Review sidecar (Curate page): drop/relabel images."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    cache: Path | None = CACHE_OPTION,
+    review: Path | None = REVIEW,
+    as_json: bool = JSON_OPTION,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Train (or resume) a CNN classifier; the checkpoint is chosen on validation, the test
     set is scored for the report."""
@@ -138,15 +137,15 @@ def train_cmd(
     from core.data.dataset import DatasetError
     from core.vision.activations import SplitPointError
     from core.vision.backbones import BACKBONES, BackboneWeightsError, default_backbone
-    from core.vision.runs import split_data
+    from core.vision.runs import scores_of
+    from core.vision.split import split_data
     from core.vision.train import RunExistsError, TrainConfig, check_device, run_training
 
     setup_logging(verbose)
     reason = "chosen with --backbone"
     if not backbone:
         backbone, reason = default_backbone()
-    if backbone not in BACKBONES:
-        fail(f"--backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}")
+    check_choice("--backbone", backbone, BACKBONES)
     try:
         cfg = TrainConfig.for_mode(
             mode,
@@ -191,22 +190,20 @@ def train_cmd(
         f"{' + ' + str(len(data.val_paths)) + ' validation' if data.val_paths else ''}"
         f", {len(data.test_paths)} test images"
     )
-    hooks, close = _bar_hooks(quiet=as_json, header=header)
-    try:
-        result = run_training(cfg, data, out, resume=resume, cache_dir=cache_dir, hooks=hooks)
-    except (RunExistsError, BackboneWeightsError, SplitPointError, ValueError, OSError) as exc:
-        fail(_line(exc))
-    except KeyboardInterrupt:
-        fail(f"interrupted; continue with the same command plus --resume (run {out})", 130)
-    finally:
-        close()
+    with _stage_bars(quiet=as_json, header=header) as hooks:
+        try:
+            result = run_training(cfg, data, out, resume=resume, cache_dir=cache_dir, hooks=hooks)
+        except (RunExistsError, BackboneWeightsError, SplitPointError, ValueError, OSError) as exc:
+            fail(_line(exc))
+        except KeyboardInterrupt:
+            fail(f"interrupted; continue with the same command plus --resume (run {out})", 130)
     result["backbone_reason"] = reason
     if review is not None:
         result["review"] = {"file": str(review), **applied.to_dict()}
     if as_json:
         emit_json(result)
         return
-    typer.echo(_summary(result))
+    typer.echo(scores_of(result).report())
     typer.echo(
         f"{result['backbone']} {result['mode']}: test accuracy {result['accuracy']:.4f} "
         f"(validation {result['val_accuracy']:.4f}) at epoch {result['best_epoch']}, "
@@ -216,75 +213,34 @@ def train_cmd(
 
 
 @app.command("evaluate")
-def evaluate_cmd(
+def score_run_cmd(
     run: Path = typer.Option(..., "--run", help="A run folder written by `train`."),
     test: Path = typer.Option(..., "--test", help="Folder of <class>/ sub-folders to score."),
-    checkpoint: str = typer.Option(
-        "best", "--checkpoint", help="best (chosen on validation) | last"
-    ),
+    checkpoint: str = CHECKPOINT,
     device: str | None = typer.Option(None, "--device"),
     workers: int | None = typer.Option(None, "--workers", min=0),
-    cache: Path | None = typer.Option(None, "--cache", help="Cache folder (default .sceneseek)."),
-    review: Path | None = typer.Option(
-        None, "--apply-review", help="Review sidecar (Curate page): drop/relabel images."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    cache: Path | None = CACHE_OPTION,
+    review: Path | None = REVIEW,
+    as_json: bool = JSON_OPTION,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Score a saved run on any labelled folder."""
-    import time
-
-    from core.config import resolve_cache_dir
     from core.data.dataset import DatasetError
     from core.vision.backbones import BackboneWeightsError
-    from core.vision.runs import evaluate_folder, labelled_split, load_run, load_trained
+    from core.vision.runs import score_run
 
     setup_logging(verbose)
-    try:
-        info = load_run(run)
-        trained = load_trained(run, checkpoint, device)
-        paths, labels, skipped = labelled_split(test, "test", resolve_cache_dir(cache))
-        applied = None
-        if review is not None:  # ReviewError is a ValueError, reported below
-            from core.curate.review import apply_review
-
-            pairs, applied = apply_review(list(zip(paths, labels, strict=True)), review)
-            paths, labels = [p for p, _ in pairs], [str(y) for _, y in pairs]
-        hooks, close = _bar_hooks(quiet=as_json)
-        t0 = time.perf_counter()
+    with _stage_bars(quiet=as_json) as hooks:
         try:
-            res, _, _ = evaluate_folder(trained, paths, labels, workers=workers, hooks=hooks)
-        finally:
-            close()
-    except (OSError, DatasetError, BackboneWeightsError, ValueError) as exc:
-        fail(_line(exc))
-    chosen_by = info.selected_by if checkpoint == "best" else None
-    out = {
-        **res.to_dict(),
-        "backbone": trained.config.backbone,
-        "mode": trained.config.mode,
-        "image_size": trained.config.image_size,
-        "epochs": info.metrics,
-        "checkpoint": checkpoint,
-        "checkpoint_epoch": trained.epoch,
-        # Which split chose the checkpoint: "validation"; None for "last" (nothing chose it)
-        # and for runs written before validation splits (chosen on the test set).
-        "selected_by": chosen_by,
-        "selected_by_text": (chosen_by or "unknown (old run)")
-        if checkpoint == "best"
-        else "none (last checkpoint)",
-        "evaluate_seconds": time.perf_counter() - t0,
-        "skipped": skipped,
-        "run": str(run),
-    }
-    if applied is not None:
-        out["review"] = {"file": str(review), **applied.to_dict()}
+            res, out = score_run(run, test, checkpoint, device, workers, cache, review, hooks)
+        except (OSError, DatasetError, BackboneWeightsError, ValueError) as exc:
+            fail(_line(exc))
     if as_json:
         emit_json(out)
         return
     typer.echo(res.report())
     typer.echo(
-        f"accuracy {res.accuracy:.4f} ({checkpoint} checkpoint, epoch {trained.epoch}, "
+        f"accuracy {res.accuracy:.4f} ({checkpoint} checkpoint, epoch {out['checkpoint_epoch']}, "
         f"chosen by: {out['selected_by_text']})"
     )
 
@@ -293,12 +249,10 @@ def evaluate_cmd(
 def predict_cmd(
     images: list[Path] = typer.Argument(..., help="Image files."),
     run: Path = typer.Option(..., "--run", help="A run folder written by `train`."),
-    checkpoint: str = typer.Option(
-        "best", "--checkpoint", help="best (chosen on validation) | last"
-    ),
+    checkpoint: str = CHECKPOINT,
     device: str | None = typer.Option(None, "--device"),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    as_json: bool = JSON_OPTION,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Class and probabilities per image (and the backbone's ImageNet top-5)."""
     from core.data.images import BadImageError, load_rgb

@@ -29,6 +29,7 @@ from core.curate.labels import (
     DEFAULT_FOLDS,
     LabelIssue,
     find_label_issues,
+    label_scores,
     out_of_fold_probs,
 )
 from core.curate.vectors import (
@@ -63,7 +64,7 @@ class Audit:
         """Per image: 1 - out-of-fold probability of its given label (NaN when unlabelled)."""
         out = np.full(len(self.collection), np.nan)
         if self.probs is not None:
-            out[self.labelled] = 1.0 - self.probs[np.arange(len(self.labelled)), self.label_ids]
+            out[self.labelled] = label_scores(self.label_ids, self.probs)
         return out
 
     def predicted(self) -> list[str | None]:

@@ -57,6 +57,14 @@ class DuplicateGroup:
             "cross_split": self.cross_split,
         }
 
+    def flags(self) -> list[str]:
+        """What makes the group worth a look: "across classes", "train/test"."""
+        return [
+            f
+            for f, on in (("across classes", self.cross_class), ("train/test", self.cross_split))
+            if on
+        ]
+
 
 @dataclass
 class DuplicateReport:
@@ -70,7 +78,7 @@ class DuplicateReport:
     notes: list[str] = field(default_factory=list)
 
 
-def normalise(vectors: np.ndarray) -> np.ndarray:
+def normalize(vectors: np.ndarray) -> np.ndarray:
     v = np.asarray(vectors, np.float32)
     norms = np.linalg.norm(v, axis=1, keepdims=True)
     return v / np.maximum(norms, 1e-12)
@@ -85,7 +93,7 @@ def vector_table(
     import pyarrow as pa
 
     folder = Path(folder)
-    unit = normalise(vectors)
+    unit = normalize(vectors)
     n, d = unit.shape
     if folder.exists():
         try:
@@ -136,7 +144,7 @@ def self_join(
     """Pairs (i, j, cosine distance), i < j, within `threshold`: each vector's k nearest
     neighbours from the table (column `row` = position), re-scored exactly. Returns (pairs,
     number of candidate pairs looked at)."""
-    unit = normalise(vectors)
+    unit = normalize(vectors)
     n = len(unit)
     best: dict[tuple[int, int], float] = {}
     candidates = 0
@@ -194,6 +202,21 @@ def _crosses(values: Sequence, members: Sequence[int]) -> bool:
     return len({values[i] for i in members if values[i]}) > 1
 
 
+def _grouped(
+    pairs: list[tuple[int, int, float]],
+    labels: Sequence[str | None],
+    splits: Sequence[str],
+    n: int,
+) -> tuple[list[DuplicateGroup], list[tuple[int, int, float]]]:
+    """(groups of the pairs, cross-class and cross-split groups first; the train/test pairs)."""
+    groups = [
+        DuplicateGroup(m, w, _crosses(labels, m), _crosses(splits, m))
+        for m, w in group_pairs(n, pairs)
+    ]
+    groups.sort(key=lambda g: (not g.cross_class, not g.cross_split, g.max_distance, g.members))
+    return groups, [p for p in pairs if splits[p[0]] != splits[p[1]]]
+
+
 def find_near_duplicates(
     vectors: np.ndarray,
     labels: Sequence[str | None],
@@ -214,13 +237,7 @@ def find_near_duplicates(
     tbl = vector_table(vectors, table_dir, ann_min_rows)
     search = "ann" if n >= ann_min_rows else "exact"
     pairs, cand = self_join(tbl, vectors, k, threshold, progress=progress)
-    groups = []
-    for members, worst in group_pairs(n, pairs):
-        groups.append(
-            DuplicateGroup(members, worst, _crosses(labels, members), _crosses(splits, members))
-        )
-    groups.sort(key=lambda g: (not g.cross_class, not g.cross_split, g.max_distance, g.members))
-    cross = [p for p in pairs if splits[p[0]] != splits[p[1]]]
+    groups, cross = _grouped(pairs, labels, splits, n)
     secs = time.perf_counter() - t0
     log.info(
         "near-duplicates: %d pairs, %d groups (%s, %.1f s)", len(pairs), len(groups), search, secs
@@ -240,12 +257,7 @@ def regroup(
     if threshold > report.threshold + 1e-12:
         raise ValueError(f"the search ran at {report.threshold}; search again for {threshold}")
     pairs = [p for p in report.pairs if p[2] <= threshold]
-    groups = [
-        DuplicateGroup(m, w, _crosses(labels, m), _crosses(splits, m))
-        for m, w in group_pairs(n, pairs)
-    ]
-    groups.sort(key=lambda g: (not g.cross_class, not g.cross_split, g.max_distance, g.members))
-    cross = [p for p in pairs if splits[p[0]] != splits[p[1]]]
+    groups, cross = _grouped(pairs, labels, splits, n)
     return DuplicateReport(
         threshold, groups, pairs, cross, report.search, report.seconds, report.candidates
     )

@@ -15,8 +15,12 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.io import atomic_path, atomic_write_text
+
+if TYPE_CHECKING:
+    from core.curate.review import Review
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,22 @@ class ExportItem:
     path: str
     label: str | None
     score: float | None = None
+
+
+def reviewed(items: Sequence[ExportItem], review: Review | str | Path) -> list[ExportItem]:
+    """`items` with a review (core.curate.review.Review, or its file) applied: removed images
+    left out, relabelled ones under their new label, scores kept."""
+    from core.curate.review import apply_review
+
+    pairs, _ = apply_review([(it.path, it.label) for it in items], review)
+    score = {it.path: it.score for it in items}
+    return [ExportItem(p, y, score[p]) for p, y in pairs]
+
+
+def of_labels(items: Sequence[ExportItem], labels: Sequence[str]) -> list[ExportItem]:
+    """The items filed under one of `labels`."""
+    wanted = set(labels)
+    return [it for it in items if it.label in wanted]
 
 
 def _folder_name(label: str | None) -> str:

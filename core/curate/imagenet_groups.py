@@ -13,17 +13,15 @@ The keyword search mode uses `ImagenetGroups.tags(top_labels)`: an image whose t
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from core.config import resolve_cache_dir
+from core.config import GROUPS_ENV, resolve_cache_dir, resolve_table_path
 from core.io import atomic_write_json
 
-GROUPS_ENV = "SCENESEEK_IMAGENET_GROUPS"
 USER_GROUPS_NAME = "imagenet_groups.json"
 
 
@@ -32,7 +30,7 @@ class GroupsError(ValueError):
 
 
 def imagenet_names() -> list[str]:
-    from core.vision.backbones import imagenet_classes
+    from core.resources import imagenet_classes  # not core.vision: a search never imports torch
 
     return imagenet_classes()
 
@@ -111,12 +109,7 @@ def user_groups_path() -> Path:
 def resolve_groups_path(explicit: str | Path | None = None) -> Path | None:
     """The table to load: explicit, $SCENESEEK_IMAGENET_GROUPS, the user's saved copy, or None
     (the packaged default)."""
-    if explicit:
-        return Path(explicit)
-    if os.environ.get(GROUPS_ENV):
-        return Path(os.environ[GROUPS_ENV])
-    user = user_groups_path()
-    return user if user.exists() else None
+    return resolve_table_path(USER_GROUPS_NAME, GROUPS_ENV, explicit)
 
 
 def load_groups(path: str | Path | None = None) -> ImagenetGroups:
@@ -165,9 +158,28 @@ def suggest_groups(
     return sorted(rows, key=lambda r: (-r["count"], r["label"]))
 
 
+def add_suggestions(groups: ImagenetGroups, suggestions: Sequence[dict]) -> ImagenetGroups:
+    """The table with every suggested label (rows of `suggest_groups`) added to its category."""
+    add: dict[str, list[str]] = {}
+    for r in suggestions:
+        add.setdefault(r["category"], []).append(r["label"])
+    return groups.with_labels(add)
+
+
+def frequent_pairs(predicted: Sequence[str | None], top1: Sequence[str], n: int = 30) -> list[dict]:
+    """The `n` most frequent (predicted class, top-1 ImageNet label) pairs, less those of
+    unlabelled images: [{predicted, top-1 ImageNet label, images}]."""
+    counts = Counter(zip(predicted, top1, strict=True))
+    return [
+        {"predicted": p, "top-1 ImageNet label": lab, "images": k}
+        for (p, lab), k in counts.most_common(n)
+        if p
+    ]
+
+
 def class_aliases(class_names: Sequence[str], groups: ImagenetGroups) -> dict[str, str]:
     """Class folder name -> table category ('buildings' -> 'building') by plural forms."""
-    from core.text.mapping import plural_forms
+    from core.text.categories import plural_forms
 
     out = {}
     for c in class_names:

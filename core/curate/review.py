@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 REVIEW_VERSION = 1
 ACTIONS = ("relabel", "keep", "remove")
+UNDECIDED = "undecided"  # no decision (yet): what the app offers beside ACTIONS
 
 
 class ReviewError(ValueError):
@@ -46,6 +47,9 @@ class Review:
         given: str | None = None,
         suggested: str | None = None,
     ) -> None:
+        if action == UNDECIDED:  # what the app's widget sets to take a decision back
+            self.undo(path)
+            return
         if action not in ACTIONS:
             raise ReviewError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
         if action == "relabel" and not label:

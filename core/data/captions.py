@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from core.config import CAPTIONS_ENV, captions_env
+
 log = logging.getLogger(__name__)
 
 FALLBACK_ENCODING = "cp1252"  # what Windows editors save; bytes it lacks fall back to latin-1
@@ -100,22 +102,17 @@ class CaptionSet:
         }
 
 
-CAPTIONS_ENV = "SCENESEEK_CAPTIONS"
-
-
 def resolve_captions_path(
     explicit: str | Path | None, data_dir: str | Path | None
 ) -> tuple[Path | None, str]:
     """(captions file, why): explicit choice, else $SCENESEEK_CAPTIONS, else
     <data folder>/../flickr8k/captions.txt, else <data folder>/captions.txt; None if none
     of those exists."""
-    import os
-
     if explicit:
         return Path(explicit).expanduser(), "chosen explicitly"
-    env = os.environ.get(CAPTIONS_ENV)
+    env = captions_env()
     if env:
-        return Path(env).expanduser(), f"from ${CAPTIONS_ENV}"
+        return env, f"from ${CAPTIONS_ENV}"
     if data_dir is not None:
         for cand in (
             Path(data_dir).parent / "flickr8k" / "captions.txt",

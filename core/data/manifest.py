@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.config import DEFAULT_CACHE_DIR
 from core.data.dataset import Dataset, ImageRecord
 from core.data.images import check_image
 from core.io import atomic_path
@@ -152,7 +153,7 @@ def _cache_file(root: Path, cache_dir: Path) -> Path:
 
 def build_manifest(
     dataset: Dataset,
-    cache_dir: str | Path | None = ".sceneseek",
+    cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
     progress: Progress | None = None,
     workers: int | None = None,
 ) -> Manifest:

@@ -9,11 +9,11 @@ modes with explanations, image similarity, and retrieval evaluation.
 Modules: backend (the encoder protocols both indexing engines use), embed (images ->
 features, ImageNet top-5, run probabilities), store (the LanceDB table, its metadata and
 indexes), ray_engine (encoding on a Ray cluster), derive (what indexing computes for queries:
-semantic column, categories, keyword model, relevance floors), textmap (MiniLM and the
-image -> text-space mapping), textonnx (the query-side sentence encoder on ONNX Runtime),
+semantic column, categories, keyword model, relevance floors), image_to_text (MiniLM and
+the image -> text-space mapping), textonnx (the query-side sentence encoder on ONNX Runtime),
 table (the index opened read-only for queries), query (query analysis), retrievers (one per
 mode), explain (the why of each result), engine (SearchEngine), evaluate (R@k, MRR, P@10,
-AP); rank re-exports the engine for older imports.
+AP).
 """
 
 from core.search.engine import MODES, SearchEngine, SearchResponse, SearchResult

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.io import file_stamp
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "ViT-B-32"
@@ -58,10 +60,9 @@ def _open_clip():
 
 
 def _file_stamp(path: Path) -> str:
-    st = path.stat()
-    return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[
-        :16
-    ]
+    """A short hash of the weights file's [resolved path, bytes, mtime] (core.io.file_stamp)."""
+    stamp = ":".join(map(str, file_stamp(path.resolve())))
+    return hashlib.sha256(stamp.encode()).hexdigest()[:16]
 
 
 def resolve_weights(model: str, weights: str | None) -> tuple[Any, str]:
@@ -210,7 +211,7 @@ class ClipEncoder:
 
     @property
     def imagenet_classes(self) -> list[str]:
-        from core.vision.backbones import imagenet_classes
+        from core.resources import imagenet_classes
 
         return imagenet_classes()
 
@@ -257,17 +258,10 @@ class ClipEncoder:
         return self.encode_tensor(torch.stack([tf(im.convert("RGB")) for im in images]))
 
     def loader(self, paths: Sequence[str | Path], batch_size: int, workers: int) -> Any:
-        from torch.utils.data import DataLoader
+        from core.search.embed import image_loader
 
-        from core.search.embed import _SafeImages
-
-        return DataLoader(
-            _SafeImages(paths, self.transform(), self.image_size),
-            batch_size=batch_size,
-            shuffle=False,
-            num_workers=workers,
-            pin_memory=self.clip.device.type == "cuda",
-            multiprocessing_context="forkserver" if workers > 0 else None,
+        return image_loader(
+            paths, self.transform(), self.image_size, batch_size, workers, self.clip.device
         )
 
 

@@ -1,7 +1,7 @@
 """Index time, after the images are encoded: everything a query needs that has to be fitted
 or computed from the whole collection, so that a query only reads.
 
-- the `semantic` column: each image's vector in the sentence space (core.search.textmap's
+- the `semantic` column: each image's vector in the sentence space (core.search.image_to_text's
   fit; its key goes to index.json, and when the key changes every row is rewritten in one
   LanceDB commit, so an index never mixes vectors of two mappings). Encoders with their own
   image-text space (CLIP) wrote the column while encoding; nothing is fitted then.
@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+from core.search import category_index
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ def text_backend_for(meta: dict) -> Callable[[], Any]:
         from core.search import clip  # type: ignore[attr-defined]  # H2's CLIP backend
 
         return lambda: clip.load_text_backend(meta)
-    from core.search.textmap import TextEncoder
+    from core.search.image_to_text import TextEncoder
 
     return lambda: TextEncoder.load()
 
@@ -133,7 +135,7 @@ def finalize(
         )
         model = None
     else:
-        from core.search.textmap import ensure_semantic
+        from core.search.image_to_text import ensure_semantic
 
         fit = ensure_semantic(index_dir, feats, rows, meta, text, map_config)
         if fit is None:
@@ -159,6 +161,7 @@ def finalize(
         old.get("key") != key
         or meta.get("classes") != classes
         or (bool(classes) and not _has(tbl, CLASS_PROBS))
+        or (bool(classes) and not _has(tbl, category_index.column_of((0,))))
     )
     if full:
         todo = np.arange(len(vectors))
@@ -186,8 +189,12 @@ def finalize(
     meta["classes"] = classes
     meta["splits"] = sorted({s for s in rows["split"] if s})
     meta["category_source"] = source
+    # Thresholds over all rows (not only those rewritten): the category mode's prefilters.
+    meta["category_index"] = (
+        category_index.thresholds(category_index.column_arrays(probs)) if classes else None
+    )
     if meta["semantic"]["source"] == "mapping":
-        meta["keyword_model"] = fit_keyword_model(index_dir, meta, fit)
+        meta["keyword_model"] = ensure_keyword_model(index_dir, meta, fit)
         meta["text_export"] = _export_text_model()
     meta["floor"] = calibrate_floor(derived, rows, fit, text, feats)
     if encoder.imagenet_classes:
@@ -228,6 +235,13 @@ def _write(tbl: Any, d: Derived, todo: np.ndarray, n_classes: int) -> None:
         if _has(tbl, CLASS_PROBS):
             tbl.drop_columns([CLASS_PROBS])
         tbl.add_columns(pa.field(CLASS_PROBS, pa.list_(pa.float32(), n_classes)))
+    cp_names = list(category_index.column_arrays(np.zeros((0, n_classes), np.float32)))
+    stale = [c for c in tbl.schema.names if c.startswith(category_index.PREFIX)]
+    if stale and set(stale) != set(cp_names):  # the class list changed
+        tbl.drop_columns(stale)
+    missing = [c for c in cp_names if c not in tbl.schema.names]
+    if missing:
+        tbl.add_columns([pa.field(c, pa.float32()) for c in missing])
     schema_fields = [
         pa.field("path", pa.string()),
         pa.field(SEMANTIC, tbl.schema.field(SEMANTIC).type),
@@ -237,6 +251,7 @@ def _write(tbl: Any, d: Derived, todo: np.ndarray, n_classes: int) -> None:
     ]
     if n_classes:
         schema_fields.append(pa.field(CLASS_PROBS, pa.list_(pa.float32(), n_classes)))
+    schema_fields += [pa.field(c, pa.float32()) for c in cp_names]
     schema = pa.schema(schema_fields)
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -251,6 +266,8 @@ def _write(tbl: Any, d: Derived, todo: np.ndarray, n_classes: int) -> None:
             ]
             if n_classes:
                 cols.append(_fixed(d.probs[idx]))
+            cp = category_index.column_arrays(d.probs[idx])
+            cols += [pa.array(cp[c], pa.float32()) for c in cp_names]
             yield pa.RecordBatch.from_arrays(cols, schema=schema)
 
     reader = pa.RecordBatchReader.from_batches(schema, batches())
@@ -275,14 +292,16 @@ def keyword_model_path(index_dir: Path, key: str) -> Path:
     return Path(index_dir) / "keyword_models" / f"{key}.pkl"
 
 
-def fit_keyword_model(index_dir: Path, meta: dict, fit: Any) -> dict | None:
+def ensure_keyword_model(index_dir: Path, meta: dict, fit: Any) -> dict | None:
     """The keyword capability's model (TF-IDF weights, HMM tagger, learned category word
-    weights) fitted on the index's captions file without the held-out photos' captions;
-    saved (signed) in the index folder. None when the index has no captions."""
+    weights, core.text.fit_keyword_model) fitted on the index's captions file without the
+    held-out photos' captions; saved (signed) in the index folder and found again while the
+    captions, the held-out photos and the mapping table are unchanged. None when the index
+    has no captions."""
     from core.data.captions import CaptionFileError, read_captions
     from core.io import load_signed_pickle, save_signed_pickle
-    from core.text import PipelineConfig, run_pipeline
-    from core.text.mapping import Mapping
+    from core.text import fit_keyword_model
+    from core.text.categories import Mapping
 
     held = set(fit.heldout_images) if fit is not None else set()
     files = [r["captions"] for r in meta.get("roots", {}).values() if r.get("captions")]
@@ -301,11 +320,11 @@ def fit_keyword_model(index_dir: Path, meta: dict, fit: Any) -> dict | None:
     try:
         cs = read_captions(source)
         cs = dataclasses.replace(cs, captions=[c for c in cs.captions if c.image not in held])
-        report = run_pipeline(cs, mapping, PipelineConfig(run_yake=False, eval_sample=200))
+        model = fit_keyword_model(cs, mapping)
     except (CaptionFileError, ValueError) as exc:
         log.warning("no keyword model: %s", exc)
         return None
-    if not save_signed_pickle(path, report.model):
+    if not save_signed_pickle(path, model):
         return None
     return entry
 
@@ -359,7 +378,7 @@ def calibrate_floor(
         ]
         if n < 2 or len(lab) < 10 or len({rows["label"][i] for i in lab}) < 2:
             return {}
-        from core.search.textmap import class_sentences
+        from core.search.image_to_text import class_sentences
 
         pick = rng.permutation(lab)[:FLOOR_MAX_QUERIES]
         labels = sorted({rows["label"][i] for i in pick})

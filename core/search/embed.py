@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from core.data.images import check_image
+from core.search.uri import read_path_bytes
+from core.vision.features import decode_or_flag, make_loader
 
 log = logging.getLogger(__name__)
 
@@ -41,36 +42,33 @@ class Encoded:
     semantic: np.ndarray | None = None
 
 
-class _SafeImages(Dataset):
-    """(tensor, ok, reason) per path; undecodable files give a zero tensor and ok=False."""
-
-    def __init__(self, paths: Sequence[str | Path], transform: Any, size: int):
-        self.paths = [str(p) for p in paths]
-        self.transform = transform
-        self.size = size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool, str]:
-        return decode(self.paths[i], self.transform, self.size)
-
-
 def decode(path: str, transform: Any, size: int) -> tuple[torch.Tensor, bool, str]:
     """(input tensor, ok, reason) for one local path or URI; never raises for bad data, so
-    one bad file cannot kill a worker (the local engine's DataLoader or a Ray task)."""
-    from core.search.uri import is_uri, read_bytes
+    one bad file cannot kill a worker (a Ray task here; `image_loader` does the same in the
+    local engine's DataLoader workers)."""
+    return decode_or_flag(path, transform, size, read_path_bytes)
 
-    source: str | bytes = path
-    if is_uri(path):
-        try:
-            source = read_bytes(path)
-        except OSError:
-            return torch.zeros(3, size, size), False, "unreadable"
-    check = check_image(source)
-    if check.image is None:
-        return torch.zeros(3, size, size), False, check.reason or "unreadable"
-    return transform(check.image), True, ""
+
+def image_loader(
+    paths: Sequence[str | Path],
+    transform: Any,
+    size: int,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+) -> DataLoader:
+    """Batches of (tensor, ok, reason) in file order for both index encoders (backbone and
+    CLIP): core.vision.features.make_loader with undecodable files flagged, not raised."""
+    return make_loader(
+        paths,
+        None,
+        transform,
+        batch_size,
+        workers=workers,
+        device=device,
+        unreadable_side=size,
+        read=read_path_bytes,
+    )
 
 
 @dataclass
@@ -189,14 +187,8 @@ class ImageEncoder:
         return self.encode_tensor(torch.stack([tf(im.convert("RGB")) for im in images]))
 
     def loader(self, paths: Sequence[str | Path], batch_size: int, workers: int) -> DataLoader:
-        return DataLoader(
-            _SafeImages(paths, self.transform(), self.image_size),
-            batch_size=batch_size,
-            shuffle=False,
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            # forkserver: forking a process that holds LanceDB's async runtime can deadlock.
-            multiprocessing_context="forkserver" if workers > 0 else None,
+        return image_loader(
+            paths, self.transform(), self.image_size, batch_size, workers, self.device
         )
 
 

@@ -47,7 +47,7 @@ from core.search.retrievers import (
     VectorRetriever,
     tiebreak,
 )
-from core.search.store import IndexError_
+from core.search.store import SearchIndexError
 from core.search.table import RESULT_COLUMNS, Hits, IndexTable, where_clause
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ __all__ = [
     "MAX_K",
     "MAX_QUERY_CHARS",
     "MODES",
+    "MODE_HELP",
     "SearchEngine",
     "SearchResponse",
     "SearchResult",
@@ -68,6 +69,19 @@ MODES = ("keyword", "category", "semantic", "hybrid")
 # The default is the mode that measured best over both evaluations (Flickr8k caption queries
 # and Intel category queries, see the closing note of issue 5): semantic.
 DEFAULT_MODE = "semantic"
+MODE_HELP = {
+    "keyword": "the study's method: query keywords matched as whole words against each "
+    "image's top ImageNet label and predicted category",
+    "category": "query → categories (mapping table + learned word weights) → images by the "
+    "classifier's probability of those categories",
+    "semantic": "the query's MiniLM embedding against each image's learned embedding and tags",
+    "hybrid": "reciprocal-rank fusion of the three",
+}
+SEARCH_WORDS = {  # how the index answered a query, in words
+    "exact": "exact search",
+    "approximate": "approximate (ANN) search",
+    "full-text": "full-text (BM25) search",
+}
 IMAGE_TEXT_WEIGHT = 0.5  # text + image query: the photo's share of the query vector
 NEGATIVE_OVERFETCH = 3  # excluded words: fetch 3k (+20) rows, keep the first k without them
 
@@ -107,6 +121,29 @@ class SearchResponse:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def describe_search(self) -> str:
+        """How the index answered, truthfully (the engine reports it per query)."""
+        text = SEARCH_WORDS.get(self.search, self.search)
+        d = self.search_detail
+        if self.search == "approximate" and d.get("nprobes"):
+            text += f" (nprobes {d['nprobes']}, refine ×{d['refine_factor']})"
+        return text
+
+    def summary(self) -> str:
+        """One line: what the query was read as, results of pool, time, search, floor."""
+        floor = f" · relevance floor {self.floor:.2f}" if self.floor is not None else ""
+        tail = (
+            f"{len(self.results)} of {self.pool} · {self.seconds * 1000:.0f} ms · "
+            f"{self.describe_search()}{floor}"
+        )
+        if not (self.keywords or self.categories):
+            return tail
+        nearest = ", ".join(f"{c} {s:.2f}" for c, s in self.nearest_categories)
+        return (
+            f"keywords: {', '.join(self.keywords) or '–'} · categories: "
+            f"{', '.join(self.categories) or '–'} · nearest by meaning: {nearest} · {tail}"
+        )
 
 
 @contextlib.contextmanager
@@ -157,7 +194,7 @@ class SearchEngine:
         self.text = text
         self.mapping = mapping
         self.keyword_model = keyword_model
-        self.semantic = semantic  # core.search.textmap.SemanticMap (None: CLIP / no mapping)
+        self.semantic = semantic  # core.search.image_to_text.SemanticMap (None: CLIP / no mapping)
         self.imagenet = imagenet or []
         self.classes: list[str] = list(self.meta.get("classes") or [])
         self.category_source: str = self.meta.get("category_source") or "none"
@@ -193,21 +230,21 @@ class SearchEngine:
         keyword_model: Any = "auto",
         map_config: Any = None,  # kept for compatibility: queries never fit a mapping
     ) -> SearchEngine:
-        from core.text.mapping import Mapping
+        from core.text.categories import Mapping
 
         table = IndexTable.open(index_dir)
         if table.n == 0:
-            raise IndexError_(f"{index_dir}: the index holds no images")
+            raise SearchIndexError(f"{index_dir}: the index holds no images")
         sem = table.meta.get("semantic") or {}
         semantic = None
         if sem.get("mapping"):
             folder = table.side_path(sem["mapping"])
             if folder is None:
-                raise IndexError_(
+                raise SearchIndexError(
                     f"{index_dir}: its text mapping {sem['mapping']} is missing; "
                     "re-run `python -m core index` to rebuild it"
                 )
-            from core.search.textmap import SemanticMap
+            from core.search.image_to_text import SemanticMap
 
             semantic = SemanticMap.load(folder)
         if keyword_model == "auto":
@@ -231,7 +268,7 @@ class SearchEngine:
             return np.asarray(m.class_emb, np.float32)
         if not self.classes:
             return np.zeros((0, int(getattr(self.text, "dim", 384))), np.float32)
-        from core.search.textmap import class_sentences, normalize
+        from core.search.image_to_text import class_sentences, normalize
 
         return normalize(
             np.stack([self.text.encode(class_sentences(c)).mean(0) for c in self.classes])
@@ -277,7 +314,7 @@ class SearchEngine:
                 f"unknown category {category!r}; the index has {', '.join(self.classes) or 'none'}"
             )
         if mode in ("semantic", "hybrid") and not self.table.has_semantic():
-            raise IndexError_(
+            raise SearchIndexError(
                 f"{self.table.location}: the semantic column was never written "
                 "(indexed with --no-mapping?); re-run `python -m core index`"
             )
@@ -289,7 +326,7 @@ class SearchEngine:
 
     def search(self, query: str, *args: Any, **kw: Any) -> SearchResponse:
         """Rank the index for a text query; see `_search` for the arguments. A damaged table
-        (an overwritten data file) is one IndexError_ naming the index, not a Lance panic."""
+        (an overwritten data file) is one SearchIndexError naming the index, not a Lance panic."""
         from core.search.maintenance import table_reads
 
         with single_threaded(), table_reads(self.index_dir):

@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from core.search.rank import single_threaded
+from core.search.engine import single_threaded
+
+EVALUATION_KINDS = {"queries": "category queries", "captions": "caption queries"}
 
 
 class EvaluationError(ValueError):
@@ -105,7 +107,7 @@ def evaluate_queries(
         )
     idx = np.flatnonzero(pool)
     out: dict[str, Any] = {
-        "kind": "category queries",
+        "kind": EVALUATION_KINDS["queries"],
         "source": str(path),
         "split": split,
         "pool": int(pool.sum()),
@@ -117,16 +119,16 @@ def evaluate_queries(
     start = time.perf_counter()
     engine.prime([q for q, _ in queries])
     with single_threaded():
-        analysed = [engine.analyze(q) for q, _ in queries]
-        _score_queries(engine, analysed, queries, modes, idx, k, out)
+        analyzed = [engine.analyze(q) for q, _ in queries]
+        _score_queries(engine, analyzed, queries, modes, idx, k, out)
     out["seconds"] = round(time.perf_counter() - start, 3)
     return out
 
 
-def _score_queries(engine, analysed, queries, modes, idx, k, out) -> None:
+def _score_queries(engine, analyzed, queries, modes, idx, k, out) -> None:
     for mode in modes:
         p_at, aps, per_cat = [], [], {}
-        for q, (_, cat) in zip(analysed, queries, strict=True):
+        for q, (_, cat) in zip(analyzed, queries, strict=True):
             s = engine.mode_scores(q, mode)[idx]
             order = np.lexsort((engine.tiebreak[idx], -s))
             rel = engine.labels[idx][order] == cat
@@ -236,15 +238,15 @@ class _Ranker:
     def rank(
         self,
         text: str,
-        analysed: Any,
+        analyzed: Any,
         mode: str,
         target: int,
         pool: np.ndarray,
         in_pool: np.ndarray,
     ) -> float:
-        if analysed is not None:
+        if analyzed is not None:
             return tied_rank(
-                self.engine.mode_scores(analysed, mode)[pool], int(np.searchsorted(pool, target))
+                self.engine.mode_scores(analyzed, mode)[pool], int(np.searchsorted(pool, target))
             )
         ranked = self.engine.ranking(text, mode, self.n)
         pos = 0
@@ -258,10 +260,10 @@ class _Ranker:
         rest = len(pool) - pos  # unranked pool rows share the remaining ranks
         return pos + (rest + 1) / 2
 
-    def top(self, text: str, analysed: Any, mode: str, pool: np.ndarray, k: int) -> np.ndarray:
+    def top(self, text: str, analyzed: Any, mode: str, pool: np.ndarray, k: int) -> np.ndarray:
         """The k best pool rows, best first."""
-        if analysed is not None:
-            s = self.engine.mode_scores(analysed, mode)[pool]
+        if analyzed is not None:
+            s = self.engine.mode_scores(analyzed, mode)[pool]
             order = np.lexsort((self.engine.tiebreak[pool], -s))[:k]
             return pool[order]
         in_pool = set(pool.tolist())
@@ -291,10 +293,10 @@ def _score(
     in_pool[pool] = True
     out: dict[str, Any] = {}
     with single_threaded():
-        analysed = [engine.analyze(c) if legacy else None for c, _ in queries]
+        analyzed = [engine.analyze(c) if legacy else None for c, _ in queries]
         for mode in modes:
             ranks, shares = [], []
-            for (c, target), a in zip(queries, analysed, strict=True):
+            for (c, target), a in zip(queries, analyzed, strict=True):
                 ranks.append(ranker.rank(c, a, mode, target, pool, in_pool))
                 top = [i for i in ranker.top(c, a, mode, pool, 11) if i != target][:10]
                 shares += [bool(fitted_mask[i]) for i in top if photo_mask[i]]
@@ -341,7 +343,7 @@ def evaluate_captions(
     ranker = _Ranker(engine, paths)
     start = time.perf_counter()
     out: dict[str, Any] = {
-        "kind": "caption queries",
+        "kind": EVALUATION_KINDS["captions"],
         "source": str(captions_file or "the index's captions"),
         "pool": len(cq.pool_rows),
         "pool_kind": pool,
@@ -374,3 +376,44 @@ def evaluate_captions(
         }
     out["seconds"] = round(time.perf_counter() - start, 3)
     return out
+
+
+# --- both kinds ---------------------------------------------------------------------------------
+
+
+def available_evaluations(engine: Any, queries: str | Path | None) -> dict[str, str]:
+    """What an index can be evaluated on, kind -> source: category queries need a query file
+    and a test split; caption queries need captions indexed with the images (source "": the
+    index's own)."""
+    out: dict[str, str] = {}
+    if queries is not None and "test" in (engine.meta.get("splits") or []):
+        out["queries"] = str(queries)
+    if any(r.get("captions") for r in (engine.meta.get("roots") or {}).values()):
+        out["captions"] = ""
+    return out
+
+
+def describe_evaluation(out: dict) -> str:
+    """What an evaluation's numbers are over, in words: its queries and pool."""
+    if out["kind"] == EVALUATION_KINDS["queries"]:
+        return (
+            f"{out['n_queries']} from `{Path(out['source']).name}`, pool {out['pool']} test images"
+        )
+    refused = (out.get("refused") or {}).get("fitted_captions", 0)
+    return (
+        f"{out['n_queries']} captions of {out['n_photos']} photos the mapping never saw, pool "
+        f"{out['pool']} images: all indexed; {refused} captions of photos that fitted the "
+        "mapping refused"
+    )
+
+
+def evaluate_retrieval(
+    engine: Any, kind: str, source: str | Path | None, modes: Sequence[str]
+) -> dict:
+    """One evaluation by kind: "queries" (`evaluate_queries` on the CSV `source`, test pool)
+    or "captions" (`evaluate_captions`; `source` a captions file, empty: the index's own)."""
+    if kind not in EVALUATION_KINDS:
+        raise ValueError(f"unknown evaluation {kind!r}; choose one of {list(EVALUATION_KINDS)}")
+    if kind == "queries":
+        return evaluate_queries(engine, source, modes)
+    return evaluate_captions(engine, source or None, modes)

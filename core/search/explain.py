@@ -20,7 +20,7 @@ NO_KEYWORD = "no keyword matched"
 @dataclass
 class Explainer:
     classes: list[str]
-    model: Any = None  # core.search.textmap.SemanticMap (None: CLIP or no mapping)
+    model: Any = None  # core.search.image_to_text.SemanticMap (None: CLIP or no mapping)
 
     def explain(
         self, row: dict, q: Query, mode: str, feature: np.ndarray | None = None

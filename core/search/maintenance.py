@@ -222,11 +222,11 @@ def is_lance_damage(exc: BaseException) -> bool:
 
 
 def damaged_table_error(where: Any, exc: BaseException) -> Exception:
-    """The IndexError_ that names a damaged table and what to do about it."""
-    from core.search.store import IndexError_
+    """The SearchIndexError that names a damaged table and what to do about it."""
+    from core.search.store import SearchIndexError
 
     first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-    return IndexError_(
+    return SearchIndexError(
         f"{where}: the index table is damaged ({first}); delete the folder and run "
         "`python -m core index` again"
     )
@@ -234,7 +234,7 @@ def damaged_table_error(where: Any, exc: BaseException) -> Exception:
 
 @contextlib.contextmanager
 def table_reads(where: Any) -> Iterator[None]:
-    """Turn a Lance read error inside the block into one clear IndexError_ (wrap reads of
+    """Turn a Lance read error inside the block into one clear SearchIndexError (wrap reads of
     the table with it: a damaged data file is then named, not a Lance panic message)."""
     try:
         yield
@@ -246,7 +246,7 @@ def table_reads(where: Any) -> Iterator[None]:
 
 def read_arrow(tbl: Any, index_dir: str | Path | None = None) -> Any:
     """The whole table as Arrow; a damaged data file (overwritten, truncated) becomes one
-    clear IndexError_ instead of a Lance panic message."""
+    clear SearchIndexError instead of a Lance panic message."""
     uri = getattr(tbl, "uri", None)
     where = index_dir if index_dir is not None else (Path(uri).parent if uri else "the index")
     try:
@@ -258,13 +258,13 @@ def read_arrow(tbl: Any, index_dir: str | Path | None = None) -> Any:
 def read_meta_for_update(index_dir: str | Path) -> dict:
     """index.json for a run of `index`: {} when there is none, and also when it is unreadable
     (garbage, truncated): the run then rebuilds it from the table, and says so."""
-    from core.search.store import IndexError_, meta_path, read_meta
+    from core.search.store import SearchIndexError, meta_path, read_meta
 
     if not meta_path(index_dir).exists():
         return {}
     try:
         return read_meta(index_dir)
-    except IndexError_ as exc:
+    except SearchIndexError as exc:
         log.warning("rebuilding index.json from the table: %s", exc)
         return {"roots": {r: {"captions": None} for r in _table_roots(index_dir)}}
 

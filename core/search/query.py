@@ -83,7 +83,7 @@ class Analyzer:
     """Everything query analysis needs; built once per engine."""
 
     text: Any  # TextBackend
-    mapping: Any  # core.text.mapping.Mapping
+    mapping: Any  # core.text.categories.Mapping
     keyword_model: Any  # core.text KeywordModel or None
     classes: list[str]
     class_emb: np.ndarray  # (C, D)
@@ -190,7 +190,7 @@ class Analyzer:
 
 def category_alias(name: str, classes: Sequence[str]) -> str | None:
     """The index class a mapping-table category names ('building' -> 'buildings')."""
-    from core.text.mapping import plural_forms
+    from core.text.categories import plural_forms
 
     forms = plural_forms(name)
     for c in classes:
@@ -201,7 +201,7 @@ def category_alias(name: str, classes: Sequence[str]) -> str | None:
 
 def word_forms(word: str) -> set[str]:
     """A word and its plural/singular forms (whole words only: 'sea' never 'seashore')."""
-    from core.text.mapping import plural_forms
+    from core.text.categories import plural_forms
 
     return set(plural_forms(word)) | {word}
 

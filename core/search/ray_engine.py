@@ -44,13 +44,11 @@ from typing import Any
 
 import numpy as np
 
+from core.config import ray_batch_delay
 from core.search.backend import EncoderSpec
 
 log = logging.getLogger(__name__)
 
-# Fault-injection for tests and demos: seconds each encoder actor sleeps per batch, so that a
-# worker can be killed while a batch is in flight. Read in the actor, i.e. on the worker node.
-DELAY_ENV = "SCENESEEK_RAY_BATCH_DELAY"
 HASH_BLOCK = 256  # paths per hashing task
 
 
@@ -160,7 +158,9 @@ class _EncoderActor:
 
     def __init__(self, spec: EncoderSpec):  # any backend's spec (core.search.backend)
         self.encoder = spec.load()
-        self.delay = float(os.environ.get(DELAY_ENV, "0") or 0)
+        # Fault injection ($SCENESEEK_RAY_BATCH_DELAY): a worker can be killed while a batch is
+        # in flight. Read in the actor, i.e. on the worker node.
+        self.delay = ray_batch_delay()
         log.info("encoder actor ready in pid %s (%s)", os.getpid(), spec)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

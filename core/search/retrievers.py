@@ -24,8 +24,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from core.search import category_index
 from core.search.query import Query, word_forms
-from core.search.table import RESULT_COLUMNS, Hits, IndexTable
+from core.search.table import RESULT_COLUMNS, ROWID, Hits, IndexTable
 
 Columns = tuple[str, ...]
 
@@ -46,7 +47,8 @@ def tiebreak(path: str) -> int:
 
 
 def ordered(rows: list[dict]) -> list[dict]:
-    return sorted(rows, key=lambda r: (-r["score"], tiebreak(r["path"])))
+    """Best first; equal scores by path (rows a search returned as bare row ids: by id)."""
+    return sorted(rows, key=lambda r: (-r["score"], tiebreak(str(r.get("path", r.get(ROWID))))))
 
 
 class Retriever(Protocol):
@@ -107,9 +109,17 @@ class CategoryRetriever:
         w = self.weights(q)
         if q.empty or not self.classes or not w.any() or "class_probs" not in self.table.columns:
             return Hits([], "exact")
-        hits = self.table.vector_search(
-            "class_probs", w / w.sum(), k, where, metric="dot", columns=columns
-        )
+        w = w / w.sum()
+        plan = category_index.plan(w, k, self.table.meta.get("category_index"))
+        if plan is not None and plan.column in self.table.columns:
+            hits = self.table.vector_search(
+                "class_probs", w, k, plan.where(where), metric="dot", columns=columns
+            )
+            if plan.exact([r["score"] for r in hits.rows], k):
+                hits.rows = ordered(hits.rows)
+                hits.detail = {**hits.detail, "prefilter": plan.column}
+                return hits
+        hits = self.table.vector_search("class_probs", w, k, where, metric="dot", columns=columns)
         hits.rows = ordered(hits.rows)
         return hits
 
@@ -145,16 +155,19 @@ class HybridRetriever:
     candidates: int = HYBRID_CANDIDATES
     name: str = "hybrid"
 
-    def fused(self, q: Query, where: str | None, candidates: int) -> tuple[list[dict], set]:
+    def fused(
+        self, q: Query, where: str | None, candidates: int, key: str = "path"
+    ) -> tuple[list[dict], set]:
         """Every row among the modes' top `candidates`, by fused score (RRF), and how each
-        mode's search was answered. Candidates carry only their path and score."""
-        fused: dict[str, float] = {}
-        rows: dict[str, dict] = {}
-        ranks: dict[str, dict[str, int]] = {}
+        mode's search was answered. Candidates carry only their `key` (the path, or the
+        table's row id, which a search returns without reading any column) and scores."""
+        fused: dict[Any, float] = {}
+        rows: dict[Any, dict] = {}
+        ranks: dict[str, dict[Any, int]] = {}
         searches = set()
         # the three searches run at once: LanceDB releases the GIL while it searches
         futures = {
-            name: _pool().submit(self.parts[name].retrieve, q, candidates, where, ("path",))
+            name: _pool().submit(self.parts[name].retrieve, q, candidates, where, (key,))
             for name in HYBRID_PARTS
         }
         for name in HYBRID_PARTS:
@@ -162,25 +175,32 @@ class HybridRetriever:
             searches.add(hits.search)
             ranks[name] = {}
             for rank, r in enumerate(hits.rows, 1):
-                fused[r["path"]] = fused.get(r["path"], 0.0) + 1.0 / (RRF_K + rank)
-                ranks[name][r["path"]] = rank
-                rows.setdefault(r["path"], {**r})[f"{name}_score"] = r["score"]
+                fused[r[key]] = fused.get(r[key], 0.0) + 1.0 / (RRF_K + rank)
+                ranks[name][r[key]] = rank
+                rows.setdefault(r[key], {key: r[key]})[f"{name}_score"] = r["score"]
         out = []
-        for path, s in fused.items():
-            row = rows[path]
+        for ident, s in fused.items():
+            row = rows[ident]
             row["score"] = s
-            row["ranks"] = {m: ranks[m].get(path) for m in HYBRID_PARTS}
+            row["ranks"] = {m: ranks[m].get(ident) for m in HYBRID_PARTS}
             out.append(row)
-        return ordered(out), searches
+        if key == "path":
+            return ordered(out), searches
+        return sorted(out, key=lambda r: -r["score"]), searches
 
     def retrieve(
         self, q: Query, k: int, where: str | None, columns: Columns = RESULT_COLUMNS
     ) -> Hits:
-        """The k best fused rows, then read whole (by path, a B-tree lookup)."""
-        out, searches = self.fused(q, where, max(k, self.candidates))
-        top = ordered(out)[:k]
-        if set(columns) - {"path"}:
-            full = self.parts["semantic"].table.rows_by_path([r["path"] for r in top], columns)
-            top = [{**full.get(r["path"], {}), **r} for r in top]
+        """The k best fused rows. The candidates are row ids (reading 600 rows' paths cost
+        more than the three searches at 1M rows); the rows that can make the top k, those
+        scoring at least the k-th, are then read whole in one take and ordered as always."""
+        out, searches = self.fused(q, where, max(k, self.candidates), key=ROWID)
+        if len(out) > k:
+            out = [r for r in out if r["score"] >= out[k - 1]["score"]]
+        table = self.parts["semantic"].table
+        full = table.rows_by_rowid([r[ROWID] for r in out], tuple({"path", *columns}))
+        top = ordered([{**full[r[ROWID]], **r} for r in out if r[ROWID] in full])[:k]
+        for r in top:
+            r.pop(ROWID, None)
         search = "approximate" if "approximate" in searches else "exact"
         return Hits(top, search, {"candidates": self.candidates, "parts": sorted(searches)})

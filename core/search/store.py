@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 from core.io import MetadataError, atomic_write_json, read_json
+from core.search.category_index import PREFIX as CATEGORY_PREFIX
 from core.search.maintenance import (
     apply_moves,
     holds_index_lock,
@@ -60,7 +61,7 @@ ENGINES = ("local", "ray")
 Progress = Callable[[int, int], None]
 
 
-class IndexError_(ValueError):
+class SearchIndexError(ValueError):
     """The index folder is missing, empty or was built with different settings."""
 
 
@@ -113,10 +114,10 @@ def list_images(folder: str | Path) -> list[ImageFile]:
         try:
             return [ImageFile(f.path, f.split, f.label) for f in list_uri_images(str(folder))]
         except (FileNotFoundError, OSError) as exc:
-            raise IndexError_(f"{folder}: {exc}") from exc
+            raise SearchIndexError(f"{folder}: {exc}") from exc
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
-        raise IndexError_(f"{folder}: no such folder")
+        raise SearchIndexError(f"{folder}: no such folder")
     from core.data.dataset import safe_resolve
 
     # A symlink loop cannot be resolved: it keeps its own path and is skipped as unreadable.
@@ -243,7 +244,7 @@ def _rows(
 
 def semantic_dim_of(encoder: Any) -> int:
     """The semantic column's dimension: the encoder's own space, else the sentence space."""
-    from core.search.textmap import TEXT_DIM
+    from core.search.image_to_text import TEXT_DIM
 
     return int(getattr(encoder, "semantic_dim", None) or TEXT_DIM)
 
@@ -258,19 +259,19 @@ def meta_path(index_dir: str | Path) -> Path:
 def read_meta(index_dir: str | Path) -> dict:
     path = meta_path(index_dir)
     if not path.exists():
-        raise IndexError_(
+        raise SearchIndexError(
             f"{index_dir}: not an index (no {META_FILE}); build one with "
             "`python -m core index --images DIR --index INDEX_DIR`"
         )
     try:
         meta = read_json(path)
     except MetadataError as exc:
-        raise IndexError_(
+        raise SearchIndexError(
             f"{exc}; run `python -m core index --images DIR --index {index_dir}` to rebuild it "
             "from the table"
         ) from None
     if not isinstance(meta, dict):
-        raise IndexError_(
+        raise SearchIndexError(
             f"{path} is not an index description (a JSON object); run `index` "
             "again to rebuild it from the table"
         )
@@ -283,7 +284,7 @@ def open_table(index_dir: str | Path):
     read_meta(index_dir)
     db = lancedb.connect(str(index_dir))
     if not _has_table(db):
-        raise IndexError_(f"{index_dir}: the index holds no images yet")
+        raise SearchIndexError(f"{index_dir}: the index holds no images yet")
     return db.open_table(TABLE)
 
 
@@ -306,7 +307,7 @@ def _check_compatible(meta: dict, identity: dict) -> None:
     old = meta.get("encoder", {})
     for key in ("backbone", "weights", "image_size", "run"):
         if key in old and old[key] != identity[key]:
-            raise IndexError_(
+            raise SearchIndexError(
                 f"the index was built with {key}={old[key]!r}, not {identity[key]!r}; "
                 "use another --index folder or the same settings"
             )
@@ -451,7 +452,7 @@ def build_index(
     ray_options: Any = None,  # core.search.ray_engine.RayOptions
     ann_min_rows: int = ANN_MIN_ROWS,
     derive: bool = True,
-    map_config: Any = None,  # core.search.textmap.MapConfig
+    map_config: Any = None,  # core.search.image_to_text.MapConfig
 ) -> IndexStats:
     """Index (or update the index of) every image under `images` (a folder or a URI) into
     `index_dir`. `derive` (default) then writes what queries read: the semantic column,
@@ -589,27 +590,28 @@ def _ann_due(meta: dict, rows: int, ann_min_rows: int) -> bool:
 
 
 def ann_params(rows: int, dim: int = 1280) -> dict:
-    """IVF_PQ settings for `rows` vectors of `dim` dimensions, and the query settings that go
+    """IVF_RQ settings for `rows` vectors of `dim` dimensions, and the query settings that go
     with them (recorded in index.json, read by every query):
     - partitions: about 4,096 rows each (k-means on 2 cores stays minutes at 1M rows);
-    - sub-vectors: 8 dimensions each up to 512-d, 16 above (80 bytes a 1280-d vector),
-      8-bit codes (4-bit below 4,096 rows, where 256 centroids cannot be trained);
+    - RaBitQ codes of 4 bits a dimension (640 bytes a 1280-d vector), no codebook to train;
     - nprobes: the partitions a query visits, about 6% of them and at least 8;
-    - refine_factor: the PQ candidates re-ranked with the full vectors, 50x k, so the
-      quantisation error is undone for the final order (at 1M rows, x10 gave recall@10 0.61
-      on the semantic column, x50 0.97: benchmarks/search.py).
-    IVF_PQ rather than HNSW: its codes (tens of bytes a row) keep a serving process's memory
-    far below an HNSW graph over scalar-quantised vectors (a byte per dimension)."""
+    - refine_factor: the candidates re-ranked with the full vectors, 10x k (capped at
+      table.REFINE_ROWS rows), so the quantisation error is undone for the final order.
+    Measured on 300k synthetic rows with the 1M benchmark's neighbourhoods (1,000 rows around
+    each centre), nprobes 8: recall@10 of IVF_PQ (16 dims a sub-vector) 0.23 at x10 and 0.75
+    at x50, build 155 s; IVF_RQ 4-bit 1.00 at x10 (9 ms), build 34 s; 384-d: IVF_PQ (8 dims a
+    sub-vector) 0.58 at x10, IVF_RQ 4-bit 1.00, build 69 s against 10 s
+    (benchmarks/ann_codes.py; at 1M rows, benchmarks/search.py: recall@10 1.00 for both).
+    IVF rather than HNSW: its codes are read per partition (LanceDB's index cache is bounded,
+    core.config.index_cache_mb) where an HNSW graph must be held whole."""
     parts = max(1, rows // 4096)
     return {
-        "type": "IVF_PQ",
+        "type": "IVF_RQ",
         "metric": "cosine",
         "num_partitions": parts,
-        "num_sub_vectors": dim // 8 if dim <= 512 else dim // 16,
-        # 256 codes a sub-vector need 256 training rows; smaller tables get 16 (4 bits)
-        "num_bits": 8 if rows >= 4096 else 4,
+        "num_bits": 4,
         "nprobes": max(8, math.ceil(0.06 * parts)),
-        "refine_factor": 50,
+        "refine_factor": 10,
     }
 
 
@@ -632,10 +634,13 @@ def _maintain(
     for col in SCALAR_COLUMNS:
         tbl.create_index(col, config=Bitmap(), replace=True)
     tbl.create_index("path", config=BTree(), replace=True)  # result rows read back by path
+    for col in tbl.schema.names:  # the category mode's range prefilters (category_index)
+        if col.startswith(CATEGORY_PREFIX):
+            tbl.create_index(col, config=BTree(), replace=True)
     meta["ann_min_rows"] = ann_min_rows
     if not (_ann_due(meta, rows, ann_min_rows) or (rebuild and rows >= ann_min_rows)):
         return
-    from lancedb.index import IvfPq
+    from lancedb.index import IvfRq
 
     t0 = time.perf_counter()
     columns = {}
@@ -645,10 +650,9 @@ def _maintain(
         p = ann_params(rows, tbl.schema.field(col).type.list_size)
         tbl.create_index(
             col,
-            config=IvfPq(
+            config=IvfRq(
                 distance_type=p["metric"],
                 num_partitions=p["num_partitions"],
-                num_sub_vectors=p["num_sub_vectors"],
                 num_bits=p["num_bits"],
             ),
             replace=True,
@@ -681,6 +685,24 @@ def meta_summary(meta: dict) -> dict:
         "ann_min_rows": threshold,
         "rows_since_build": meta.get("rows", 0) - ann["rows_at_build"] if ann else None,
     }
+
+
+def describe_index(meta: dict) -> str:
+    """The index's size, last build and whether its vector search is exact or approximate."""
+    s = meta_summary(meta)
+    text = f"{s['rows']:,} rows · last updated {s['updated']} · LanceDB vector index: "
+    a = s["ann"]
+    if not a:
+        return text + (
+            f"none, vector search is exact (an ANN index is built from {s['ann_min_rows']:,} rows)"
+        )
+    cols = ", ".join(a.get("columns") or {}) or "vector"
+    return text + (
+        f"approximate, {a['type']} on {cols} ({a['metric']}, {a['num_partitions']} partitions, "
+        f"nprobes {a.get('nprobes')}, refine ×{a.get('refine_factor')}) built {a['built']} on "
+        f"{a['rows_at_build']:,} rows in {a['seconds']} s; {s['rows_since_build']:,} rows "
+        "added since"
+    )
 
 
 def _write_meta(index_dir: Path, meta: dict, encoder: Any, tbl, root: str, captions, stats) -> None:

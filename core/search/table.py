@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from core.search.store import INDEX_VERSION, META_FILE, TABLE, IndexError_
+from core.config import index_cache_mb
+from core.search.store import INDEX_VERSION, META_FILE, TABLE, SearchIndexError
 from core.search.uri import is_uri
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,9 @@ RESULT_COLUMNS = (
     "captions",
     "text",
 )
-INDEX_CACHE_MB = 256  # per query process; $SCENESEEK_INDEX_CACHE_MB overrides
-CACHE_ENV = "SCENESEEK_INDEX_CACHE_MB"
 REBUILD = "re-run `python -m core index --images DIR --index {index}` to rebuild it"
+ROWID = "_rowid"  # ask a search for it (columns=(ROWID,)) to skip reading any column
+REFINE_ROWS = 400  # full-vector re-ranks per ANN query, whatever k (see refine_factor)
 
 
 @dataclass
@@ -53,6 +53,24 @@ class Hits:
     detail: dict = field(default_factory=dict)
 
 
+def refine_factor(recorded: int, k: int) -> int:
+    """The index's refine factor, capped so that at most REFINE_ROWS rows are re-ranked with
+    their full vectors: each is a random read. Hybrid's 200 candidates at x50 (10,000 reads)
+    cost 170 ms at 100k rows; at 1M rows (IVF_RQ, benchmarks/search.py) the semantic top 200
+    at x2 already equals the exact top 200 (15 ms) where x5 cost 25 ms."""
+    return max(1, min(int(recorded), REFINE_ROWS // max(int(k), 1)))
+
+
+def _run(q: Any, k: int, where: str | None, columns: tuple[str, ...], score: str) -> list[dict]:
+    """A search's rows: prefiltered by `where`, `columns` (ROWID: the row id, no column read)
+    and the search's own `score` column."""
+    if where:
+        q = q.where(where, prefilter=True)
+    if ROWID in columns:
+        q = q.with_row_id(True)
+    return q.limit(int(k)).select([*columns, score]).to_arrow().to_pylist()
+
+
 def _read_meta(location: str) -> dict:
     if is_uri(location):
         from core.search.uri import read_bytes
@@ -60,13 +78,13 @@ def _read_meta(location: str) -> dict:
         try:
             raw = read_bytes(f"{location.rstrip('/')}/{META_FILE}")
         except (FileNotFoundError, OSError) as exc:
-            raise IndexError_(f"{location}: not an index (no {META_FILE}: {exc})") from exc
+            raise SearchIndexError(f"{location}: not an index (no {META_FILE}: {exc})") from exc
     else:
         path = Path(location) / META_FILE
         if not Path(location).is_dir():
-            raise IndexError_(f"{location}: not an index (no such folder)")
+            raise SearchIndexError(f"{location}: not an index (no such folder)")
         if not path.exists():
-            raise IndexError_(
+            raise SearchIndexError(
                 f"{location}: not an index (no {META_FILE}); build one with "
                 "`python -m core index --images DIR --index INDEX_DIR`"
             )
@@ -74,12 +92,12 @@ def _read_meta(location: str) -> dict:
     try:
         meta = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IndexError_(
+        raise SearchIndexError(
             f"{location}: {META_FILE} is unreadable ({exc.__class__.__name__}); "
             + REBUILD.format(index=location)
         ) from exc
     if not isinstance(meta, dict):
-        raise IndexError_(f"{location}: {META_FILE} is not an index description")
+        raise SearchIndexError(f"{location}: {META_FILE} is not an index description")
     return meta
 
 
@@ -108,13 +126,13 @@ class IndexTable:
         meta = _read_meta(location)
         version = int(meta.get("version", 1) or 1)
         if version < INDEX_VERSION:
-            raise IndexError_(
+            raise SearchIndexError(
                 f"{location}: an index of an older format (version {version}, "
                 f"this SceneSeek reads {INDEX_VERSION}); "
                 + REBUILD.format(index=location).replace("rebuild", "upgrade")
             )
         if version > INDEX_VERSION:
-            raise IndexError_(
+            raise SearchIndexError(
                 f"{location}: index format {version} is newer than this "
                 f"SceneSeek ({INDEX_VERSION}); upgrade SceneSeek"
             )
@@ -122,13 +140,13 @@ class IndexTable:
             db = lancedb.connect(location, session=_session())
             tbl = db.open_table(TABLE)
         except Exception as exc:  # LanceDB raises ValueError/RuntimeError/OSError here
-            raise IndexError_(
+            raise SearchIndexError(
                 f"{location}: {META_FILE} is there but the table is missing or "
                 f"damaged (a half-written index?); " + REBUILD.format(index=location)
             ) from exc
         missing = {"path", "vector", "semantic", "text", "category"} - set(tbl.schema.names)
         if missing:
-            raise IndexError_(
+            raise SearchIndexError(
                 f"{location}: the table lacks {sorted(missing)} (an older format); "
                 + REBUILD.format(index=location)
             )
@@ -178,7 +196,7 @@ class IndexTable:
         """Top `k` rows by `metric` similarity of `column` to `vector`; ANN (with the index's
         recorded nprobes and refine factor) when the column has an ANN index, unless `exact`."""
         if column not in self.columns:
-            raise IndexError_(
+            raise SearchIndexError(
                 f"{self.location}: the index has no {column!r} column; "
                 + REBUILD.format(index=self.location)
             )
@@ -189,16 +207,18 @@ class IndexTable:
         ann = self.is_ann(column) and not exact
         if ann:
             p = self.ann_query_params(column)
-            q = q.nprobes(p["nprobes"]).refine_factor(p["refine_factor"])
+            q = q.nprobes(p["nprobes"]).refine_factor(refine_factor(p["refine_factor"], k))
         else:
             q = q.bypass_vector_index()
-        if where:
-            q = q.where(where, prefilter=True)
-        rows = q.limit(int(k)).select([*columns, "_distance"]).to_arrow().to_pylist()
+        rows = _run(q, k, where, columns, "_distance")
         for r in rows:
             d = float(r.pop("_distance"))
             r["score"] = 1.0 - d  # LanceDB: cosine distance 1 - cos, dot distance 1 - x·y
-        detail = self.ann_query_params(column) if ann else {}
+        detail = (
+            {**self.ann_query_params(column), "refine_factor": refine_factor(p["refine_factor"], k)}
+            if ann
+            else {}
+        )
         return Hits(rows, "approximate" if ann else "exact", detail)
 
     def text_search(
@@ -212,17 +232,22 @@ class IndexTable:
         if k <= 0:
             return Hits([], "full-text")
         if not self.has_fts():
-            raise IndexError_(
+            raise SearchIndexError(
                 f"{self.location}: the index has no full-text index; "
                 + REBUILD.format(index=self.location)
             )
-        q = self.tbl.search(query, query_type="fts")
-        if where:
-            q = q.where(where, prefilter=True)
-        rows = q.limit(int(k)).select([*columns, "_score"]).to_arrow().to_pylist()
+        rows = _run(self.tbl.search(query, query_type="fts"), k, where, columns, "_score")
         for r in rows:
             r["score"] = float(r.pop("_score"))
         return Hits(rows, "full-text")
+
+    def rows_by_rowid(self, ids: list[int], columns: tuple[str, ...] = RESULT_COLUMNS) -> dict:
+        """{row id: row} for row ids returned by a search of this table (one take)."""
+        if not ids:
+            return {}
+        cols = [c for c in columns if c != ROWID]
+        t = self.tbl.take_row_ids(list(ids)).select(cols).with_row_id().to_arrow()
+        return {r[ROWID]: r for r in t.to_pylist()}
 
     def rows_by_path(self, paths: list[str], columns: tuple[str, ...] = RESULT_COLUMNS) -> dict:
         """{path: row} for the given paths (one filtered scan; bounded by len(paths))."""
@@ -274,7 +299,7 @@ def cache_mb() -> tuple[int, int]:
     partitions it has read (IVF centroids, PQ codes, full-text postings) in a cache; bounded,
     a process's memory stays the same however large the table grows (the least recently used
     partitions are read again from disk when needed)."""
-    index = int(os.environ.get(CACHE_ENV, "") or INDEX_CACHE_MB)
+    index = index_cache_mb()  # $SCENESEEK_INDEX_CACHE_MB, default 256
     return index, max(16, index // 4)
 
 

@@ -3,7 +3,7 @@ index time, and run with ONNX Runtime and the `tokenizers` library.
 
 Why: importing torch alone costs a process over 600 MB of resident memory here, more than
 half of the 1 GB a query process may use (issue 10). Indexing still encodes with
-sentence-transformers (core.search.textmap.TextEncoder); the exported model gives the same
+sentence-transformers (core.search.image_to_text.TextEncoder); the exported model gives the same
 embeddings (checked at export, max difference 1e-4), so the index and its queries share one
 space.
 
@@ -33,7 +33,7 @@ EXPORT_TOLERANCE = 1e-4
 
 
 def _model_dir() -> Path:
-    from core.search.textmap import text_model_path
+    from core.search.image_to_text import text_model_path
 
     return text_model_path()
 
@@ -115,7 +115,7 @@ def ensure_export(folder: Path | None = None) -> Path:
 
 def _check(folder: Path) -> None:
     """The export must embed like sentence-transformers does."""
-    from core.search.textmap import TextEncoder
+    from core.search.image_to_text import TextEncoder
 
     texts = ["A serene lake surrounded by forest.", "snow", "The beach is full of tourists."]
     ref = TextEncoder.load("cpu").encode(texts)
@@ -179,6 +179,6 @@ def load_query_encoder() -> Any:
         log.info("no ONNX export of the sentence encoder in %s: using torch", folder)
     except Exception as exc:  # a damaged export must not stop queries
         log.warning("ONNX sentence encoder unusable (%s): using torch", exc)
-    from core.search.textmap import TextEncoder
+    from core.search.image_to_text import TextEncoder
 
     return TextEncoder.load()

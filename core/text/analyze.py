@@ -8,7 +8,7 @@
     a.why         # ["'forest' is a mapping-table word for forest", ...]
 
 Without a fitted `KeywordModel` it uses the mapping table alone (categories) and ranks the
-other content words after the table's words. With one (from `run_pipeline(...).model`) it
+other content words after the table's words. With one (from `fit_keyword_model`) it
 adds the HMM's keyword tags, TF-IDF weights from the training captions and the classifier's
 learned category probabilities.
 """
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.text.mapping import Mapping
-from core.text.pipeline import KeywordModel
+from core.text.categories import Mapping
+from core.text.model import KeywordModel
 from core.text.preprocess import Preprocessor
 
 

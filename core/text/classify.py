@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.text.mapping import Mapping
+from core.text.categories import Mapping
 from core.text.tfidf import make_vectorizer
 
 
@@ -83,7 +83,7 @@ def fit_classifier(
     )
 
 
-def evaluate_classifier(clf: CaptionClassifier, test_tokens: Sequence[Sequence[str]]) -> dict:
+def classifier_accuracy(clf: CaptionClassifier, test_tokens: Sequence[Sequence[str]]) -> dict:
     """Accuracy on held-out captions whose category the table determines (exactly one).
 
     - `with_table`: the full classifier's predicted set equals the table's one category.

@@ -42,7 +42,7 @@ class HMMConfig:
     random_state: int = 0
 
 
-def _normalise(v: np.ndarray) -> np.ndarray:
+def _normalize(v: np.ndarray) -> np.ndarray:
     s = v.sum(axis=-1, keepdims=True)
     return v / np.where(s > 0, s, 1)
 
@@ -138,10 +138,10 @@ def fit_keyword_hmm(
             emit[s, i] += 1
         for t, n in tf.items():
             tfidf_mass[vocab.get(t, unk)] += n / len(toks) * idf.get(t, 0.0)
-    emit_k = (1 - cfg.tfidf_blend) * _normalise(emit[KEYWORD]) + cfg.tfidf_blend * _normalise(
+    emit_k = (1 - cfg.tfidf_blend) * _normalize(emit[KEYWORD]) + cfg.tfidf_blend * _normalize(
         tfidf_mass + 1e-9
     )
-    emission = np.vstack([emit_k, _normalise(emit[OTHER])])
+    emission = np.vstack([emit_k, _normalize(emit[OTHER])])
 
     def new_model(n_iter: int) -> CategoricalHMM:
         m = CategoricalHMM(
@@ -154,7 +154,7 @@ def fit_keyword_hmm(
             random_state=cfg.random_state,
         )
         m.startprob_ = np.array([cfg.start_keyword, 1 - cfg.start_keyword])
-        m.transmat_ = _normalise(trans)
+        m.transmat_ = _normalize(trans)
         m.emissionprob_ = emission.copy()
         return m
 
@@ -172,7 +172,7 @@ def fit_keyword_hmm(
         "iterations": int(model.monitor_.iter),
         "converged": bool(model.monitor_.converged),
         "states_swapped": swapped,
-        "seed_transmat": _normalise(trans).tolist(),
+        "seed_transmat": _normalize(trans).tolist(),
         "transmat": model.transmat_.tolist(),
         "startprob": model.startprob_.tolist(),
     }

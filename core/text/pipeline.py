@@ -5,33 +5,58 @@ held-out captions), classifier, compare (HMM vs TF-IDF top-k vs YAKE on a fixed 
 sample). Chi-square, PMI and corpus TF-IDF describe the whole file; everything that is
 measured (HMM, classifier, comparison) is fitted on the training split and scored on the
 held-out split, split by image so the five captions of one photo never straddle it.
+
+The fit itself is core.text.model's (`fit_split`, the code `fit_keyword_model` runs), so
+`KeywordReport.model` is the model the CLI and the search index fit; this module adds the
+rankings and the measures. `report_on_file` reads a captions file and runs it all.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from core.data.captions import CaptionSet
+from core.data.captions import CaptionSet, read_captions
 from core.evaluate import StageTimer
+from core.text.categories import Mapping
 from core.text.chi2 import Chi2Result, rank_chi2
-from core.text.classify import CaptionClassifier, evaluate_classifier, fit_classifier
+from core.text.classify import classifier_accuracy
 from core.text.compare import prf, restrict, tagged_sets, yake_keywords
-from core.text.hmm import HMMConfig, KeywordHMM, fit_keyword_hmm
-from core.text.mapping import Mapping
+from core.text.hmm import HMMConfig, fit_keyword_hmm
+from core.text.model import (
+    HELDOUT_FRACTION,
+    KeywordModel,
+    SplitFit,
+    find_split_file,
+    fit_split,
+    heldout_mask,
+    tokenize_captions,
+)
 from core.text.pmi import BigramScore, bigram_pmi, word_category_pmi
 from core.text.preprocess import Preprocessor
 from core.text.tfidf import TfidfResult, fit_tfidf, top_k_per_row
 
 log = logging.getLogger(__name__)
 
-SPLIT_FILE = "Flickr_8k.testImages.txt"
+# Stage order in `KeywordReport.seconds` (the order the pipeline first ran them in).
+STAGES = (
+    "read",
+    "preprocess",
+    "tfidf",
+    "labels",
+    "chi2",
+    "pmi",
+    "hmm_fit",
+    "hmm_decode",
+    "compare",
+    "classifier",
+)
 
 
 @dataclass
@@ -41,7 +66,7 @@ class PipelineConfig:
     chi2_min_df: int = 2
     pmi_min_freq: int = 5
     pmi_top: int = 100
-    heldout_fraction: float = 0.2  # used when no split file names the held-out images
+    heldout_fraction: float = HELDOUT_FRACTION  # used when no split file names the held-out images
     eval_sample: int = 2000  # held-out captions for the HMM / TF-IDF / YAKE comparison
     eval_k: tuple[int, ...] = (1, 2)  # TF-IDF and YAKE tag their top-k words
     run_yake: bool = True
@@ -49,17 +74,6 @@ class PipelineConfig:
     n_suggestions: int = 10
     seed: int = 0
     hmm: HMMConfig = field(default_factory=HMMConfig)
-
-
-@dataclass
-class KeywordModel:
-    """What analysing new text needs: fitted on the training split."""
-
-    prep: Preprocessor
-    mapping: Mapping
-    idf: dict[str, float]
-    hmm: KeywordHMM | None = None
-    classifier: CaptionClassifier | None = None
 
 
 @dataclass
@@ -91,6 +105,12 @@ class KeywordReport:
         if self.tfidf is None:
             return []
         return top_k_per_row(self.tfidf.matrix[i], self.tfidf.vocabulary, k)[0]
+
+    def captions_labelled(self, category: str) -> list[int]:
+        """Indices of the captions the mapping table labels `category`."""
+        if self.labels is None:
+            return []
+        return np.flatnonzero(self.labels[:, self.categories.index(category)]).tolist()
 
     def to_json(self) -> dict:
         """The CLI's --json object."""
@@ -129,34 +149,6 @@ class KeywordReport:
             "classifier": self.classifier,
             "seconds": self.seconds,
         }
-
-
-def heldout_mask(
-    caption_set: CaptionSet, heldout_images: set[str] | None, fraction: float
-) -> tuple[np.ndarray, str]:
-    """Boolean mask of held-out captions and how it was chosen."""
-    images = caption_set.images
-    if heldout_images:
-        mask = np.array([im in heldout_images for im in images], dtype=bool)
-        if mask.any():
-            return mask, f"images listed in the split file ({len(heldout_images)} images)"
-    # Stable hash of the image id (or of the line for plain text): same split every run.
-    keys = [
-        im if im else f"line{c.line}" for im, c in zip(images, caption_set.captions, strict=True)
-    ]
-    bucket = np.array([int(hashlib.md5(k.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for k in keys])
-    what = "image" if caption_set.n_images else "caption"
-    return bucket < fraction, f"hash of the {what} id, {fraction:.0%} held out"
-
-
-def find_split_file(captions_path: str | Path | None) -> set[str] | None:
-    """Held-out image names from Flickr_8k.testImages.txt beside the captions file."""
-    if captions_path is None:
-        return None
-    f = Path(captions_path).parent / SPLIT_FILE
-    if not f.is_file():
-        return None
-    return {ln.strip() for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()}
 
 
 def suggest_keywords(
@@ -216,18 +208,16 @@ def run_pipeline(
     prep: Preprocessor | None = None,
     read_seconds: float | None = None,
 ) -> KeywordReport:
+    """Rankings (TF-IDF, chi-square, PMI, suggestions), the keyword model fitted on the
+    training split and its measures on the held-out one. ValueError when the captions hold
+    no content word."""
     cfg = config or PipelineConfig()
     timer = StageTimer()
     if read_seconds is not None:
         timer.seconds["read"] = read_seconds
-    texts = caption_set.texts
-    if not texts:
-        raise ValueError("no captions to analyse")
     with timer("preprocess"):
         prep = prep or Preprocessor.default()
-        tokens = prep.tokenize_all(texts)
-    if not any(tokens):
-        raise ValueError("no content words in any caption (only stop words, digits, punctuation)")
+        tokens = tokenize_captions(caption_set, prep)
     with timer("tfidf"):
         tfidf: TfidfResult = fit_tfidf(tokens, top=cfg.top)
     with timer("labels"):
@@ -244,54 +234,28 @@ def run_pipeline(
         suggestions = suggest_keywords(chi, bigrams, mapping, cfg.n_suggestions)
 
     held, how = heldout_mask(caption_set, heldout_images, cfg.heldout_fraction)
-    train_idx, test_idx = np.flatnonzero(~held), np.flatnonzero(held)
-    split = {"how": how, "train_captions": len(train_idx), "heldout_captions": len(test_idx)}
-    model = KeywordModel(prep, mapping, {})
+    fit = fit_split(tokens, held, prep, mapping, cfg.hmm, cfg.run_classifier, timer)
+    model, hmm, test_idx, test_tok = fit.model, fit.model.hmm, fit.test_idx, fit.test_tokens
+    split = {"how": how, "train_captions": len(fit.train_idx), "heldout_captions": len(test_idx)}
+    if fit.note:
+        split["note"] = fit.note
     hmm_out: dict = {}
     comparison: dict = {}
     classifier_out: dict = {}
-    hmm: KeywordHMM | None = None
-    if len(train_idx) and len(test_idx):
-        train_tok = [tokens[i] for i in train_idx]
-        test_tok = [tokens[i] for i in test_idx]
-        try:
-            with timer("hmm_fit"):
-                train_tfidf = fit_tfidf(train_tok, top=0)
-                model.idf = train_tfidf.idf()
-                hmm = fit_keyword_hmm(train_tok, forms, model.idf, cfg.hmm)
-                model.hmm = hmm
-        except ValueError as exc:  # e.g. every training caption is only stop words
-            split["note"] = f"keyword HMM not fitted: {exc}"
-            log.warning(split["note"])
-            hmm = None
-    if hmm is not None:
-        try:
-            with timer("hmm_decode"):
-                tags = hmm.tag_many(test_tok)
-        except ValueError as exc:  # fitted on too little text: transitions never observed
-            split["note"] = f"keyword HMM not usable ({len(train_idx)} training captions): {exc}"
-            log.warning(split["note"])
-            hmm = model.hmm = None
     if hmm is not None:
         with timer("hmm_decode"):
             truth = [{t for t in toks if t in forms} for toks in test_tok]
-            full = prf(truth, tagged_sets(test_tok, tags))
+            full = prf(truth, tagged_sets(test_tok, fit.test_tags))
         hmm_out = {**vars(full), "n_heldout": len(test_idx), **hmm.info}
         with timer("compare"):
-            comparison = _compare(
-                mapping, train_tok, caption_set, test_idx, test_tok, truth, hmm, train_tfidf, cfg
-            )
-        if cfg.run_classifier:
+            comparison = _compare(mapping, fit, caption_set, truth, cfg)
+        if fit.classifier_note:
+            classifier_out = {"n": 0, "note": fit.classifier_note}
+        elif model.classifier is not None:
             with timer("classifier"):
-                try:
-                    clf = fit_classifier(train_tok, mapping)
-                except ValueError as exc:  # no context words left once table words are masked
-                    classifier_out = {"n": 0, "note": f"classifier not trained: {exc}"}
-                else:
-                    model.classifier = clf
-                    classifier_out = evaluate_classifier(clf, test_tok)
-                    classifier_out["word_weights"] = clf.word_weights(10)
-    if not (len(train_idx) and len(test_idx)):
+                classifier_out = classifier_accuracy(model.classifier, test_tok)
+                classifier_out["word_weights"] = model.classifier.word_weights(10)
+    if not (len(fit.train_idx) and len(test_idx)):
         split["note"] = "too few captions for a training and a held-out split: nothing measured"
     return KeywordReport(
         summary=caption_set.summary(),
@@ -308,13 +272,33 @@ def run_pipeline(
         hmm=hmm_out,
         comparison=comparison,
         classifier=classifier_out,
-        seconds={k: round(v, 4) for k, v in timer.seconds.items()},
+        seconds={k: round(timer.seconds[k], 4) for k in STAGES if k in timer.seconds},
         tokens=tokens,
         captions_meta=[{"line": c.line, "text": c.text} for c in caption_set.captions[:5]],
         labels=labels,
         model=model,
         tfidf=tfidf,
     )
+
+
+def report_on_file(
+    source: str | Path | bytes,
+    mapping: Mapping,
+    config: PipelineConfig | None = None,
+    name: str | None = None,
+) -> tuple[CaptionSet, KeywordReport | None]:
+    """Read a captions file (a path, or an upload's bytes and its `name`) and run the pipeline
+    on it: the held-out images from the split file beside a path, the reading time as the
+    `read` stage. No report when the file holds no usable caption (the caption set says why).
+    Raises CaptionFileError for an unreadable file, ValueError for captions without content
+    words."""
+    start = time.perf_counter()
+    cs = read_captions(source, name=name)
+    read_s = time.perf_counter() - start
+    if not cs.captions:
+        return cs, None
+    split = None if isinstance(source, bytes) else find_split_file(source)
+    return cs, run_pipeline(cs, mapping, config, split, read_seconds=read_s)
 
 
 def _top_word_category(
@@ -338,17 +322,15 @@ def _top_word_category(
 
 def _compare(
     mapping: Mapping,
-    train_tok: list[list[str]],
+    fit: SplitFit,
     caption_set: CaptionSet,
-    test_idx: np.ndarray,
-    test_tok: list[list[str]],
     truth: list[set[str]],
-    hmm: KeywordHMM,
-    train_tfidf: TfidfResult,
     cfg: PipelineConfig,
 ) -> dict:
     """HMM (seeded only and after Baum-Welch) vs TF-IDF top-k vs YAKE top-k on one fixed
     random sample of held-out captions."""
+    hmm, train_tfidf = fit.model.hmm, fit.train_tfidf
+    test_idx, test_tok = fit.test_idx, fit.test_tokens
     rng = random.Random(cfg.seed)
     pick = sorted(rng.sample(range(len(test_idx)), min(cfg.eval_sample, len(test_idx))))
     toks = [test_tok[i] for i in pick]
@@ -368,7 +350,7 @@ def _compare(
         methods[f"tfidf_top{k}"] = vars(prf(true, [set(t[:k]) for t in tf_top]))
         if yk is not None:
             methods[f"yake_top{k}"] = vars(prf(true, restrict(toks, [w[:k] for w in yk])))
-    unseen = _unseen_words(mapping, train_tok, toks, true, train_tfidf, cfg, tf_top, yk)
+    unseen = _unseen_words(mapping, fit.train_tokens, toks, true, train_tfidf, cfg, tf_top, yk)
     return {
         "n_captions": len(pick),
         "n_with_table_word": sum(1 for t in true if t),

@@ -105,10 +105,10 @@ class BackboneNet(nn.Module):
 
 
 def imagenet_classes() -> list[str]:
-    """The 1000 ImageNet class names from torchvision's weight metadata (no download)."""
-    from torchvision.models import ResNet50_Weights
+    """The 1000 ImageNet class names (torchvision's weight metadata, shipped in core/resources)."""
+    from core.resources import imagenet_classes as shipped
 
-    return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+    return list(shipped())
 
 
 # --- efficientnet_lite0 ----------------------------------------------------------------------

@@ -20,6 +20,12 @@ A model fitted with K components answers for any k <= K from prefixes: the first
 of the projections *are* the k-component projections. `with_components(k)` returns such a
 view in microseconds, and `accuracy_for_components` scores every k = 1..K in one pass of
 incremental squared distances instead of K refits.
+
+`fit_sweep` is the one fit flow every caller uses (`python -m core pca`, the Eigen-images
+page, the runs page's eigen-image comparison, benchmarks/pca.py): fit the largest k once,
+predict the test set at every k from prefixes (`ComponentSweep`), and answer for one k
+(`ComponentSweep.at`: report and Fig. 8 distances). `fit_sweep_files` does the same from
+image paths, decoding them through `core.vision.gray`.
 """
 
 from __future__ import annotations
@@ -28,8 +34,11 @@ import copy
 import itertools
 import logging
 import math
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +48,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from core.evaluate import ClassificationResult, classification_result
+from core.vision.gray import GrayImages, load_gray_images
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +102,7 @@ def choose_solver(n_samples: int, n_features: int, n_components: int) -> str:
     return "gram" if gram <= rand else "randomized"
 
 
-def _orthonormalise(y: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
+def _orthonormalize(y: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
     """Orthonormal basis of y's part orthogonal to the columns of `previous` (two passes of
     block Gram-Schmidt: the second removes what rounding left after the first)."""
     y = np.asarray(y, dtype=np.float64)
@@ -123,7 +135,7 @@ def block_krylov_svd(
     d = xc.shape[1]
     rng = check_random_state(random_state)
     block = min(k + N_OVERSAMPLES, d)
-    basis = _orthonormalise(rng.standard_normal((d, block)), None)
+    basis = _orthonormalize(rng.standard_normal((d, block)), None)
     new = basis
     images = []  # Xc @ each new block: together they are Xc @ basis, for the final step
     for step in range(n_iter + 1):
@@ -131,7 +143,7 @@ def block_krylov_svd(
         images.append(image)
         if step == n_iter:
             break
-        new = _orthonormalise(xc.T @ image, basis)
+        new = _orthonormalize(xc.T @ image, basis)
         if new.shape[1] == 0:
             break  # the space is invariant: it already holds the exact axes
         basis = np.hstack([basis, new])
@@ -463,9 +475,9 @@ class EigenImageClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         class when y is not given). Classes with no sample are left out."""
         dist, pred = self.nearest_distances(X)
         groups = np.asarray(pred if y is None else y)
-        return {
-            str(c): float(dist[groups == c].mean()) for c in self.classes_ if np.any(groups == c)
-        }
+        # Test classes the training data lack are kept: they have distances too.
+        classes = np.union1d(self.classes_, groups)
+        return {str(c): float(dist[groups == c].mean()) for c in classes if np.any(groups == c)}
 
     def predictions_for_components(self, X: Any, ks: Iterable[int] | None = None) -> np.ndarray:
         """Predicted labels for every k in ks (default 1..n_components_): (len(ks), n).
@@ -518,3 +530,132 @@ def eigen_images(model: EigenImageClassifier, n: int = 16) -> np.ndarray:
     lo = comps.min(axis=1, keepdims=True)
     hi = comps.max(axis=1, keepdims=True)
     return ((comps - lo) / np.maximum(hi - lo, 1e-12)).reshape(-1, side, side)
+
+
+# --- one fit, every k --------------------------------------------------------------------------
+
+
+@dataclass
+class ScoreAtK:
+    """What one k answers on the test set, read from a `ComponentSweep` without a refit."""
+
+    model: EigenImageClassifier  # the fitted model cut to k (a view, see with_components)
+    predictions: np.ndarray  # (n_test,) predicted labels
+    result: ClassificationResult
+    mean_distance: dict[str, float]  # the study's Fig. 8, by true class
+    seconds: float  # how long this answer took (the dashboard's "slider move")
+
+    @property
+    def k(self) -> int:
+        """The k used: the one asked for, clamped to what the data allow."""
+        return self.model.n_components_
+
+
+@dataclass
+class ComponentSweep:
+    """A model fitted once with the most components asked for, and its test predictions at
+    every k in `ks`, each read from prefixes of that one fit."""
+
+    model: EigenImageClassifier  # fitted with n_components_ components (clamped to the rank)
+    x_test: np.ndarray
+    y_test: np.ndarray
+    ks: list[int]  # increasing; empty when no sweep was asked for
+    predictions: np.ndarray  # (len(ks), n_test): predicted labels at each k
+    accuracy: dict[int, float]  # k -> test accuracy
+    fit_seconds: float
+    sweep_seconds: float
+    n_skipped: int = 0  # files the decoder could not read after all (given a flat gray row)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Training and test classes together, sorted: the rows of every report."""
+        return sorted({str(c) for c in self.model.classes_} | {str(c) for c in self.y_test})
+
+    def results(self) -> dict[int, ClassificationResult]:
+        """The full classification report at every swept k."""
+        names = self.class_names
+        return {
+            k: classification_result(self.y_test, pred, names)
+            for k, pred in zip(self.ks, self.predictions, strict=True)
+        }
+
+    def at(self, k: int) -> ScoreAtK:
+        """Report and Fig. 8 distances at one k (clamped to the fitted count): predictions
+        from the sweep when it holds k, else from the model cut to k."""
+        start = time.perf_counter()
+        view = self.model.with_components(k)
+        k_used = view.n_components_
+        if k_used in self.ks:
+            pred = self.predictions[self.ks.index(k_used)]
+        else:
+            pred = view.predict(self.x_test)
+        result = classification_result(self.y_test, pred, self.class_names)
+        distance = view.mean_distance_per_class(self.x_test, self.y_test)
+        return ScoreAtK(view, pred, result, distance, time.perf_counter() - start)
+
+
+def fit_sweep(
+    x_train: np.ndarray,
+    y_train: Sequence[Any] | np.ndarray,
+    x_test: np.ndarray,
+    y_test: Sequence[Any] | np.ndarray,
+    n_components: int,
+    ks: Iterable[int] | None = None,
+    *,
+    method: str = "global",
+    solver: str = "auto",
+    step: Callable[[str], None] | None = None,
+) -> ComponentSweep:
+    """Fit `n_components` once and predict the test set at every k in `ks` (default 1..the
+    fitted count; an empty `ks` for none) from prefixes of that fit, timing both.
+
+    `step`, when given, is called with a short description before the fit and the sweep."""
+    model = EigenImageClassifier(n_components=n_components, method=method, svd_solver=solver)
+    if step:
+        step(f"Fitting {n_components} components…")
+    start = time.perf_counter()
+    model.fit(x_train, y_train)
+    fit_seconds = time.perf_counter() - start
+    wanted = None if ks is None else list(ks)
+    swept = model._ks(wanted) if wanted is None or wanted else []  # []: no sweep
+    if step and swept:
+        step("Scoring every k…")
+    start = time.perf_counter()
+    y_test = np.asarray(y_test)
+    if swept:
+        preds = model.predictions_for_components(x_test, swept)
+    else:
+        preds = np.empty((0, len(y_test)), dtype=model.classes_.dtype)
+    accuracy = {k: float(np.mean(p == y_test)) for k, p in zip(swept, preds, strict=True)}
+    sweep_seconds = time.perf_counter() - start
+    return ComponentSweep(
+        model, np.asarray(x_test), y_test, swept, preds, accuracy, fit_seconds, sweep_seconds
+    )
+
+
+def fit_sweep_files(
+    train: tuple[Sequence[str | Path], Sequence[str]],
+    test: tuple[Sequence[str | Path], Sequence[str]],
+    n_components: int,
+    ks: Iterable[int] | None = None,
+    *,
+    image_size: int = 64,
+    cache_dir: str | Path | None = None,
+    method: str = "global",
+    progress: Callable[[str, int, int], None] | None = None,
+    step: Callable[[str], None] | None = None,
+) -> ComponentSweep:
+    """`fit_sweep` on (paths, labels) of training and test images, decoded to gray pixels
+    through the cache (`core.vision.gray`); `progress(stage, done, total)` follows the
+    decoding, and the result counts the files that could not be decoded."""
+
+    def decode(paths: Sequence[str | Path], what: str) -> GrayImages:
+        report = partial(progress, f"Decoding {what} images") if progress else None
+        return load_gray_images(paths, image_size, cache_dir, progress=report)
+
+    x_train, x_test = decode(train[0], "training"), decode(test[0], "test")
+    sweep = fit_sweep(
+        x_train.pixels, train[1], x_test.pixels, test[1], n_components, ks, method=method, step=step
+    )
+    sweep.n_skipped = x_train.n_skipped + x_test.n_skipped
+    return sweep

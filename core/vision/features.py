@@ -14,6 +14,8 @@ import hashlib
 import json
 import logging
 import os
+import sys
+import types
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from core.data.images import load_rgb
-from core.io import atomic_path
+from core.data.images import check_image, load_rgb
+from core.io import atomic_path, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +59,83 @@ def default_workers() -> int:
 
 
 class ImageFiles(Dataset):
-    """(tensor, label index) for each path; decoding through core.data.images.load_rgb."""
+    """The one torch Dataset over image files: each path decoded through
+    core.data.images and transformed.
 
-    def __init__(self, paths: Sequence[str | Path], labels: Sequence[int] | None, transform: Any):
+    Items are (tensor, label index), and a file that cannot be decoded raises BadImageError
+    (training and evaluation read files the manifest checked). With `unreadable_side`
+    (indexing whatever a folder holds) items are (tensor, ok, reason) instead: see
+    `decode_or_flag`, whose `read` gives a file's bytes (core.search.uri.read_path_bytes
+    reads URIs too; None: local paths)."""
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        labels: Sequence[int] | None,
+        transform: Any,
+        unreadable_side: int | None = None,
+        read: Callable[[str], bytes] | None = None,
+    ):
         self.paths = [str(p) for p in paths]
         self.labels = list(labels) if labels is not None else [-1] * len(self.paths)
         self.transform = transform
+        self.unreadable_side = unreadable_side
+        self.read = read
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, bool, str]:
+        if self.unreadable_side is not None:
+            return decode_or_flag(self.paths[i], self.transform, self.unreadable_side, self.read)
         return self.transform(load_rgb(self.paths[i])), self.labels[i]
+
+
+def decode_or_flag(
+    path: str, transform: Any, side: int, read: Callable[[str], bytes] | None = None
+) -> tuple[torch.Tensor, bool, str]:
+    """(input tensor, ok, reason) for one file; never raises for bad data, so one bad file
+    cannot kill a worker (a DataLoader's or a Ray task): an undecodable or unreadable file
+    gives a zero `side` x `side` tensor, ok False and the reason."""
+    source: str | bytes = path
+    if read is not None:
+        try:
+            source = read(path)
+        except OSError:
+            return torch.zeros(3, side, side), False, "unreadable"
+    check = check_image(source)
+    if check.image is None:
+        return torch.zeros(3, side, side), False, check.reason or "unreadable"
+    return transform(check.image), True, ""
+
+
+@contextlib.contextmanager
+def _no_main_script() -> Iterator[None]:
+    """Hide a script `__main__` while worker processes start. multiprocessing starts each
+    forkserver worker (and the server) by running the launching script's file again as
+    `__mp_main__`; under Streamlit that file is the page, which then runs inside the worker
+    and starts loaders of its own ("DataLoader worker exited unexpectedly"). The workers need
+    nothing from it: ImageFiles and the transforms live in importable modules. A `python -m`
+    main (it has a spec) is left alone: multiprocessing does not re-run those."""
+    main = sys.modules.get("__main__")
+    if getattr(main, "__spec__", None) is not None or not getattr(main, "__file__", None):
+        yield
+        return
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+class _Loader(DataLoader):
+    """A DataLoader whose worker processes start without re-running the main script."""
+
+    def __iter__(self):  # the workers start here (persistent_workers is off)
+        if self.num_workers == 0:
+            return super().__iter__()
+        with _no_main_script():
+            return super().__iter__()
 
 
 def make_loader(
@@ -80,11 +147,15 @@ def make_loader(
     workers: int | None = None,
     seed: int = 0,
     device: torch.device | None = None,
+    unreadable_side: int | None = None,
+    read: Callable[[str], bytes] | None = None,
 ) -> DataLoader:
+    """Every loader over image files (training, evaluation, features, indexing); see
+    `ImageFiles` for `unreadable_side` and `read`."""
     workers = default_workers() if workers is None else workers
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        ImageFiles(paths, labels, transform),
+    return _Loader(
+        ImageFiles(paths, labels, transform, unreadable_side, read),
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=workers,
@@ -128,20 +199,12 @@ def extract_features(
     return np.concatenate(out).astype(np.float32, copy=False)
 
 
-def _file_stamp(path: str) -> list[Any]:
-    try:
-        st = os.stat(path)
-        return [path, st.st_size, st.st_mtime_ns]
-    except OSError:
-        return [path, -1, -1]
-
-
 def feature_cache_key(backbone_id: dict[str, Any], paths: Sequence[str | Path]) -> str:
     """Key of (backbone, weights, preprocessing, every file's path + size + mtime)."""
     h = hashlib.sha256()
     h.update(json.dumps(backbone_id, sort_keys=True).encode())
     for p in paths:
-        h.update(json.dumps(_file_stamp(str(p))).encode())
+        h.update(json.dumps(file_stamp(str(p))).encode())
     return h.hexdigest()[:24]
 
 
@@ -153,8 +216,8 @@ def weights_stamp(weights: str | None) -> str:
         return "random"
     if weights == IMAGENET:
         files = [p for p in (resnet50_cached_file(), lite0_package_file()) if p is not None]
-        return json.dumps([_file_stamp(str(p)) for p in files])
-    return json.dumps(_file_stamp(str(weights)))
+        return json.dumps([file_stamp(str(p)) for p in files])
+    return json.dumps(file_stamp(str(weights)))
 
 
 def run_outputs(

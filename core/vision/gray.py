@@ -8,7 +8,8 @@ the run: they are reported in `GrayImages.reasons` and flagged in `ok`.
 The decoded block is cached as one .npz under <cache>/gray/, keyed by the image size, the
 resampling and the sorted (path, size, mtime) of every file, so a second load of unchanged
 files reads no JPEG.
-`GrayscaleImages` wraps this as a scikit-learn transformer: paths in, pixel matrix out.
+`GrayscaleImages` is the loader as a scikit-learn transformer (paths in, pixel matrix out;
+`load_gray_images` is its function form), and `cap_per_class` thins a labelled list.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -29,7 +31,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from core.config import resolve_cache_dir
 from core.data.images import check_image
-from core.io import atomic_save_npz
+from core.io import atomic_save_npz, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +99,12 @@ def decode_gray(
     return resize_linear(np.asarray(gray, dtype=np.uint8), image_size), None
 
 
-def _file_stamps(paths: Sequence[str]) -> list[tuple[str, int, int]]:
-    out = []
-    for p in paths:
-        try:
-            st = os.stat(p)
-            out.append((p, st.st_size, st.st_mtime_ns))
-        except OSError:
-            out.append((p, -1, -1))  # missing now; decoding will report it
-    return out
-
-
 def cache_key(paths: Sequence[str | Path], image_size: int, resample: str = "linear") -> str:
     """Content key: image size, resampling and the sorted (path, bytes, mtime) of every file."""
     names = sorted({os.path.abspath(p) for p in paths})
-    blob = json.dumps([GRAY_CACHE_VERSION, int(image_size), resample, _file_stamps(names)])
+    blob = json.dumps(
+        [GRAY_CACHE_VERSION, int(image_size), resample, [file_stamp(p) for p in names]]
+    )
     return hashlib.sha1(blob.encode()).hexdigest()[:20]
 
 
@@ -150,52 +143,26 @@ def _decode_all(
     return pixels, ok, reasons
 
 
-def _read_cache(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]] | None:
+def _read_cache(path: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """(pixels, ok, reasons) from a cache file of exactly these paths, else None."""
+    if not path.exists():
+        return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            return (z["paths"].tolist(), z["pixels"], z["ok"], z["reasons"].tolist())
+            if z["paths"].tolist() != names:
+                return None  # hash collision or foreign file: decode again
+            return z["pixels"], z["ok"], z["reasons"].tolist()
     except Exception as exc:  # a damaged cache is rebuilt, not fatal
         log.warning("ignoring unreadable gray-image cache %s: %s", path, exc)
         return None
 
 
-def load_gray_images(
-    paths: Sequence[str | Path],
-    image_size: int = 64,
-    cache_dir: str | Path | None = None,
-    *,
-    resample: str = "linear",
-    use_cache: bool = True,
-    progress: Progress | None = None,
-    workers: int | None = None,
-) -> GrayImages:
-    """Pixels of `paths` as (n, image_size**2) float32 in [0, 1]; see the module docstring."""
-    if image_size < 1:
-        raise ValueError(f"image_size must be positive, got {image_size}")
-    if resample not in RESAMPLE_MODES:
-        raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
-    requested = [os.path.abspath(p) for p in paths]
-    names = sorted(set(requested))
-    decoded = None
-    target = None
-    if use_cache and names:
-        target = cache_file(names, image_size, resolve_cache_dir(cache_dir), resample)
-        if target.exists():
-            decoded = _read_cache(target)
-            if decoded is not None and decoded[0] != names:
-                decoded = None  # hash collision or foreign file: decode again
-    from_cache = decoded is not None
-    if decoded is None:
-        pixels, ok, reasons = _decode_all(names, image_size, resample, progress, workers)
-        decoded = (names, pixels, ok, reasons)
-        if target is not None:
-            atomic_save_npz(
-                target, paths=np.array(names), pixels=pixels, ok=ok, reasons=np.array(reasons)
-            )
-            log.info("cached %d gray images at %s", len(names), target)
-    elif progress:
-        progress(len(names), len(names))
-    _, pixels, ok, reasons = decoded
+def _rows(
+    requested: list[str], names: list[str], decoded: tuple[np.ndarray, np.ndarray, list[str]]
+) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """(float pixels, ok, reasons of the bad files) in the requested order, from the decoded
+    sorted unique `names`; unusable rows get FILL_VALUE."""
+    pixels, ok, reasons = decoded
     index = {p: i for i, p in enumerate(names)}
     rows = np.fromiter((index[p] for p in requested), dtype=np.int64, count=len(requested))
     out = pixels[rows].astype(np.float32) / np.float32(255.0)
@@ -208,7 +175,18 @@ def load_gray_images(
             len(bad),
             len(names),
         )
-    return GrayImages(out, ok_rows, bad, image_size, from_cache)
+    return out, ok_rows, bad
+
+
+def load_gray_images(
+    paths: Sequence[str | Path],
+    image_size: int = 64,
+    cache_dir: str | Path | None = None,
+    **options: Any,
+) -> GrayImages:
+    """Pixels of `paths` as (n, image_size**2) float32 in [0, 1]; see the module docstring.
+    `options` (keyword only) are `GrayscaleImages`'s: resample, use_cache, progress, workers."""
+    return GrayscaleImages(image_size, cache_dir, **options).load(paths)
 
 
 class GrayscaleImages(TransformerMixin, BaseEstimator):
@@ -244,18 +222,33 @@ class GrayscaleImages(TransformerMixin, BaseEstimator):
         return self.load(X).pixels
 
     def load(self, X: Sequence[str | Path]) -> GrayImages:
-        """Like transform, but also says which files were unusable and whether it was cached."""
+        """Like transform, but also says which files were unusable and whether it was cached;
+        `load_gray_images` is this as a function."""
         if isinstance(X, str | Path):
             raise TypeError("expected a list of image paths, got a single path")
-        return load_gray_images(
-            list(X),
-            int(self.image_size),
-            self.cache_dir,
-            resample=self.resample,
-            use_cache=self.use_cache,
-            progress=self.progress,
-            workers=self.workers,
-        )
+        size, resample = int(self.image_size), self.resample
+        if size < 1:
+            raise ValueError(f"image_size must be positive, got {size}")
+        if resample not in RESAMPLE_MODES:
+            raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
+        requested = [os.path.abspath(p) for p in X]
+        names = sorted(set(requested))
+        target = None
+        if self.use_cache and names:
+            target = cache_file(names, size, resolve_cache_dir(self.cache_dir), resample)
+        decoded = _read_cache(target, names) if target is not None else None
+        from_cache = decoded is not None
+        if decoded is None:
+            decoded = _decode_all(names, size, resample, self.progress, self.workers)
+            if target is not None:
+                pixels, ok, reasons = decoded
+                atomic_save_npz(
+                    target, paths=np.array(names), pixels=pixels, ok=ok, reasons=np.array(reasons)
+                )
+                log.info("cached %d gray images at %s", len(names), target)
+        elif self.progress:
+            self.progress(len(names), len(names))
+        return GrayImages(*_rows(requested, names, decoded), size, from_cache)
 
     def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
         tags = super().__sklearn_tags__()
@@ -265,22 +258,21 @@ class GrayscaleImages(TransformerMixin, BaseEstimator):
         return tags
 
 
-def labelled_split(
-    folder: str | Path,
-    split: str,
-    cache_dir: str | Path | None = None,
-    progress: Progress | None = None,
-) -> tuple[list[Path], list[str], int]:
-    """(paths, labels, n_skipped) of the usable images in a folder of <class>/ sub-folders.
-
-    Every file is validated through the manifest (cached), so broken files are skipped with
-    a reason instead of reaching the decoder. Raises DatasetError for an unusable folder."""
-    from core.data.dataset import DatasetError, scan_class_folder
-    from core.data.manifest import build_manifest
-
-    ds = scan_class_folder(folder, split)
-    manifest = build_manifest(ds, resolve_cache_dir(cache_dir), progress=progress)
-    paths, labels = manifest.paths_labels(split)
-    if not paths:
-        raise DatasetError(f"{folder}: no usable images (all {len(ds.records)} were skipped)")
-    return paths, labels, len(manifest.skipped())
+def cap_per_class(
+    paths: Sequence[Path], labels: Sequence[str], cap: int
+) -> tuple[list[Path], list[str]]:
+    """At most `cap` images per class (0: all), spread evenly over each class's sorted files:
+    a smaller training set that fits and scores faster (the Eigen-images page's option)."""
+    if cap <= 0:
+        return list(paths), list(labels)
+    by_class: dict[str, list[Path]] = {}
+    for p, y in sorted(zip(paths, labels, strict=True)):
+        by_class.setdefault(y, []).append(p)
+    out_p: list[Path] = []
+    out_y: list[str] = []
+    for y, files in sorted(by_class.items()):
+        step = max(1, len(files) // cap)
+        chosen = files[::step][:cap]
+        out_p += chosen
+        out_y += [y] * len(chosen)
+    return out_p, out_y

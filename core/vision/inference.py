@@ -30,7 +30,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import tempfile
 import warnings
 import weakref
@@ -44,13 +43,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from core.config import inference_backend, inference_precision
 from core.io import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "openvino", "onnxruntime", "torch")
-BACKEND_ENV = "SCENESEEK_BACKEND"  # what "auto" means, when set
-PRECISION_ENV = "SCENESEEK_PRECISION"
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 EXPORT_VERSION = 1
 OPSET = 18
@@ -462,9 +460,9 @@ def _plan(
     with amp=False (full precision asked for) "auto" means fp32. int8 runs on ONNX Runtime
     unless OpenVINO is asked for. On CUDA: PyTorch."""
     if backend == "auto":
-        backend = os.environ.get(BACKEND_ENV, "") or "auto"
+        backend = inference_backend() or "auto"  # $SCENESEEK_BACKEND: what "auto" means
     if precision == "auto":
-        precision = os.environ.get(PRECISION_ENV, "") or ("auto" if amp else "fp32")
+        precision = inference_precision() or ("auto" if amp else "fp32")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
@@ -591,7 +589,7 @@ def load_inference(
     weights: the export is keyed by that file) ready to run: outputs "features" and
     "imagenet" (when it has an ImageNet head). Kept per backbone object and settings while the
     backbone lives, so repeated calls (train, validation, test features) load it once."""
-    from core.vision.features import pick_device
+    from core.vision.features import pick_device, weights_stamp
 
     dev = pick_device(str(device) if device is not None else None)
     size = int(image_size or backbone.default_size)
@@ -603,52 +601,34 @@ def load_inference(
         amp,
         str(cache_dir),
         json.dumps(int8_ident(calibration)) if precision == "int8" else "",
-        os.environ.get(BACKEND_ENV, ""),
-        os.environ.get(PRECISION_ENV, ""),
-    )
-    return attached(
-        backbone,
-        lambda: _load_backbone(
-            backbone, size, dev, backend, precision, amp, cache_dir, calibration
-        ),
-        settings,
+        inference_backend(),
+        inference_precision(),
     )
 
+    def load() -> Inference:
+        head = backbone.model.imagenet_head
+        names = ("features", "imagenet") if head is not None else ("features",)
+        ident = {
+            "kind": "backbone",
+            "backbone": backbone.name,
+            "weights": weights_stamp(backbone.weights),
+            "image_size": size,
+        }
+        return _build(
+            backbone.name,
+            _Outputs(backbone.model, names, head),
+            ident,
+            eval_transform(backbone, size),
+            size,
+            dev,
+            backend,
+            precision,
+            amp,
+            cache_dir,
+            calibration,
+        )
 
-def _load_backbone(
-    backbone: Any,
-    size: int,
-    dev: torch.device,
-    backend: str,
-    precision: str,
-    amp: bool,
-    cache_dir: str | Path | None,
-    calibration: Sequence[str | Path] | None,
-) -> Inference:
-    from core.vision.features import weights_stamp
-
-    head = backbone.model.imagenet_head
-    names = ("features", "imagenet") if head is not None else ("features",)
-    module = _Outputs(backbone.model, names, head)
-    ident = {
-        "kind": "backbone",
-        "backbone": backbone.name,
-        "weights": weights_stamp(backbone.weights),
-        "image_size": size,
-    }
-    return _build(
-        backbone.name,
-        module,
-        ident,
-        eval_transform(backbone, size),
-        size,
-        dev,
-        backend,
-        precision,
-        amp,
-        cache_dir,
-        calibration,
-    )
+    return attached(backbone, load, settings)
 
 
 _ATTACHED: dict[tuple[int, Any], Inference] = {}
@@ -728,13 +708,13 @@ INT8_CALIBRATION = 200  # photos used when the caller gives more
 
 
 def int8_ident(calibration: Sequence[str | Path] | None) -> dict[str, Any]:
-    from core.vision.features import _file_stamp
+    from core.io import file_stamp
 
     files = [str(p) for p in (calibration or [])][:INT8_CALIBRATION]
     return {
         "method": "qdq-per-channel-minmax-edges-fp32",
         "version": 1,
-        "calibration": [_file_stamp(p) for p in files],
+        "calibration": [file_stamp(p) for p in files],
     }
 
 

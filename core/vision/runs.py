@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
+import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,12 @@ from core.evaluate import ClassificationResult, classification_result
 from core.io import read_json, read_jsonl
 from core.vision.backbones import Backbone, create_backbone
 from core.vision.features import make_loader
+from core.vision.inference import softmax_np
 from core.vision.train import (
     CheckpointError,
+    Hooks,
     RunFiles,
     SceneClassifier,
-    SplitData,
     TrainConfig,
     check_device,
     evaluate,
@@ -28,17 +30,15 @@ from core.vision.train import (
 )
 
 log = logging.getLogger(__name__)
-
-RUNS_ENV = "SCENESEEK_RUNS"
-DEFAULT_RUNS_DIR = Path("runs")
+_SCORE_KEYS = frozenset(ClassificationResult.__dataclass_fields__)
 
 
-def resolve_runs_dir(explicit: str | Path | None = None) -> Path:
-    """Runs folder: explicit value, then $SCENESEEK_RUNS, then ./runs."""
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get(RUNS_ENV)
-    return Path(env).expanduser() if env else DEFAULT_RUNS_DIR
+def scores_of(result: dict[str, Any] | None) -> ClassificationResult | None:
+    """The test scores a run's result (result.json, or what `run_training` returns) holds:
+    accuracy, per-class figures, confusion matrix and the report text. None: no result yet."""
+    if result is None:
+        return None
+    return ClassificationResult.from_dict({k: v for k, v in result.items() if k in _SCORE_KEYS})
 
 
 @dataclass
@@ -71,11 +71,33 @@ class RunInfo:
         return self.selected_by or "unknown (old run)"
 
     @property
+    def scores(self) -> ClassificationResult | None:
+        return scores_of(self.result)
+
+    @property
     def accuracy(self) -> float | None:
         """Test accuracy of the reported checkpoint: the result's, else the latest epoch's."""
         if self.result is not None:
             return self.result.get("accuracy")
         return self.metrics[-1]["accuracy"] if self.metrics else None
+
+    @property
+    def state(self) -> str:
+        return "finished" if self.finished else ("resumable" if self.resumable else "empty")
+
+    def row(self) -> dict[str, Any]:
+        """The run as one row of a table of runs."""
+        c = self.config
+        return {
+            "run": self.name,
+            "backbone": c.get("backbone"),
+            "mode": c.get("mode"),
+            "image size": c.get("image_size"),
+            "epochs": f"{len(self.metrics)}/{c.get('epochs')}",
+            "test accuracy": self.accuracy,
+            "chosen by": self.selected_by_text,
+            "state": self.state,
+        }
 
     def label(self) -> str:
         c = self.config
@@ -83,6 +105,14 @@ class RunInfo:
         state = "finished" if self.finished else f"{len(self.metrics)}/{c.get('epochs')} epochs"
         score = f", test acc {acc:.3f}" if acc is not None else ""
         return f"{self.name} — {c.get('backbone')} {c.get('mode')} {c.get('image_size')}px, {state}{score}"
+
+
+def new_run_dir(runs_dir: str | Path, name: str) -> Path:
+    """`runs_dir/name`, or `runs_dir/name-YYYYmmdd-HHMMSS` when that already holds a run."""
+    out = Path(runs_dir) / name
+    if is_run(out):
+        out = Path(runs_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return out
 
 
 def is_run(path: Path) -> bool:
@@ -171,72 +201,13 @@ def load_trained(
     )
 
 
-def labelled_split(
-    folder: str | Path, split: str, cache_dir: str | Path | None = None, progress: Any = None
-) -> tuple[list[str], list[str], int]:
-    """(paths, labels, n_skipped) of usable images of a <class>/ folder, via the manifest."""
-    from core.config import resolve_cache_dir
-    from core.data.dataset import DatasetError, scan_class_folder
-    from core.data.manifest import build_manifest
-
-    ds = scan_class_folder(folder, split)
-    manifest = build_manifest(ds, resolve_cache_dir(cache_dir), progress=progress)
-    paths, labels = manifest.paths_labels(split)
-    if not paths:
-        raise DatasetError(f"{folder}: no usable images (all {len(ds.records)} were skipped)")
-    return [str(p) for p in paths], labels, len(manifest.skipped())
-
-
-def split_data(
-    train_dir: str | Path,
-    test_dir: str | Path,
-    cache_dir: str | Path | None = None,
-    val_dir: str | Path | None = None,
-    find_val: bool = True,
-) -> SplitData:
-    """Usable train/test images; class names are the training folder's classes. The
-    validation images come from `val_dir`, else from a val/ (seg_val/, valid/...) folder
-    beside the training folder when `find_val`; without one the run holds out a share of the
-    training images."""
-    from core.data.dataset import DatasetError
-    from core.vision.split import find_val_folder
-
-    tr_p, tr_y, _ = labelled_split(train_dir, "train", cache_dir)
-    te_p, te_y, _ = labelled_split(test_dir, "test", cache_dir)
-    names = sorted(set(tr_y))
-    index = {n: i for i, n in enumerate(names)}
-    unknown = sorted(set(te_y) - set(names))
-    if unknown:
-        raise DatasetError(f"{test_dir}: classes not in the training data: {unknown}")
-    if val_dir is None and find_val:
-        val_dir = find_val_folder(train_dir)
-    va_p: list[str] = []
-    va_y: list[int] = []
-    if val_dir is not None:
-        paths, labels, _ = labelled_split(val_dir, "val", cache_dir)
-        unknown = sorted(set(labels) - set(names))
-        if unknown:
-            raise DatasetError(f"{val_dir}: classes not in the training data: {unknown}")
-        va_p, va_y = paths, [index[y] for y in labels]
-    return SplitData(
-        tr_p,
-        [index[y] for y in tr_y],
-        te_p,
-        [index[y] for y in te_y],
-        names,
-        va_p,
-        va_y,
-        str(val_dir) if val_dir is not None else "",
-    )
-
-
-def evaluate_folder(
+def score_images(
     trained: TrainedModel,
-    paths: list[str],
-    labels: list[str],
+    paths: Sequence[str | Path],
+    labels: Sequence[str],
     batch_size: int = 64,
     workers: int | None = None,
-    hooks: Any = None,
+    hooks: Hooks | None = None,
 ) -> tuple[ClassificationResult, np.ndarray, np.ndarray]:
     """Score a trained model on labelled images: (result, logits, features)."""
     index = {n: i for i, n in enumerate(trained.class_names)}
@@ -252,6 +223,56 @@ def evaluate_folder(
         logits,
         feats,
     )
+
+
+def score_run(
+    run_dir: str | Path,
+    test_dir: str | Path,
+    checkpoint: str = "best",
+    device: str | None = None,
+    workers: int | None = None,
+    cache_dir: str | Path | None = None,
+    review: str | Path | None = None,
+    hooks: Hooks | None = None,
+) -> tuple[ClassificationResult, dict[str, Any]]:
+    """Score a saved run's checkpoint ("best": chosen on validation, or "last") on a labelled
+    folder, with a review sidecar (Curate page) applied when given. Returns the scores and the
+    report: the scores plus the run's settings, which checkpoint and what chose it."""
+    from core.vision.split import labelled_split
+
+    info = load_run(run_dir)
+    trained = load_trained(run_dir, checkpoint, device)
+    paths, labels, skipped = labelled_split(test_dir, "test", cache_dir)
+    applied = None
+    if review is not None:  # ReviewError is a ValueError
+        from core.curate.review import apply_review
+
+        pairs, applied = apply_review(list(zip(paths, labels, strict=True)), review)
+        paths, labels = [p for p, _ in pairs], [str(y) for _, y in pairs]
+    t0 = time.perf_counter()
+    res, _, _ = score_images(trained, paths, labels, workers=workers, hooks=hooks)
+    chosen_by = info.selected_by if checkpoint == "best" else None
+    out = {
+        **res.to_dict(),
+        "backbone": trained.config.backbone,
+        "mode": trained.config.mode,
+        "image_size": trained.config.image_size,
+        "epochs": info.metrics,
+        "checkpoint": checkpoint,
+        "checkpoint_epoch": trained.epoch,
+        # Which split chose the checkpoint: "validation"; None for "last" (nothing chose it)
+        # and for runs written before validation splits (chosen on the test set).
+        "selected_by": chosen_by,
+        "selected_by_text": info.selected_by_text
+        if checkpoint == "best"
+        else "none (last checkpoint)",
+        "evaluate_seconds": time.perf_counter() - t0,
+        "skipped": skipped,
+        "run": str(run_dir),
+    }
+    if applied is not None:
+        out["review"] = {"file": str(review), **applied.to_dict()}
+    return res, out
 
 
 def eval_artefacts(run_dir: str | Path) -> dict[str, np.ndarray] | None:
@@ -270,18 +291,12 @@ def eval_artefacts(run_dir: str | Path) -> dict[str, np.ndarray] | None:
         ) from None
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def misclassified(run_dir: str | Path, class_names: list[str], limit: int = 24) -> list[dict]:
     """Wrong test predictions, most confident first, with the top-3 classes and probabilities."""
     ev = eval_artefacts(run_dir)
     if ev is None:
         return []
-    probs = softmax(ev["logits"])
+    probs = softmax_np(ev["logits"])
     pred = probs.argmax(1)
     wrong = np.flatnonzero(pred != ev["labels"])
     wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:limit]

@@ -1,5 +1,11 @@
-"""The validation split: what chooses checkpoints, stopping points and hyperparameters.
+"""Labelled splits: which images train, validate and test a run.
 
+`labelled_split` lists the usable images of one <class>/ folder (through the manifest);
+`split_data` (folders) and `manifest_split` (a data set's validated manifest) turn them into a
+run's `SplitData`, the one place that maps class names to indices and refuses test or
+validation classes the training data lacks.
+
+The validation split is what chooses checkpoints, stopping points and hyperparameters.
 Nothing is chosen on the test set. Every training run holds out a validation set: the data
 set's own `val/` folder when it has one (`find_val_folder`), else a seeded, stratified share
 of the training images (`stratified_split`: the same images for the same seed, fraction and
@@ -9,15 +15,125 @@ files, whatever order they were listed in, and each class in its own proportion)
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.data.dataset import SPLIT_ALIASES
+from core.data.dataset import SPLIT_ALIASES, DatasetError
+
+if TYPE_CHECKING:
+    from core.data.manifest import Manifest
 
 DEFAULT_VAL_FRACTION = 0.1
+
+
+@dataclass
+class SplitData:
+    """Training images, test images and (optionally) a validation folder's images. Without
+    val_paths the run holds out `val_fraction` of the training images."""
+
+    train_paths: list[str]
+    train_labels: list[int]
+    test_paths: list[str]
+    test_labels: list[int]
+    class_names: list[str]
+    val_paths: list[str] = field(default_factory=list)
+    val_labels: list[int] = field(default_factory=list)
+    val_source: str = ""
+
+
+Labelled = tuple[Sequence[str | Path], Sequence[str]]  # (paths, class names)
+
+
+def labelled_split(
+    folder: str | Path,
+    split: str,
+    cache_dir: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[Path], list[str], int]:
+    """(paths, labels, n_skipped) of the usable images in a folder of <class>/ sub-folders.
+
+    Every file is validated through the manifest (cached), so broken files are skipped with
+    a reason instead of reaching the decoder. Raises DatasetError for an unusable folder."""
+    from core.config import resolve_cache_dir
+    from core.data.dataset import scan_class_folder
+    from core.data.manifest import build_manifest
+
+    ds = scan_class_folder(folder, split)
+    manifest = build_manifest(ds, resolve_cache_dir(cache_dir), progress=progress)
+    paths, labels = manifest.paths_labels(split)
+    if not paths:
+        raise DatasetError(f"{folder}: no usable images (all {len(ds.records)} were skipped)")
+    return paths, labels, len(manifest.skipped())
+
+
+def labelled_data(
+    train: Labelled,
+    test: Labelled,
+    val: Labelled | None = None,
+    test_source: str | Path = "test",
+    val_source: str | Path = "",
+) -> SplitData:
+    """A run's SplitData from (paths, class name) lists; the class names are the training
+    images' classes. A test or validation class the training data lacks raises DatasetError
+    (the head would have no output for it)."""
+    names = sorted(set(train[1]))
+    index = {n: i for i, n in enumerate(names)}
+    va_p, va_y = val or ((), ())
+    for labels, source in ((test[1], test_source), (va_y, val_source)):
+        unknown = sorted(set(labels) - set(names))
+        if unknown:
+            raise DatasetError(f"{source}: classes not in the training data: {unknown}")
+    return SplitData(
+        [str(p) for p in train[0]],
+        [index[y] for y in train[1]],
+        [str(p) for p in test[0]],
+        [index[y] for y in test[1]],
+        names,
+        [str(p) for p in va_p],
+        [index[y] for y in va_y],
+        str(val_source) if val is not None else "",
+    )
+
+
+def split_data(
+    train_dir: str | Path,
+    test_dir: str | Path,
+    cache_dir: str | Path | None = None,
+    val_dir: str | Path | None = None,
+    find_val: bool = True,
+) -> SplitData:
+    """Usable train/test images; class names are the training folder's classes. The
+    validation images come from `val_dir`, else from a val/ (seg_val/, valid/...) folder
+    beside the training folder when `find_val`; without one the run holds out a share of the
+    training images."""
+    train = labelled_split(train_dir, "train", cache_dir)[:2]
+    test = labelled_split(test_dir, "test", cache_dir)[:2]
+    if val_dir is None and find_val:
+        val_dir = find_val_folder(train_dir)
+    val = labelled_split(val_dir, "val", cache_dir)[:2] if val_dir is not None else None
+    return labelled_data(train, test, val, test_dir, val_dir or "")
+
+
+def manifest_split(manifest: Manifest) -> SplitData:
+    """The data set's own train and test images (and its val/ folder's, when it has one) from
+    its validated manifest. Raises DatasetError when it lacks labelled train or test images."""
+    train, test, val = (manifest.paths_labels(s) for s in ("train", "test", "val"))
+    if not train[0] or not test[0]:
+        raise DatasetError(
+            f"{manifest.root}: training needs labelled train and test images (seg_train/<class>/ "
+            "and seg_test/<class>/, or train/<class>/ and test/<class>/)"
+        )
+    return labelled_data(
+        train,
+        test,
+        val if val[0] else None,
+        f"{manifest.root} (test)",
+        "the data set's val/ folder",
+    )
 
 
 @dataclass
@@ -29,22 +145,16 @@ class Partition:
     train_idx: np.ndarray
     val_idx: np.ndarray
     source: str  # "held out 10% of the training images (seed 0)" or "folder DIR"
+    train_paths: list[str] = field(init=False, repr=False)
+    val_paths: list[str] = field(init=False, repr=False)
+    train_labels: list[int] = field(init=False, repr=False)
+    val_labels: list[int] = field(init=False, repr=False)
 
-    @property
-    def train_paths(self) -> list[str]:
-        return [self.paths[i] for i in self.train_idx]
-
-    @property
-    def val_paths(self) -> list[str]:
-        return [self.paths[i] for i in self.val_idx]
-
-    @property
-    def train_labels(self) -> list[int]:
-        return [self.labels[i] for i in self.train_idx]
-
-    @property
-    def val_labels(self) -> list[int]:
-        return [self.labels[i] for i in self.val_idx]
+    def __post_init__(self) -> None:
+        self.train_paths = [self.paths[i] for i in self.train_idx]
+        self.val_paths = [self.paths[i] for i in self.val_idx]
+        self.train_labels = [self.labels[i] for i in self.train_idx]
+        self.val_labels = [self.labels[i] for i in self.val_idx]
 
     def key(self) -> str:
         """Identifies the split (which files train, which validate) for resume checks."""

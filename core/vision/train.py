@@ -61,7 +61,7 @@ from core.io import (
 )
 from core.vision.backbones import IMAGENET, Backbone, BackboneWeightsError, create_backbone
 from core.vision.features import batches, cached_features, make_loader
-from core.vision.split import DEFAULT_VAL_FRACTION, Partition, make_partition
+from core.vision.split import DEFAULT_VAL_FRACTION, Partition, SplitData, make_partition
 
 log = logging.getLogger(__name__)
 
@@ -236,21 +236,6 @@ class TrainConfig:
 
 
 @dataclass
-class SplitData:
-    """Training images, test images and (optionally) a validation folder's images. Without
-    val_paths the run holds out `val_fraction` of the training images."""
-
-    train_paths: list[str]
-    train_labels: list[int]
-    test_paths: list[str]
-    test_labels: list[int]
-    class_names: list[str]
-    val_paths: list[str] = field(default_factory=list)
-    val_labels: list[int] = field(default_factory=list)
-    val_source: str = ""
-
-
-@dataclass
 class Hooks:
     """Callbacks for progress bars, live curves and a stop button."""
 
@@ -267,37 +252,28 @@ class RunExistsError(RuntimeError):
     pass
 
 
+class _RunFile:
+    """A file of a run folder, read as an attribute of RunFiles (`files.best` is a Path)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, files: RunFiles, owner: type | None = None) -> Path:
+        return files.root / self.name
+
+
 @dataclass(frozen=True)
 class RunFiles:
+    """The files of a run folder."""
+
     root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def last(self) -> Path:
-        return self.root / "checkpoint_last.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.root / "checkpoint_best.pt"
-
-    @property
-    def eval(self) -> Path:
-        return self.root / "eval.npz"
-
-    @property
-    def result(self) -> Path:
-        return self.root / "result.json"
-
-    @property
-    def tsne(self) -> Path:
-        return self.root / "tsne.npz"
+    config = _RunFile("config.json")
+    metrics = _RunFile("metrics.jsonl")
+    last = _RunFile("checkpoint_last.pt")
+    best = _RunFile("checkpoint_best.pt")
+    eval = _RunFile("eval.npz")
+    result = _RunFile("result.json")
+    tsne = _RunFile("tsne.npz")
 
 
 class SceneClassifier(nn.Module):
@@ -368,6 +344,26 @@ def _optimise(
     scaler.update()
 
 
+@dataclass
+class _Tally:
+    """Running loss and accuracy over an epoch's training batches."""
+
+    loss: float = 0.0
+    correct: int = 0
+    n: int = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> int:
+        """Count one batch; returns the images counted so far."""
+        self.loss += loss.item() * len(y)
+        self.correct += int((logits.argmax(1) == y).sum())
+        self.n += len(y)
+        return self.n
+
+    def means(self) -> tuple[float, float]:
+        """(mean loss, accuracy)."""
+        return self.loss / max(1, self.n), self.correct / max(1, self.n)
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Any,
@@ -381,19 +377,17 @@ def train_one_epoch(
 ) -> tuple[float, float]:
     """One pass over the loader; returns (mean loss, accuracy) on the training batches."""
     scaler = scaler or make_scaler(device, False)
-    total_loss, correct, n = 0.0, 0, 0
+    tally = _Tally()
     for x, y in batches(loader, device):
         _check_stop(hooks)
         with precision(device, amp):
             logits = model(x)
         loss = criterion(logits.float(), y)
         _optimise(loss, optimizer, scaler)
-        total_loss += loss.item() * len(y)
-        correct += int((logits.argmax(1) == y).sum())
-        n += len(y)
+        n = tally.add(loss, logits, y)
         if hooks.on_stage:
             hooks.on_stage(stage, n, len(loader.dataset))
-    return total_loss / max(1, n), correct / max(1, n)
+    return tally.means()
 
 
 def evaluate(
@@ -502,10 +496,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: not a readable checkpoint (truncated or not a PyTorch file: "
             f"{type(exc).__name__}); {redo}"
         ) from None
-    return _normalise_checkpoint(path, ckpt, redo)
+    return _normalize_checkpoint(path, ckpt, redo)
 
 
-def _normalise_checkpoint(path: Path, ckpt: Any, redo: str) -> dict[str, Any]:
+def _normalize_checkpoint(path: Path, ckpt: Any, redo: str) -> dict[str, Any]:
     needed = ("model", "epoch", "class_names", "trained")
     if not isinstance(ckpt, dict) or not all(k in ckpt for k in needed):
         raise CheckpointError(
@@ -680,17 +674,9 @@ def run_training(
         log.info("resuming %s after epoch %d", files.root, ckpt["epoch"])
 
     start = time.perf_counter()
-    timings: dict[str, float] = {}
-    if cfg.mode == "linear-probe":
-        step = _linear_probe_steps(
-            cfg, data, part, backbone, model, device, cache_dir, hooks, timings
-        )
-    elif cfg.mode == "partial":
-        step = _partial_steps(
-            cfg, data, part, backbone, model, device, cache_dir, hooks, timings, scaler
-        )
-    else:
-        step = _network_steps(cfg, data, part, backbone, model, device, hooks, scaler)
+    ctx = _Context(cfg, data, part, backbone, model, device, hooks, scaler, cache_dir)
+    steps = {"linear-probe": _linear_probe_steps, "partial": _partial_steps}
+    step = steps.get(cfg.mode, _network_steps)(ctx)
 
     best = best_of(history)
     since_best = 0 if best is None else history[-1]["epoch"] - best["epoch"]
@@ -756,7 +742,15 @@ def run_training(
     if ckpt is not None and len(history) == ckpt["epoch"]:
         train_seconds = spent  # nothing left to train
     return write_result(
-        files, cfg, data.class_names, history, train_seconds, stop_reason, backbone, timings, part
+        files,
+        cfg,
+        data.class_names,
+        history,
+        train_seconds,
+        stop_reason,
+        backbone,
+        ctx.timings,
+        part,
     )
 
 
@@ -794,53 +788,71 @@ class EpochOutput:
 StepFn = Callable[[int, nn.Module, torch.optim.Optimizer], EpochOutput]
 
 
+@dataclass
+class _Context:
+    """What every mode's epoch step works on, built once by `run_training`."""
+
+    cfg: TrainConfig
+    data: SplitData
+    part: Partition
+    backbone: Backbone
+    model: SceneClassifier
+    device: torch.device
+    hooks: Hooks
+    scaler: torch.amp.GradScaler
+    cache_dir: str | Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per cached extraction
+
+
 def _progress(hooks: Hooks, stage: str) -> Callable[[int, int], None] | None:
     return (lambda d, t: hooks.on_stage(stage, d, t)) if hooks.on_stage else None
 
 
-def _linear_probe_steps(
-    cfg: TrainConfig,
-    data: SplitData,
-    part: Partition,
-    backbone: Backbone,
-    model: SceneClassifier,
-    device: torch.device,
-    cache_dir: str | Path | None,
-    hooks: Hooks,
-    timings: dict[str, float],
-) -> StepFn:
-    """Extract (or load cached) features once; each epoch trains the head on them."""
-    feats: dict[str, np.ndarray] = {}
-    # The whole training pool (train + validation) is one cache entry: any validation split
-    # of the same files reuses it.
-    for split, paths in (("train", part.paths), ("test", data.test_paths)):
+def _cache_splits(
+    ctx: _Context, kind: str, extract: Callable[..., tuple[np.ndarray, bool]]
+) -> dict[str, np.ndarray]:
+    """`extract(paths, progress)` over the training pool (train + validation: one cache entry,
+    which any validation split of the same files reuses) and the test images, timed."""
+    out: dict[str, np.ndarray] = {}
+    for split, paths in (("train", ctx.part.paths), ("test", ctx.data.test_paths)):
         t0 = time.perf_counter()
-        feats[split], hit = cached_features(
-            backbone,
+        out[split], hit = extract(paths, _progress(ctx.hooks, f"{kind} ({split})"))
+        ctx.timings[f"{kind}_{split}"] = time.perf_counter() - t0
+        ctx.timings[f"{kind}_{split}_cached"] = float(hit)
+        _check_stop(ctx.hooks)
+    return out
+
+
+def _linear_probe_steps(ctx: _Context) -> StepFn:
+    """Extract (or load cached) features once; each epoch trains the head on them."""
+    cfg, part, device, hooks = ctx.cfg, ctx.part, ctx.device, ctx.hooks
+    feats = _cache_splits(
+        ctx,
+        "features",
+        lambda paths, progress: cached_features(
+            ctx.backbone,
             paths,
             cfg.image_size,
-            cache_dir,
+            ctx.cache_dir,
             device,
             cfg.eval_batch_size,
             cfg.workers,
             cfg.amp and device.type == "cuda",
-            _progress(hooks, f"features ({split})"),
-        )
-        timings[f"features_{split}"] = time.perf_counter() - t0
-        timings[f"features_{split}_cached"] = float(hit)
-        _check_stop(hooks)
+            progress,
+        ),
+    )
     pool = torch.from_numpy(feats["train"]).to(device)
     x_train = pool[torch.as_tensor(part.train_idx, device=device)]
     x_val = pool[torch.as_tensor(part.val_idx, device=device)]
     y_train = torch.as_tensor(part.train_labels, device=device)
     x_test = torch.from_numpy(feats["test"]).to(device)
-    head = model.head
+    head = ctx.model.head
 
     def step(epoch: int, criterion: nn.Module, optimizer: torch.optim.Optimizer) -> EpochOutput:
         head.train()
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         order = torch.randperm(len(y_train), generator=gen).to(device)
-        total, correct = 0.0, 0
+        tally = _Tally()
         for i in range(0, len(order), cfg.batch_size):
             _check_stop(hooks)
             idx = order[i : i + cfg.batch_size]
@@ -849,53 +861,41 @@ def _linear_probe_steps(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == y_train[idx]).sum())
+            tally.add(loss, logits, y_train[idx])
         head.eval()
         with torch.inference_mode():
             val = head(x_val).float().cpu().numpy()
             test = head(x_test).float().cpu().numpy()
-        n = len(y_train)
-        return EpochOutput(total / n, correct / n, val, test, feats["test"])
+        return EpochOutput(*tally.means(), val, test, feats["test"])
 
     return step
 
 
-def _partial_steps(
-    cfg: TrainConfig,
-    data: SplitData,
-    part: Partition,
-    backbone: Backbone,
-    model: SceneClassifier,
-    device: torch.device,
-    cache_dir: str | Path | None,
-    hooks: Hooks,
-    timings: dict[str, float],
-    scaler: torch.amp.GradScaler,
-) -> StepFn:
+def _partial_steps(ctx: _Context) -> StepFn:
     """Cache the frozen part's activations (photo + mirror) once; each epoch trains the tail
     and the head on them, one randomly chosen copy of each training image per epoch."""
     from core.vision.activations import CACHE_BATCH, cached_activations, split_trunk
 
+    cfg, part, device, hooks = ctx.cfg, ctx.part, ctx.device, ctx.hooks
+    data, model = ctx.data, ctx.model
     unfreeze = cfg.unfreeze or partial_defaults(cfg.backbone)["unfreeze"]
-    _, tail = split_trunk(backbone, unfreeze)
-    acts: dict[str, np.ndarray] = {}
-    for split, paths in (("train", part.paths), ("test", data.test_paths)):
-        t0 = time.perf_counter()
-        acts[split], hit = cached_activations(
-            backbone,
+    _, tail = split_trunk(ctx.backbone, unfreeze)
+    acts = _cache_splits(
+        ctx,
+        "activations",
+        lambda paths, progress: cached_activations(
+            ctx.backbone,
             unfreeze,
             paths,
             cfg.image_size,
-            cache_dir,
+            ctx.cache_dir,
             device,
             cfg.eval_batch_size if device.type == "cuda" else CACHE_BATCH,
             cfg.workers,
-            _progress(hooks, f"activations ({split})"),
+            progress,
             hooks.should_stop,
-        )
-        timings[f"activations_{split}"] = time.perf_counter() - t0
-        timings[f"activations_{split}_cached"] = float(hit)
+        ),
+    )
     pool, test = acts["train"], acts["test"]
     y_all = torch.as_tensor(part.labels)
     train_idx = part.train_idx
@@ -927,7 +927,7 @@ def _partial_steps(
         )
         tail.train()
         model.head.train()
-        total, correct, n = 0.0, 0, 0
+        tally = _Tally()
         stage = f"epoch {epoch}/{cfg.epochs}"
         for i in range(0, len(order), cfg.batch_size):
             _check_stop(hooks)
@@ -941,50 +941,32 @@ def _partial_steps(
             with precision(device, cfg.amp):
                 logits = model.head(tail(x))
             loss = criterion(logits.float(), y)
-            _optimise(loss, optimizer, scaler)
-            total += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            n += len(y)
+            _optimise(loss, optimizer, ctx.scaler)
+            n = tally.add(loss, logits, y)
             if hooks.on_stage:
                 hooks.on_stage(stage, n, len(order))
         val_logits, _ = infer(pool, part.val_idx, "validating")
         test_logits, test_feats = infer(test, np.arange(len(data.test_paths)), "testing")
-        return EpochOutput(total / n, correct / n, val_logits, test_logits, test_feats)
+        return EpochOutput(*tally.means(), val_logits, test_logits, test_feats)
 
     return step
 
 
-def _network_steps(
-    cfg: TrainConfig,
-    data: SplitData,
-    part: Partition,
-    backbone: Backbone,
-    model: SceneClassifier,
-    device: torch.device,
-    hooks: Hooks,
-    scaler: torch.amp.GradScaler,
-) -> StepFn:
+def _network_steps(ctx: _Context) -> StepFn:
     """Real training loops over images with the augmentation (fine-tune)."""
-    train_tf = backbone.preprocess(
+    cfg, part, device, model = ctx.cfg, ctx.part, ctx.device, ctx.model
+    train_tf = ctx.backbone.preprocess(
         True, cfg.image_size, {"hflip": cfg.hflip, "rotation": cfg.rotation}
     )
-    eval_tf = backbone.preprocess(False, cfg.image_size)
-    val_loader = make_loader(
-        part.val_paths,
-        part.val_labels,
-        eval_tf,
-        cfg.eval_batch_size,
-        workers=cfg.workers,
-        device=device,
-    )
-    test_loader = make_loader(
-        data.test_paths,
-        data.test_labels,
-        eval_tf,
-        cfg.eval_batch_size,
-        workers=cfg.workers,
-        device=device,
-    )
+    eval_tf = ctx.backbone.preprocess(False, cfg.image_size)
+
+    def eval_loader(paths: list[str], labels: list[int]) -> Any:
+        return make_loader(
+            paths, labels, eval_tf, cfg.eval_batch_size, workers=cfg.workers, device=device
+        )
+
+    val_loader = eval_loader(part.val_paths, part.val_labels)
+    test_loader = eval_loader(ctx.data.test_paths, ctx.data.test_labels)
 
     def step(epoch: int, criterion: nn.Module, optimizer: torch.optim.Optimizer) -> EpochOutput:
         loader = make_loader(
@@ -1005,12 +987,12 @@ def _network_steps(
             optimizer,
             device,
             cfg.amp,
-            hooks,
+            ctx.hooks,
             f"epoch {epoch}/{cfg.epochs}",
-            scaler,
+            ctx.scaler,
         )
-        val_logits, _ = evaluate(model, val_loader, device, cfg.amp, hooks, "validating")
-        logits, feats = evaluate(model, test_loader, device, cfg.amp, hooks, "testing")
+        val_logits, _ = evaluate(model, val_loader, device, cfg.amp, ctx.hooks, "validating")
+        logits, feats = evaluate(model, test_loader, device, cfg.amp, ctx.hooks, "testing")
         return EpochOutput(loss, acc, val_logits, logits, feats)
 
     return step
@@ -1065,19 +1047,6 @@ def write_result(
     }
     atomic_write_json(files.result, out)
     return out
-
-
-def read_result(run_dir: str | Path) -> dict[str, Any] | None:
-    path = RunFiles(Path(run_dir)).result
-    return read_json(path) if path.exists() else None
-
-
-def selected_by(result_or_config: dict[str, Any] | None) -> str | None:
-    """Which split chose a run's reported checkpoint; None for runs written before runs held
-    out a validation set (their best checkpoint was chosen on the test set)."""
-    if not result_or_config:
-        return None
-    return result_or_config.get("selected_by")
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:

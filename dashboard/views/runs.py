@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core.config import resolve_runs_dir
 from core.data.images import check_image
-from core.evaluate import ClassificationResult
 from core.vision.predict import imagenet_reference, predict_images
 from core.vision.runs import (
     RunInfo,
@@ -23,7 +23,6 @@ from core.vision.runs import (
     list_runs,
     load_trained,
     misclassified,
-    resolve_runs_dir,
 )
 from core.vision.tsne import cached_tsne
 from dashboard import plots_cnn as plots
@@ -40,11 +39,6 @@ def _trained(run: str, which: str, mtime: float) -> tuple[TrainedModel, tuple]:
     return trained, imagenet_reference(trained)
 
 
-def trained_model(run: Path, which: str = "best") -> tuple[TrainedModel, tuple]:
-    path = checkpoint_path(run, which)
-    return _trained(str(run), which, path.stat().st_mtime)
-
-
 @st.cache_data(show_spinner="Computing t-SNE of the penultimate features…", max_entries=8)
 def _tsne(run: str, epoch: int, n: int) -> np.ndarray:
     ev = eval_artefacts(run)
@@ -54,40 +48,19 @@ def _tsne(run: str, epoch: int, n: int) -> np.ndarray:
 @st.cache_resource(show_spinner="Fitting the eigen-image model…", max_entries=2)
 def _eigen_scores(root: str, k_max: int, size: int) -> dict[int, dict[str, float]]:
     """Accuracy, macro precision and recall per component count, from one fit."""
-    from core.evaluate import classification_result
-    from core.vision.eigen import EigenImageClassifier
-    from core.vision.gray import load_gray_images
+    from core.vision.eigen import fit_sweep_files
 
     manifest = load_manifest(root)
-    tr_p, tr_y = manifest.paths_labels("train")
-    te_p, te_y = manifest.paths_labels("test")
-    train = load_gray_images(tr_p, size, cache_dir())
-    test = load_gray_images(te_p, size, cache_dir())
-    k_max = min(k_max, len(tr_p) - 1)
-    model = EigenImageClassifier(n_components=k_max, method="global").fit(train.pixels, tr_y)
+    train, test = manifest.paths_labels("train"), manifest.paths_labels("test")
+    k_max = min(k_max, len(train[0]) - 1)
     ks = sorted({*range(1, min(k_max, 20) + 1), *range(20, k_max + 1, 5), k_max})
-    preds = model.predictions_for_components(test.pixels, ks)
-    names = sorted(set(tr_y) | set(te_y))
-    out = {}
-    for k, p in zip(ks, preds, strict=True):
-        r = classification_result(te_y, list(p), names)
-        out[k] = {
-            "accuracy": r.accuracy,
-            "macro_precision": r.macro_precision,
-            "macro_recall": r.macro_recall,
-        }
-    return out
-
-
-def result_of(run: RunInfo) -> ClassificationResult | None:
-    if run.result is None:
-        return None
-    keys = set(ClassificationResult.__dataclass_fields__)
-    return ClassificationResult.from_dict({k: v for k, v in run.result.items() if k in keys})
+    sweep = fit_sweep_files(train, test, k_max, ks, image_size=size, cache_dir=cache_dir())
+    keep = ("accuracy", "macro_precision", "macro_recall")
+    return {k: {m: getattr(r, m) for m in keep} for k, r in sweep.results().items()}
 
 
 def show_evaluation(run: RunInfo) -> None:
-    res = result_of(run)
+    res = run.scores
     if res is None:
         st.info("This run has no result yet (unfinished); resume it on **Train a CNN**.")
         return
@@ -156,7 +129,7 @@ def show_predict(run: RunInfo) -> None:
         )
         return
     try:
-        trained, ref = trained_model(run.path)
+        trained, ref = _trained(str(run.path), "best", checkpoint_path(run.path).stat().st_mtime)
     except (OSError, ValueError) as exc:  # a damaged or refused checkpoint: say so
         st.error(f"Cannot load this run's model: {exc}")
         return
@@ -202,9 +175,7 @@ with tab_eval:
 with tab_compare:
     others = [k for k in labels if labels[k].path != run.path]
     chosen = st.multiselect("Compare with", others, default=others[:1])
-    metric = st.selectbox(
-        "Metric", [*plots.SCORES, *plots.VAL_SCORES, "train_loss", "val_loss", "test_loss"]
-    )
+    metric = st.selectbox("Metric", plots.METRICS)
     series = {r.name: r.metrics for r in [run, *(labels[k] for k in chosen)]}
     st.plotly_chart(plots.compare_runs(series, metric))
 with tab_eigen:
@@ -216,18 +187,14 @@ with tab_eigen:
     if st.button("Fit the eigen-image model and compare"):
         st.session_state["cnn_eigen"] = True
     if st.session_state.get("cnn_eigen"):
-        try:
-            eigen = _eigen_scores(str(current_data_dir()), EIGEN_K, EIGEN_SIZE)
-        except ImportError:
-            st.warning("The eigen-image model (core.vision.eigen) is not available.")
-        else:
-            st.plotly_chart(plots.eigen_vs_cnn(run.metrics, eigen, run.config.get("backbone")))
-            best_k = max(eigen, key=lambda k: eigen[k]["accuracy"])
-            cnn = run.accuracy if run.accuracy is not None else float("nan")
-            st.caption(
-                f"Best eigen-image accuracy {eigen[best_k]['accuracy']:.4f} at k={best_k} "
-                "(chosen on the test set: the study's comparison); CNN test accuracy "
-                f"{cnn:.4f} (checkpoint chosen by: {run.selected_by_text})."
-            )
+        eigen = _eigen_scores(str(current_data_dir()), EIGEN_K, EIGEN_SIZE)
+        st.plotly_chart(plots.eigen_vs_cnn(run.metrics, eigen, run.config.get("backbone")))
+        best_k = max(eigen, key=lambda k: eigen[k]["accuracy"])
+        cnn = run.accuracy if run.accuracy is not None else float("nan")
+        st.caption(
+            f"Best eigen-image accuracy {eigen[best_k]['accuracy']:.4f} at k={best_k} "
+            "(chosen on the test set: the study's comparison); CNN test accuracy "
+            f"{cnn:.4f} (checkpoint chosen by: {run.selected_by_text})."
+        )
 with tab_predict:
     show_predict(run)

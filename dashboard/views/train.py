@@ -8,15 +8,16 @@ run resumes from the runs list below. A rerun never retrains: only the Start but
 
 from __future__ import annotations
 
-import time
-
 import pandas as pd
 import streamlit as st
 
+from core.config import resolve_runs_dir
+from core.data.dataset import DatasetError
 from core.vision.backbones import BACKBONES, default_backbone
-from core.vision.runs import list_runs, resolve_runs_dir
-from core.vision.train import MODES, SplitData, TrainConfig, TrainingStopped, run_training
-from dashboard.common import cache_dir, current_data_dir, load_manifest, require_dataset
+from core.vision.runs import list_runs, new_run_dir
+from core.vision.split import manifest_split
+from core.vision.train import MODES, Hooks, TrainConfig, TrainingStopped, run_training
+from dashboard.common import cache_dir, current_data_dir, load_manifest, progress, require_dataset
 
 STOP_KEY = "cnn_stop_requested"
 SIZES = [64, 96, 128, 150, 192, 224]
@@ -39,38 +40,12 @@ def _request_stop() -> None:
     st.session_state[STOP_KEY] = True
 
 
-def split_from_manifest(root: str) -> SplitData | None:
-    manifest = load_manifest(root)
-    tr_p, tr_y = manifest.paths_labels("train")
-    te_p, te_y = manifest.paths_labels("test")
-    if not tr_p or not te_p:
-        return None
-    names = sorted(set(tr_y))
-    index = {n: i for i, n in enumerate(names)}
-    keep = [i for i, y in enumerate(te_y) if y in index]
-    # The data set's own val/ folder validates when it has one; else the run holds out a share.
-    va_p, va_y = manifest.paths_labels("val")
-    vkeep = [i for i, y in enumerate(va_y) if y in index]
-    return SplitData(
-        [str(p) for p in tr_p],
-        [index[y] for y in tr_y],
-        [str(te_p[i]) for i in keep],
-        [index[te_y[i]] for i in keep],
-        names,
-        [str(va_p[i]) for i in vkeep],
-        [index[va_y[i]] for i in vkeep],
-        "the data set's val/ folder" if vkeep else "",
-    )
-
-
 st.title("🧠 Train a CNN")
 require_dataset()
-data = split_from_manifest(str(current_data_dir()))
-if data is None:
-    st.error(
-        "This page needs labelled train and test images (seg_train/<class>/ and "
-        "seg_test/<class>/, or train/ and test/)."
-    )
+try:
+    data = manifest_split(load_manifest(current_data_dir()))
+except DatasetError as exc:  # no labelled train/test images, or test classes training lacks
+    st.error(str(exc))
     st.stop()
 
 runs_dir = resolve_runs_dir()
@@ -126,9 +101,7 @@ if start:
         run = next(r for r in resumable if r.name == resume_choice)
         cfg, out, resume = TrainConfig.from_dict(run.config), run.path, True
     else:
-        out = runs_dir / name
-        if (out / "config.json").exists():
-            out = runs_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = new_run_dir(runs_dir, name)
         cfg = TrainConfig.for_mode(
             mode,
             backbone=backbone,
@@ -144,12 +117,9 @@ if start:
         resume = False
     # workers=0: forking DataLoader workers out of Streamlit's threaded server is unsafe.
     cfg.workers = 0
-    bar = st.progress(0.0, text="Preparing…")
+    bar = progress("Preparing")
     chart = st.empty()
     rows: list[dict] = []
-
-    def on_stage(stage: str, done: int, total: int) -> None:
-        bar.progress(min(1.0, done / max(1, total)), text=f"{stage}: {done}/{total} images")
 
     def on_epoch(record: dict) -> None:
         rows.append(record)
@@ -160,10 +130,8 @@ if start:
             )
         )
 
-    from core.vision.train import Hooks
-
     hooks = Hooks(
-        on_stage=on_stage,
+        on_stage=bar.stage,
         on_epoch=on_epoch,
         should_stop=lambda: bool(st.session_state.get(STOP_KEY)),
     )
@@ -175,7 +143,7 @@ if start:
     except Exception as exc:  # shown, not a traceback: bad weights, a run that exists...
         st.error(f"Training failed: {exc}")
     else:
-        bar.progress(1.0, text="Done")
+        bar.note("Done")
         st.success(
             f"Test accuracy {result['accuracy']:.4f} (macro F1 {result['macro_f1']:.4f}) "
             f"of epoch {result['best_epoch']}, chosen on validation (accuracy "
@@ -190,23 +158,4 @@ runs = list_runs(runs_dir)
 if not runs:
     st.caption("No runs yet.")
 else:
-    st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "run": r.name,
-                    "backbone": r.config.get("backbone"),
-                    "mode": r.config.get("mode"),
-                    "image size": r.config.get("image_size"),
-                    "epochs": f"{len(r.metrics)}/{r.config.get('epochs')}",
-                    "test accuracy": r.accuracy,
-                    "chosen by": r.selected_by_text,
-                    "state": "finished"
-                    if r.finished
-                    else ("resumable" if r.resumable else "empty"),
-                }
-                for r in runs
-            ]
-        ),
-        hide_index=True,
-    )
+    st.dataframe(pd.DataFrame([r.row() for r in runs]), hide_index=True)

@@ -46,7 +46,7 @@ TEXT_MODEL = "all-MiniLM-L6-v2"
 TEXT_DIM = 384
 MAPPING_VERSION = 2
 # Sentences about each Intel class: the text targets of labelled training images. Kept apart
-# from tests/data/queries.csv so category queries are not scored on their own training text.
+# from core/resources/queries.csv so category queries are not scored on their own training text.
 CLASS_SENTENCES: dict[str, list[str]] = {
     "buildings": [
         "a photo of buildings",
@@ -521,8 +521,8 @@ class SemanticFit:
 
 
 def _label_embeddings(encoder: TextEncoder, variant: str, cache_dir: Path | None):
+    from core.resources import imagenet_classes
     from core.search.labels import label_texts
-    from core.vision.backbones import imagenet_classes
 
     texts, used = label_texts(imagenet_classes(), variant)
     return cached_text_embeddings(encoder, texts, cache_dir, f"imagenet-{used}"), used

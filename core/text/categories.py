@@ -13,7 +13,6 @@ when the user has saved one from the app, else the packaged default
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.config import resolve_cache_dir
+from core.config import MAPPING_ENV, mapping_env, resolve_cache_dir, resolve_table_path
 from core.io import atomic_write_json
 
-MAPPING_ENV = "SCENESEEK_MAPPING"
 USER_MAPPING_NAME = "mapping.json"
 WORD_OK = re.compile(r"^[a-z]+$")
 
@@ -219,19 +217,13 @@ def user_mapping_path() -> Path:
 
 def resolve_mapping_path(explicit: str | Path | None = None) -> Path | None:
     """Explicit path, else $SCENESEEK_MAPPING, else a saved user table, else None (default)."""
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get(MAPPING_ENV)
-    if env:
-        return Path(env).expanduser()
-    user = user_mapping_path()
-    return user if user.exists() else None
+    return resolve_table_path(USER_MAPPING_NAME, MAPPING_ENV, explicit)
 
 
 def mapping_source(explicit: str | Path | None = None) -> str:
     if explicit:
         return "chosen explicitly"
-    if os.environ.get(MAPPING_ENV):
+    if mapping_env():
         return f"from ${MAPPING_ENV}"
     if user_mapping_path().exists():
         return f"saved table {user_mapping_path()}"
