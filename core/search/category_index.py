@@ -35,15 +35,23 @@ def column_of(classes: tuple[int, ...]) -> str:
     return PREFIX + "_".join(str(j) for j in sorted(classes))
 
 
+def column_classes(n_classes: int) -> list[tuple[int, ...]]:
+    """The class sets that get a column: each class, and each pair up to MAX_PAIR_CLASSES."""
+    sets: list[tuple[int, ...]] = [(j,) for j in range(n_classes)]
+    if 2 <= n_classes <= MAX_PAIR_CLASSES:
+        sets += list(combinations(range(n_classes), 2))
+    return sets
+
+
+def column_names(n_classes: int) -> list[str]:
+    return [column_of(c) for c in column_classes(n_classes)]
+
+
 def column_arrays(probs: np.ndarray) -> dict[str, np.ndarray]:
     """The per-class and per-pair probability columns of an (N, C) probability array."""
     probs = np.asarray(probs, np.float32)
     n_classes = probs.shape[1] if probs.ndim == 2 else 0
-    out = {column_of((j,)): probs[:, j] for j in range(n_classes)}
-    if 2 <= n_classes <= MAX_PAIR_CLASSES:
-        for a, b in combinations(range(n_classes), 2):
-            out[column_of((a, b))] = probs[:, a] + probs[:, b]
-    return out
+    return {column_of(c): probs[:, list(c)].sum(1) for c in column_classes(n_classes)}
 
 
 def thresholds(arrays: dict[str, np.ndarray], ranks: tuple[int, ...] | None = None) -> dict:

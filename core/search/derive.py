@@ -235,7 +235,7 @@ def _write(tbl: Any, d: Derived, todo: np.ndarray, n_classes: int) -> None:
         if _has(tbl, CLASS_PROBS):
             tbl.drop_columns([CLASS_PROBS])
         tbl.add_columns(pa.field(CLASS_PROBS, pa.list_(pa.float32(), n_classes)))
-    cp_names = list(category_index.column_arrays(np.zeros((0, n_classes), np.float32)))
+    cp_names = category_index.column_names(n_classes)
     stale = [c for c in tbl.schema.names if c.startswith(category_index.PREFIX)]
     if stale and set(stale) != set(cp_names):  # the class list changed
         tbl.drop_columns(stale)

@@ -184,9 +184,7 @@ class HybridRetriever:
             row["score"] = s
             row["ranks"] = {m: ranks[m].get(ident) for m in HYBRID_PARTS}
             out.append(row)
-        if key == "path":
-            return ordered(out), searches
-        return sorted(out, key=lambda r: -r["score"]), searches
+        return ordered(out), searches
 
     def retrieve(
         self, q: Query, k: int, where: str | None, columns: Columns = RESULT_COLUMNS
@@ -198,7 +196,9 @@ class HybridRetriever:
         if len(out) > k:
             out = [r for r in out if r["score"] >= out[k - 1]["score"]]
         table = self.parts["semantic"].table
-        full = table.rows_by_rowid([r[ROWID] for r in out], tuple({"path", *columns}))
+        full = table.rows_by_rowid(
+            [r[ROWID] for r in out], ("path", *(c for c in columns if c != "path"))
+        )
         top = ordered([{**full[r[ROWID]], **r} for r in out if r[ROWID] in full])[:k]
         for r in top:
             r.pop(ROWID, None)

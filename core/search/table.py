@@ -205,20 +205,17 @@ class IndexTable:
         v = np.asarray(vector, np.float32).reshape(-1)
         q = self.tbl.search(v, vector_column_name=column).distance_type(metric)
         ann = self.is_ann(column) and not exact
+        detail: dict = {}
         if ann:
             p = self.ann_query_params(column)
-            q = q.nprobes(p["nprobes"]).refine_factor(refine_factor(p["refine_factor"], k))
+            detail = {**p, "refine_factor": refine_factor(p["refine_factor"], k)}
+            q = q.nprobes(p["nprobes"]).refine_factor(detail["refine_factor"])
         else:
             q = q.bypass_vector_index()
         rows = _run(q, k, where, columns, "_distance")
         for r in rows:
             d = float(r.pop("_distance"))
             r["score"] = 1.0 - d  # LanceDB: cosine distance 1 - cos, dot distance 1 - x·y
-        detail = (
-            {**self.ann_query_params(column), "refine_factor": refine_factor(p["refine_factor"], k)}
-            if ann
-            else {}
-        )
         return Hits(rows, "approximate" if ann else "exact", detail)
 
     def text_search(
