@@ -4,8 +4,9 @@
                links in a temporary folder), audit it, and report the fraction of flipped
                images among the top-ranked 2 x (number flipped); the goal is >= 70%.
   --threshold  choose the near-duplicate threshold on the *training* split: cosine distance
-               between an image and a resized (0.6x) + re-encoded (JPEG q=40) copy of it,
-               against the distance of ordinary nearest neighbours.
+               between 40 images and copies of them resized and re-encoded (DEGRADATIONS:
+               2x q85, 1x q90, 1x q60, 0.9x q85, 0.6x q40), against the distance of
+               ordinary nearest neighbours.
   --duplicates near-duplicate groups, cross-class groups and train/test pairs of the whole
                data at the default threshold, the 9 byte-identical pairs among them, and the
                time the self-join took (ANN against LanceDB's exact scan, same run).

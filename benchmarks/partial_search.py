@@ -37,12 +37,20 @@ from core.io import atomic_write_json, read_json  # noqa: E402
 GRID: list[tuple[str, dict]] = [
     ("head-1e-3-4", {"unfreeze": "head", "lr": 1e-3, "epochs": 4}),
     ("blocks.6.0-1e-3-4", {"unfreeze": "blocks.6.0", "lr": 1e-3, "epochs": 4}),
+    ("blocks.5.0-1e-3-4", {"unfreeze": "blocks.5.0", "lr": 1e-3, "epochs": 4}),
+    # Five tails side by side on one frozen trunk, their probabilities averaged.
+    ("blocks.6.0-1e-3-4-x5", {"unfreeze": "blocks.6.0", "lr": 1e-3, "epochs": 4, "members": 5}),
 ]
 COMMON = {"image_size": 224, "schedule": "cosine", "label_smoothing": 0.1}
 # Relative cost per epoch of each split point (measured: ms/img to train the tail, loaded
 # 2-core CPU): the tie-breaker.
 COST = {"head": 20, "blocks.6.0": 36, "blocks.5.3": 54, "blocks.5.0": 96}
 RECORD = REPO / "core" / "resources" / "partial_search.json"
+
+
+def cost(settings: dict) -> float:
+    """Training cost per epoch, relative: the tail's cost times the number of tails."""
+    return COST.get(settings["unfreeze"], 99) * settings.get("members", 1)
 
 
 def trial_command(name: str, settings: dict, data_dir: Path, runs: Path) -> list[str]:
@@ -91,6 +99,10 @@ def summarise(name: str, settings: dict, res: dict) -> dict:
         "val_accuracy": res["val_accuracy"],
         "best_epoch": res["best_epoch"],
         "val_accuracy_per_epoch": [e["val_accuracy"] for e in res["epochs"]],
+        # Mirror averaging is chosen per epoch on validation (train --tta auto): both figures.
+        "tta": res.get("tta", "none"),
+        "val_accuracy_plain_per_epoch": [e.get("val_accuracy_plain") for e in res["epochs"]],
+        "val_accuracy_mirror_per_epoch": [e.get("val_accuracy_mirror") for e in res["epochs"]],
         "test_accuracy_reported_only": res["accuracy"],
         "train_seconds": res["train_seconds"],
         "n_train": res["n_train"],
@@ -109,7 +121,14 @@ def choose(runs: Path) -> dict:
             trials.append(trial)
     if not trials:
         raise SystemExit(f"no finished trials under {runs}")
-    best = max(trials, key=lambda t: (t["val_accuracy"], -COST.get(t["settings"]["unfreeze"], 99)))
+    # Trials of an earlier search that were not run again here keep their recorded figures.
+    done = {t["trial"] for t in trials}
+    try:
+        earlier = read_json(RECORD).get("trials", [])
+    except (OSError, ValueError):
+        earlier = []
+    trials += [t for t in earlier if t["trial"] not in done and t["trial"] in dict(GRID)]
+    best = max(trials, key=lambda t: (t["val_accuracy"], -cost(t["settings"])))
     chosen = dict(best["settings"])
     record = {
         "chosen": chosen,

@@ -123,3 +123,82 @@ def test_cached_activation_training_beats_the_linear_probe(subset40: Path, tmp_p
     res, _, _ = score_images(trained, paths, labels, workers=0)
     assert res.accuracy == pytest.approx(partial["accuracy"], abs=1 / 120 + 1e-9)
     assert RunFiles(tmp_path / "partial").best.exists()
+
+
+def test_mirror_choice_follows_validation_only() -> None:
+    """ "auto" takes the mirror average when it is more accurate on validation, whatever the
+    test set says; "none" never averages; "mirror" always does."""
+    from core.vision.train import EpochOutput, choose_tta, mirror_average
+
+    y = [0, 1, 0, 1]
+    plain = np.array([[2.0, 0.0], [0.0, 2.0], [0.0, 0.1], [2.0, 0.0]])  # 2/4 right
+    mirror = np.array([[2.0, 0.0], [0.0, 2.0], [3.0, 0.0], [0.0, 3.0]])  # averaged: 4/4
+    test_plain = np.array([[2.0, 0.0], [0.0, 2.0]])  # test: plain right, mirror wrong
+    test_mirror = np.array([[0.0, 9.0], [9.0, 0.0]])
+    out = EpochOutput(0.1, 0.9, plain, test_plain, np.zeros((2, 3)), mirror, test_mirror)
+    rec, chosen = choose_tta("auto", out, y, [0, 1])
+    assert rec["tta"] == "mirror" and rec["val_accuracy_mirror"] == 1.0
+    assert rec["val_accuracy_plain"] == 0.5 and rec["accuracy_mirror"] == 0.0
+    assert np.allclose(chosen.test_logits, mirror_average(test_plain, test_mirror))
+    # The average is of probabilities: exp(chosen) sums to one per row.
+    assert np.allclose(np.exp(chosen.val_logits).sum(1), 1.0, atol=1e-6)
+    # Validation says no (mirror worse there): plain, although the test set would agree.
+    out_worse = EpochOutput(0.1, 0.9, mirror, test_mirror, np.zeros((2, 3)), plain, test_plain)
+    rec, chosen = choose_tta("auto", out_worse, [0, 1, 1, 0], [1, 0])
+    assert rec["tta"] == "none" and chosen.test_logits is test_mirror
+    assert choose_tta("none", out, y, [0, 1])[0] == {"tta": "none"}
+    assert choose_tta("mirror", out_worse, [0, 1, 1, 0], [1, 0])[0]["tta"] == "mirror"
+    with pytest.raises(ValueError, match="--tta mirror needs --mode partial"):
+        TrainConfig(mode="linear-probe", tta="mirror")
+    with pytest.raises(ValueError, match="--tta must be one of"):
+        TrainConfig.for_mode("partial", tta="flip")
+
+
+@pytest.mark.slow
+def test_mirror_averaged_ensemble_predicts_and_scores_as_trained(
+    subset40: Path, tmp_path: Path
+) -> None:
+    """A partial run of two tails on one frozen trunk that predicts with the mirror average:
+    its result says so, its checkpoint loads as the same ensemble, and evaluate/predict on the
+    photos give the figures training reported (training read both copies of every image from
+    the activation cache; evaluate and predict run the whole network on the photos)."""
+    from PIL import Image
+
+    from core.vision.predict import predict_images
+    from core.vision.runs import load_trained, score_images
+    from core.vision.split import labelled_split
+    from core.vision.train import mirror_average
+
+    data = split_data(subset40 / "seg_train", subset40 / "seg_test")
+    cfg = TrainConfig.for_mode(
+        "partial",
+        epochs=2,
+        image_size=96,
+        workers=0,
+        unfreeze="blocks.6.0",
+        tta="mirror",
+        members=2,
+    )
+    res = run_training(cfg, data, tmp_path / "run", cache_dir=tmp_path / "cache")
+    assert res["tta"] == "mirror" and res["members"] == 2
+    best = next(r for r in res["epochs"] if r["epoch"] == res["best_epoch"])
+    assert res["accuracy"] == best["accuracy"] == best["accuracy_mirror"]
+    assert {"val_accuracy_plain", "val_accuracy_mirror", "accuracy_plain"} <= set(best)
+    trained = load_trained(tmp_path / "run")
+    assert trained.tta == "mirror" and trained.model.members == 2
+    # The members were trained apart: their heads differ.
+    assert not torch.equal(trained.model.head.weight, trained.model.extra[0][1].weight)
+    paths, labels, _ = labelled_split(subset40 / "seg_test", "test", tmp_path / "cache")
+    scored, logits, _ = score_images(trained, paths, labels, workers=0)
+    assert scored.accuracy == pytest.approx(res["accuracy"], abs=1 / 120 + 1e-9)
+    # predict averages the photo's and the mirror image's probabilities too.
+    images = [Image.open(p).convert("RGB") for p in paths[:3]]
+    preds = predict_images(trained, images)
+    x = torch.stack([trained.backbone.preprocess(False, 96)(im) for im in images])
+    with torch.inference_mode():
+        a = trained.model(x).numpy()
+        b = trained.model(x.flip(-1)).numpy()
+    want = np.exp(mirror_average(a, b))
+    got = np.array([[p.probabilities[c] for c in trained.class_names] for p in preds])
+    assert np.allclose(got, want, atol=2e-3)
+    assert np.allclose(np.exp(logits[:3]), want, atol=2e-3)

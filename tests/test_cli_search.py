@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -93,6 +94,42 @@ def test_evaluate_caption_queries(built) -> None:
     )
     assert 0 < h["pool"] < 16 and h["n_queries"] == 5 * h["pool"] == d["n_queries"]
     assert h["pool"] == 7  # the held-out photos alone
+    # the 9 photos that fitted the mapping: their captions refused, never mixed in ...
+    assert d["refused"] == {"fitted_photos": 9, "fitted_captions": 45}
+    assert d["fitted_share_pool"] == pytest.approx(9 / 16, abs=1e-4)
+    assert 0 <= semantic["fitted_share_top10"] <= 1
+    # ... or scored apart, on the same pool, leaving the fair figures as they were
+    a = cli_json(
+        "evaluate-retrieval",
+        "--index",
+        index,
+        "--captions",
+        captions,
+        "--fitted-apart",
+        "--modes",
+        "semantic",
+    )
+    assert a["refused"] is None and a["modes"]["semantic"] == semantic
+    assert a["fitted"]["n_queries"] == 45 and a["fitted"]["pool"] == d["pool"]
+    assert set(a["fitted"]["modes"]["semantic"]) >= {"R@1", "R@5", "R@10", "median_rank", "MRR"}
+
+
+def test_evaluate_caption_queries_in_another_caption_format(built, tmp_path: Path) -> None:
+    """The Flickr8k token format (`photo.jpg#n<TAB>caption`), one the keywords page reads,
+    gives the same queries and figures as captions.txt."""
+    index, captions = built
+    with captions.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))[1:]  # captions with commas are quoted
+    token = tmp_path / "Flickr8k.token.txt"
+    token.write_text(
+        "".join(f"{name}#{i % 5}\t{text}\n" for i, (name, text) in enumerate(rows)),
+        encoding="utf-8",
+    )
+    args = ("evaluate-retrieval", "--index", index, "--modes", "semantic,keyword")
+    want = cli_json(*args, "--captions", captions)
+    got = cli_json(*args, "--captions", token)
+    assert (got["pool"], got["n_queries"]) == (want["pool"], want["n_queries"]) == (184, 35)
+    assert got["modes"] == want["modes"]
 
 
 def _tree(folder: Path) -> dict[str, tuple[int, int]]:

@@ -187,3 +187,79 @@ def test_stage_bars_open_one_bar_per_stage_and_close_it(
         ("features", 3, 3),
         ("close", "features"),
     ]
+
+
+def _evil_pickle(target: Path):
+    """An object whose unpickling would create `target`: the classic pickle attack."""
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (target,))
+
+    return Evil()
+
+
+def test_garbage_weights_files_are_one_clear_line(hostile: dict[str, Path], tmp_path) -> None:
+    """`--weights` naming anything but a state dict of tensors: one line that says what the
+    file is, never torch's advice to load with weights_only=False, never code run."""
+    import torch
+
+    from core.vision.backbones import BackboneWeightsError, create_backbone
+
+    pwned = tmp_path / "pwned"
+    files = {
+        "text.pth": (b"hello, this is text " * 10, "truncated or not a PyTorch file"),
+        "random.pth": (bytes(range(256)) * 4, "truncated or not a PyTorch file"),
+        "list.pth": ([torch.zeros(3)], "not a state dict of named tensors (found list)"),
+        "nested.pth": ({"a": {"b": torch.zeros(1)}}, "not a state dict of named tensors"),
+        "evil.pth": ({"x": _evil_pickle(pwned)}, "holds Python objects"),
+    }
+    for name, (content, says) in files.items():
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            torch.save(content, path)
+        with pytest.raises(BackboneWeightsError) as info:
+            create_backbone("efficientnet_lite0", weights=path)
+        msg = str(info.value)
+        assert says in msg and str(path) in msg and "\n" not in msg, msg
+        assert "weights_only" not in msg  # never the advice to load unsafely
+    assert not pwned.exists()
+    res = run_cli(
+        "train",
+        "--train",
+        hostile["train"],
+        "--test",
+        hostile["test"],
+        "--out",
+        tmp_path / "run",
+        "--weights",
+        tmp_path / "text.pth",
+        "--workers",
+        "0",
+    )
+    line = one_error_line(res)
+    text = tmp_path / "text.pth"
+    assert line.startswith(f"error: cannot read weights file {text}: truncated or not a PyTorch")
+    assert not (tmp_path / "run").exists()
+
+
+def test_index_lists_what_a_split_layout_does_not_read(hostile: dict[str, Path]) -> None:
+    """`index` on a train/test folder: an extra/ folder beside them and an image outside a
+    class folder are listed as not indexed (IndexStats.ignored), never dropped silently."""
+    from core.search.store import list_images
+
+    loose = hostile["train"] / "loose.jpg"
+    loose.write_bytes(hostile["good"].read_bytes())
+    try:
+        ignored: list[dict] = []
+        files = list_images(hostile["data"], ignored)
+    finally:
+        loose.unlink()
+    reasons = {Path(i["path"]).name: i["reason"] for i in ignored}
+    assert set(reasons) == {"extra", "loose.jpg"}  # not the loop's .b link: not an image name
+    assert "folder beside the split folders" in reasons["extra"]
+    assert reasons["loose.jpg"] == "file outside a class folder"
+    assert not any("/extra/" in f.path or f.path.endswith("loose.jpg") for f in files)
+    assert {f.split for f in files} == {"train", "test"}

@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from core.search import build_index
-from core.search.maintenance import IndexBusyError, file_missing, index_lock, prune
+from core.search.maintenance import (
+    IndexBusyError,
+    file_missing,
+    index_lock,
+    prune,
+    read_meta_for_update,
+)
 from core.search.store import SearchIndexError, load_rows, read_meta
 from tests.helpers import IMAGE_SIZE, REPO, run_cli, strict_loads
 from tests.hostile import symlink_loop
@@ -122,7 +128,9 @@ def test_second_writer_is_refused_with_the_pid(built, encoder) -> None:
         pass
 
 
-def test_unreadable_index_json_is_rebuilt_by_index(built, tmp_path: Path, encoder) -> None:
+def test_unreadable_index_json_is_rebuilt_by_index(
+    built, tmp_path: Path, encoder, caplog: pytest.LogCaptureFixture
+) -> None:
     folder, index = built
     copy = shutil.copytree(index, tmp_path / "idx")
     (copy / "index.json").write_bytes(b'{"version": 2, "roots": {"/x": {"capt')  # torn
@@ -132,6 +140,23 @@ def test_unreadable_index_json_is_rebuilt_by_index(built, tmp_path: Path, encode
     stats = _build(folder, copy, encoder)
     assert (stats.encoded, stats.unchanged, stats.rows) == (0, 6, 6)  # nothing lost or redone
     assert read_meta(copy)["rows"] == 6
+
+    # Torn again, then `index` with no encoder options: the table kept the encoder settings
+    # (never the defaults: vectors of two input sizes in one index), said in one warning.
+    want = read_meta(copy)["encoder"]
+    (copy / "index.json").write_bytes(b"\xff\xfe not json")
+    assert read_meta_for_update(copy, warn=False)["encoder"] == want
+    caplog.clear()  # the first rebuild above warned too
+    with caplog.at_level("WARNING", logger="core.search.maintenance"):
+        res = run_cli("index", "--images", folder, "--index", copy, "--workers", "0", "--json")
+    assert res.exit_code == 0, res.stderr
+    warnings = [r.getMessage() for r in caplog.records if "rebuilding index.json" in r.message]
+    assert len(warnings) == 1 and str(copy / "index.json") in warnings[0]
+    assert strict_loads(res.stdout)["unchanged"] == 6
+    assert read_meta(copy)["encoder"]["image_size"] == IMAGE_SIZE == want["image_size"]
+    (copy / "index.json").write_bytes(b"")
+    res = run_cli("index", "--images", folder, "--index", copy, "--image-size", "64")
+    assert res.exit_code == 2 and f"image_size={IMAGE_SIZE}, not 64" in res.stderr
 
 
 def test_damaged_table_is_named_not_a_panic(built, tmp_path: Path) -> None:
@@ -189,6 +214,10 @@ def test_results_say_missing_and_the_page_prunes(built, tmp_path: Path, monkeypa
     assert res.exit_code == 0, res.stderr
     notes = " ".join(strict_loads(res.stdout)["notes"])
     assert "not look like English" in notes and "Empty query" not in notes
+    res = run_cli("search", "château", "--index", index, "--json")  # one word, not `ch teau`
+    assert res.exit_code == 0, res.stderr
+    out = strict_loads(res.stdout)
+    assert out["keywords"] == ["château"] and "not look like English" not in " ".join(out["notes"])
     for args, says in [
         (["--split", "nosuch"], "unknown split 'nosuch'"),
         (["--like", str(symlink_loop(tmp_path))], "symlink loop"),

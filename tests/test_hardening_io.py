@@ -109,3 +109,21 @@ def test_no_unverified_pickle_loads_in_the_project() -> None:
             if bad and py.name != "io.py":  # core/io.py verifies the HMAC before unpickling
                 offenders.append(f"{py.relative_to(REPO)}:{n}: {line.strip()}")
     assert not offenders, offenders
+
+
+def test_clip_weights_file_with_code_is_refused(tmp_path: Path) -> None:
+    """`--clip-weights FILE` holding a pickled object: refused in one line, nothing run, and
+    never torch's advice to load it unsafely."""
+    import torch
+
+    from core.search.clip import ClipWeightsError, load_clip
+
+    pwned = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": _Boom(pwned)}, evil)
+    with pytest.raises(ClipWeightsError) as info:
+        load_clip(weights=str(evil), device="cpu")
+    msg = str(info.value)
+    assert "refused" in msg and str(evil) in msg and "\n" not in msg
+    assert "weights_only" not in msg and "can still be loaded" not in msg
+    assert not pwned.exists()

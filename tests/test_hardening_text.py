@@ -51,3 +51,14 @@ def test_known_formats_and_plain_text_still_read() -> None:
     assert read_captions(b"image,caption\n1.jpg,A dog.\n2.jpg,A cat.\n").format == "flickr8k-csv"
     plain = read_captions(b"A dog runs.\nA photo named beach.jpg of a dog.\nA cat.\nA lake.\n")
     assert plain.format == "plain" and len(plain.captions) == 4
+
+
+def test_query_side_keeps_accented_words_whole() -> None:
+    """Search's query analysis tokenises like the captions do: an accented word is one word
+    when it is excluded (`-château`) and when a text is checked for mentions of it."""
+    from core.search.query import WORD, mentions, split_negatives
+
+    assert split_negatives("a lake -château -naïve") == ("a lake", ["château", "naïve"])
+    assert mentions("Un château près du lac", ["château", "lac", "sea"]) == ["château", "lac"]
+    assert mentions("Un chateau", ["château"]) == []  # whole words, not pieces
+    assert WORD.findall("são paulo 森の湖") == ["são", "paulo", "森の湖"]

@@ -80,6 +80,11 @@ def test_evaluation_table(page: AppTest) -> None:
     assert list(frames[0].index) == ["keyword", "category", "semantic", "hybrid"]
     assert {"P@10", "MAP"} <= set(frames[0].columns)
     assert {"R@1", "R@5", "R@10", "median_rank", "MRR"} <= set(frames[1].columns)
+    # the pool beside every figure: the 48 test images for the category queries, all 184
+    # indexed images for the caption queries (issue 11), in the table and in words
+    assert list(frames[0]["pool"]) == [48] * 4 and list(frames[1]["pool"]) == [184] * 4
+    md = _markdown(page)
+    assert "pool 48 test images" in md and "pool 184 images: all indexed" in md
 
 
 def test_no_index_offers_to_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

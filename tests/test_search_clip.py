@@ -75,7 +75,9 @@ def test_weights_that_cannot_be_had_give_one_clear_error(tiny: str, tmp_path: Pa
         clip.load_clip("ViT-Q-99")
     bad = tmp_path / "garbage.bin"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(clip.ClipWeightsError, match=r"could not be loaded.*efficientnet_lite0"):
+    with pytest.raises(
+        clip.ClipWeightsError, match=r"(could not be loaded|refused).*efficientnet_lite0"
+    ):
         clip.load_clip(tiny, str(bad))
 
 
@@ -125,3 +127,76 @@ def test_clip_index_search_and_evaluation_end_to_end(
         "evaluate-retrieval", "--index", index, "--queries", queries_csv(), "--modes", "semantic"
     )
     assert ev["pool"] == 48
+
+
+def _save_random(tiny: str, dest: Path) -> tuple[Path, clip.ClipModel]:
+    """A tiny CLIP with weights of its own (the seeded random ones, shifted) written as an
+    open_clip checkpoint, and the model."""
+    import torch
+
+    model = clip.load_clip(tiny, clip.RANDOM, "cpu")
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.model.state_dict(), dest)
+    return dest, model
+
+
+@pytest.mark.slow
+def test_weights_from_a_file_the_user_names(
+    tiny: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--clip-weights FILE`: the index is built with the file's weights, and a query from
+    another working folder finds the same file (the index records its absolute path)."""
+    weights, model = _save_random(tiny, tmp_path / "w" / "tiny.pt")
+    enc = clip.load_encoder(tiny, str(weights), "cpu")
+    assert enc.clip.weights.startswith("file:tiny.pt:")
+    want = model.encode_text(["a sandy beach"])
+    np.testing.assert_allclose(enc.clip.encode_text(["a sandy beach"]), want, atol=1e-5)
+    seeded = clip.load_clip(tiny, clip.RANDOM, "cpu").encode_text(["a sandy beach"])
+    assert not np.allclose(seeded, want, atol=1e-3)  # the file's weights, not the seeded ones
+    index = tmp_path / "idx"
+    images, _ = flickr_subset(tmp_path / "flickr", n=4)
+    with monkeypatch.context() as m:  # a relative weights path, as a user types it
+        m.chdir(weights.parent)
+        clip_args = ("--encoder", "clip", "--clip-model", tiny, "--clip-weights", weights.name)
+        d = index_json(images, index, *clip_args)
+    assert d["rows"] == 4
+    meta = json.loads((index / "index.json").read_text())
+    assert meta["encoder"]["weights"].startswith("file:tiny.pt:")
+    assert Path(meta["encoder"]["clip_weights_arg"]) == weights.resolve()
+    text = clip.load_text_backend(meta, "cpu")  # the query side, from this folder
+    np.testing.assert_allclose(text.encode(["a sandy beach"]), want, atol=1e-5)
+    d = cli_json("search", "--index", index, "a sandy beach", "--k", 2, "--mode", "semantic")
+    assert len(d["results"]) == 2
+
+
+@pytest.mark.slow
+def test_weights_from_the_hugging_face_cache_offline(
+    tiny: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pretrained tag whose weights sit in the Hugging Face cache loads with the hub
+    offline (no network is tried), and is the checkpoint that was cached."""
+    import huggingface_hub.constants as hf
+    from open_clip import pretrained
+
+    repo, commit = "sceneseek-test/tiny-clip", "0" * 40
+    snap = tmp_path / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / commit
+    _, model = _save_random(tiny, snap / "open_clip_pytorch_model.bin")
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text(commit)
+    monkeypatch.setitem(
+        pretrained._PRETRAINED, tiny, {"cached": pretrained._pcfg(hf_hub=f"{repo}/")}
+    )
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    got = clip.load_clip(tiny, "cached", "cpu")
+    assert got.weights == "cached"
+    texts = ["snow on a mountain", "a busy street"]
+    np.testing.assert_allclose(got.encode_text(texts), model.encode_text(texts), atol=1e-5)
+    (snap / "open_clip_pytorch_model.bin").unlink()  # not cached: the offline error
+    with pytest.raises(clip.ClipWeightsError, match=r"offline.*efficientnet_lite0"):
+        clip.load_clip(tiny, "cached", "cpu")

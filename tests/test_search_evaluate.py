@@ -12,6 +12,7 @@ from core.resources import queries_csv
 from core.search.evaluate import (
     EvaluationError,
     average_precision,
+    describe_evaluation,
     evaluate_queries,
     precision_at_k,
     rank_metrics,
@@ -166,10 +167,12 @@ def test_heldout_pool_flatters_and_fitted_are_scored_apart(tmp_path: Path) -> No
     assert out["modes"]["semantic"]["R@1"] == 1.0  # the small pool makes every query a hit
     assert out["refused"] is None
     assert out["fitted"]["n_queries"] == 1 and out["fitted"]["pool"] == 1
+    assert "pool 2 images: the held-out photos only" in describe_evaluation(out)
     all_pool = evaluate_captions(
         _CaptionStub(), _captions(tmp_path), ["semantic"], fitted_apart=True
     )
     assert all_pool["fitted"]["pool"] == 5
+    assert "pool 5 images: all indexed" in describe_evaluation(all_pool)
     assert all_pool["fitted"]["modes"]["semantic"]["median_rank"] == 2.0
     assert (
         all_pool["modes"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -59,7 +60,10 @@ def index_cmd(
         None, "--ray-resources", help='ray: custom resources per actor/task, JSON: {"name": 1}.'
     ),
     ann_min_rows: int | None = typer.Option(
-        None, "--ann-min-rows", help="Build an ANN index from this many rows (default 100000)."
+        None,
+        "--ann-min-rows",
+        min=0,
+        help="Build an ANN index from this many rows (default 100000).",
     ),
     prune: bool = typer.Option(
         False, "--prune", help="Remove the rows whose files are gone (with or without --images)."
@@ -83,6 +87,12 @@ def index_cmd(
         _prune(index, as_json)
         return
     check_choice("--engine", engine, ENGINES)
+    for name, value in (
+        ("--gpus-per-worker", gpus_per_worker),
+        ("--cpus-per-worker", cpus_per_worker),
+    ):
+        if not (math.isfinite(value) and value >= 0):  # click's range lets nan through
+            fail(f"{name} must be 0 or more, not {value}")
     if not is_uri(images) and not Path(images).expanduser().is_dir():
         fail(f"{images}: no such folder")
     if not is_uri(images) and not _has_images(Path(images).expanduser()):
@@ -152,6 +162,8 @@ def index_cmd(
     )
     for s in stats.skipped:
         typer.echo(f"  skipped {s['path']}: {s['reason']}")
+    for s in stats.ignored:
+        typer.echo(f"  not indexed {s['path']}: {s['reason']}")
     if out.get("mapping"):
         typer.echo(f"  text mapping: {out['mapping']['path']}")
 
@@ -204,7 +216,7 @@ def _clip_encoder(
 
     if encoder is None and (model or weights):
         encoder = "clip"
-    meta = read_meta_for_update(index) if has_meta else {}
+    meta = read_meta_for_update(index, warn=False) if has_meta else {}  # build_index says it
     try:
         return encoder_for_index(encoder, model, weights, meta, device)
     except (ClipWeightsError, ValueError) as exc:

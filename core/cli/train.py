@@ -125,6 +125,18 @@ def train_cmd(
         None, "--max-minutes", help="Stop after the epoch that passes this."
     ),
     no_amp: bool = typer.Option(False, "--no-amp", help="float32 on CUDA too (CPU always is)."),
+    tta: str = typer.Option(
+        "auto",
+        "--tta",
+        help="auto | none | mirror: average each photo with its mirror image (partial mode; "
+        "auto: when validation says so).",
+    ),
+    members: int | None = typer.Option(
+        None,
+        "--members",
+        help="partial: tails trained side by side on one frozen trunk, their probabilities "
+        "averaged (default: chosen on validation).",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from checkpoint_last.pt."),
     cache: Path | None = CACHE_OPTION,
     review: Path | None = REVIEW,
@@ -170,6 +182,8 @@ def train_cmd(
             device=device,
             amp=not no_amp,
             max_minutes=max_minutes,
+            tta=tta,
+            members=members,
         )
         check_device(cfg.device)
         if cfg.weights not in (None, "imagenet") and not Path(cfg.weights).is_file():

@@ -65,13 +65,31 @@ def _file_stamp(path: Path) -> str:
     return hashlib.sha256(stamp.encode()).hexdigest()[:16]
 
 
+WEIGHTS_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
+
+
+def _weights_path(weights: str) -> Path | None:
+    """The file `--clip-weights` names (existing or not), or None for a tag or random."""
+    path = Path(weights).expanduser()
+    if weights != RANDOM and (path.suffix in WEIGHTS_SUFFIXES or path.exists()):
+        return path
+    return None
+
+
+def absolute_weights(weights: str | None) -> str | None:
+    """A weights file as an absolute path (what the index records, so a query from another
+    working folder finds it); a tag, random or None unchanged."""
+    path = _weights_path(weights) if weights else None
+    return str(path.resolve()) if path is not None else weights
+
+
 def resolve_weights(model: str, weights: str | None) -> tuple[Any, str]:
     """(what open_clip's `pretrained` gets, the weights' identity for index.json)."""
     weights = weights or DEFAULT_PRETRAINED
     if weights == RANDOM:
         return None, RANDOM
-    path = Path(weights).expanduser()
-    if path.suffix in (".bin", ".pt", ".pth", ".safetensors") or path.exists():
+    path = _weights_path(weights)
+    if path is not None:
         if not path.is_file():
             raise ClipWeightsError(f"{weights}: no such CLIP weights file; {OFFLINE_DEFAULT}")
         return str(path), f"file:{path.name}:{_file_stamp(path)}"
@@ -154,9 +172,15 @@ def load_clip(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # random weights: the same model in the index and query process
             m, _, preprocess = oc.create_model_and_transforms(
-                model, pretrained=pretrained, device=dev
+                model, pretrained=pretrained, device=dev, weights_only=True
             )
     except Exception as exc:  # offline and not cached, damaged file, wrong architecture
+        if "weights only load failed" in str(exc).lower():  # never torch's unsafe advice
+            raise ClipWeightsError(
+                f"CLIP weights file {pretrained} refused: it is not a file of tensors only "
+                "(Python objects, or not a PyTorch file); loading it could run code from it; "
+                f"{OFFLINE_DEFAULT}"
+            ) from None
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         where = (
             f"the file {pretrained}"
@@ -291,6 +315,7 @@ def load_encoder(
     model: str = DEFAULT_MODEL, weights: str | None = None, device: str | None = None
 ) -> ClipEncoder:
     """The index-side CLIP encoder (`--encoder clip`)."""
+    weights = absolute_weights(weights)
     return ClipEncoder(load_clip(model, weights, device), weights)
 
 

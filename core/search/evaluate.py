@@ -400,9 +400,10 @@ def describe_evaluation(out: dict) -> str:
             f"{out['n_queries']} from `{Path(out['source']).name}`, pool {out['pool']} test images"
         )
     refused = (out.get("refused") or {}).get("fitted_captions", 0)
+    pool = "all indexed" if out.get("pool_kind", "all") == "all" else "the held-out photos only"
     return (
         f"{out['n_queries']} captions of {out['n_photos']} photos the mapping never saw, pool "
-        f"{out['pool']} images: all indexed; {refused} captions of photos that fitted the "
+        f"{out['pool']} images: {pool}; {refused} captions of photos that fitted the "
         "mapping refused"
     )
 

@@ -255,9 +255,54 @@ def read_arrow(tbl: Any, index_dir: str | Path | None = None) -> Any:
         raise damaged_table_error(where, exc) from exc
 
 
-def read_meta_for_update(index_dir: str | Path) -> dict:
+# --- index.json kept with the table ---------------------------------------------------------------
+
+# The vector column's metadata holds what index.json cannot be rebuilt without: the encoder the
+# vectors were made with, and the image roots with their captions files.
+KEPT_KEY = "sceneseek:index"
+
+
+def kept_part(meta: dict) -> dict:
+    """The part of index.json that the table alone cannot tell (see KEPT_KEY)."""
+    roots = meta.get("roots") or {}
+    return {
+        "encoder": meta.get("encoder"),
+        "roots": {r: {"captions": (v or {}).get("captions")} for r, v in roots.items()},
+    }
+
+
+def keep_with_table(tbl: Any, meta: dict) -> None:
+    """Store `kept_part(meta)` in the table's schema, so that an unreadable index.json is
+    rebuilt with the settings its vectors were made with. Written only when it changed (each
+    write is a table version)."""
+    from core.io import dumps_json
+
+    if tbl is None:
+        return
+    text = dumps_json(kept_part(meta), indent=None)
+    try:
+        have = (tbl.schema.field("vector").metadata or {}).get(KEPT_KEY.encode())
+        if have != text.encode():
+            tbl.update_field_metadata({"path": "vector", "metadata": {KEPT_KEY: text}})
+    except Exception as exc:  # an older LanceDB or a damaged table: index.json still has it
+        log.warning("index settings not kept with the table: %s", exc)
+
+
+def _kept_in_table(tbl: Any) -> dict:
+    import json
+
+    try:
+        raw = (tbl.schema.field("vector").metadata or {}).get(KEPT_KEY.encode())
+        kept = json.loads(raw) if raw else {}
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return {}
+    return kept if isinstance(kept, dict) else {}
+
+
+def read_meta_for_update(index_dir: str | Path, warn: bool = True) -> dict:
     """index.json for a run of `index`: {} when there is none, and also when it is unreadable
-    (garbage, truncated): the run then rebuilds it from the table, and says so."""
+    (garbage, truncated): the run then rebuilds it from the table (the encoder and roots it
+    keeps, the roots of its rows), and says so, naming the file (`warn`)."""
     from core.search.store import SearchIndexError, meta_path, read_meta
 
     if not meta_path(index_dir).exists():
@@ -265,12 +310,21 @@ def read_meta_for_update(index_dir: str | Path) -> dict:
     try:
         return read_meta(index_dir)
     except SearchIndexError as exc:
-        log.warning("rebuilding index.json from the table: %s", exc)
-        return {"roots": {r: {"captions": None} for r in _table_roots(index_dir)}}
+        meta = _rebuilt_meta(index_dir)
+        if warn:
+            lost = (
+                ""
+                if meta.get("encoder")
+                else "; the table does not keep the encoder it was built with (an index built "
+                "before SceneSeek kept it there): give the same --encoder, --backbone, "
+                "--image-size and --run as when it was built"
+            )
+            log.warning("rebuilding index.json from the table: %s%s", exc, lost)
+        return meta
 
 
-def _table_roots(index_dir: str | Path) -> list[str]:
-    """The image roots the table's rows come from (what index.json lists under "roots")."""
+def _rebuilt_meta(index_dir: str | Path) -> dict:
+    """index.json rebuilt from the table: its rows' roots, and what it keeps (KEPT_KEY)."""
     import lancedb
 
     try:
@@ -279,5 +333,13 @@ def _table_roots(index_dir: str | Path) -> list[str]:
         t = tbl.search().select(["root"]).limit(max(1, tbl.count_rows())).to_arrow()
     except Exception as exc:  # no table yet, or a damaged one: the run says so later
         log.warning("no roots recovered from the table of %s: %s", index_dir, exc)
-        return []
-    return sorted(set(t.column("root").to_pylist()) - {None, ""})
+        return {"roots": {}}
+    rows_roots = sorted(set(t.column("root").to_pylist()) - {None, ""})
+    kept = _kept_in_table(tbl)
+    roots = {r: {"captions": None} for r in rows_roots}
+    for r, v in (kept.get("roots") or {}).items():
+        roots[r] = {"captions": (v or {}).get("captions")}
+    meta: dict = {"roots": roots}
+    if isinstance(kept.get("encoder"), dict):
+        meta["encoder"] = kept["encoder"]
+    return meta

@@ -26,7 +26,9 @@ EXAMPLES = (
     "A river flows through the valley.",
     "The sky is clear and blue.",
 )
-WORD = re.compile(r"[a-z]+")
+# A word is a run of Unicode letters (`château`, `森の湖`): core.text.preprocess.WORD_RE, the one
+# tokeniser, repeated here so that serving imports no core.text until a query is analysed.
+WORD = re.compile(r"[^\W\d_]+")
 NEGATIVE = re.compile(r"(?:^|\s)-([^\s\-][^\s]*)")
 # How far an excluded word's embedding pushes the query away (q - w * mean(excluded)), chosen
 # so that "beach -people" keeps beaches first while people-heavy photos sink (README).
@@ -157,7 +159,9 @@ class Analyzer:
             emb = emb / max(float(np.linalg.norm(emb)), 1e-12)
         sims = self.class_emb @ batch[0] if n_classes else np.zeros(0)
         nearest = [(self.classes[i], round(float(sims[i]), 3)) for i in np.argsort(-sims)[:3]]
-        words = WORD.findall(text.lower())
+        from core.text.preprocess import words as tokenise
+
+        words = tokenise(text)
         known = sum(w in self.vocab or w in self.stop_words for w in words)
         ascii_share = sum(ch.isascii() for ch in text) / len(text)
         if ascii_share < 0.8 or (len(words) >= 2 and known / max(1, len(words)) < 0.4):
@@ -208,5 +212,7 @@ def word_forms(word: str) -> set[str]:
 
 def mentions(text: str, words: Sequence[str]) -> list[str]:
     """The words (any of their forms) that occur as whole words in `text`."""
-    present = set(WORD.findall((text or "").lower()))
+    from core.text.preprocess import words as tokenise
+
+    present = set(tokenise(text or ""))
     return [w for w in words if word_forms(w) & present]

@@ -44,6 +44,7 @@ from core.search.category_index import PREFIX as CATEGORY_PREFIX
 from core.search.maintenance import (
     apply_moves,
     holds_index_lock,
+    keep_with_table,
     read_arrow,
     read_meta_for_update,
 )
@@ -72,6 +73,7 @@ class IndexStats:
     unchanged: int = 0
     encoded: int = 0  # new or changed files encoded in this run
     skipped: list[dict] = field(default_factory=list)  # undecodable files with reasons
+    ignored: list[dict] = field(default_factory=list)  # folders not read (extra/ beside train/)
     deleted: int = 0
     moved: int = 0  # files found under a new path by content hash: row updated, not re-encoded
     rows: int = 0  # rows in the table afterwards
@@ -104,10 +106,11 @@ def root_of(images: str | Path) -> str:
     return str(Path(images).expanduser().resolve())
 
 
-def list_images(folder: str | Path) -> list[ImageFile]:
+def list_images(folder: str | Path, ignored: list[dict] | None = None) -> list[ImageFile]:
     """Every image under `folder` (a local folder or a URI); class folders (and Intel-style
-    split folders) become labels."""
-    from core.data.dataset import DatasetError, find_dataset
+    split folders) become labels. Folders a split layout does not read (extra/ beside train/
+    and test/) are appended to `ignored` as {"path", "reason"}: listed, never silent."""
+    from core.data.dataset import IMAGE_EXTENSIONS, DatasetError, find_dataset
     from core.search.uri import is_uri, list_uri_images
 
     if is_uri(folder):
@@ -126,13 +129,17 @@ def list_images(folder: str | Path) -> list[ImageFile]:
 
     try:
         ds = find_dataset(root)
+        if ignored is not None:  # folders, and images outside a class folder
+            ignored += [
+                {"path": str(p), "reason": why}
+                for p, why in ds.ignored
+                if p.is_dir() or p.suffix.lower() in IMAGE_EXTENSIONS
+            ]
         if ds.layout != "class-folders":
             return [ImageFile(resolved(r.path), r.split, r.label or "") for r in ds.records]
         return [ImageFile(resolved(r.path), "", r.label or "") for r in ds.records]
     except DatasetError:
         pass
-    from core.data.dataset import IMAGE_EXTENSIONS
-
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     return [ImageFile(resolved(p), "", "") for p in files if p.is_file() or p.is_symlink()]
 
@@ -469,8 +476,9 @@ def build_index(
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
     root = root_of(images)
-    files = list_images(images)
-    stats = IndexStats(root=root, found=len(files))
+    not_read: list[dict] = []
+    files = list_images(images, not_read)
+    stats = IndexStats(root=root, found=len(files), ignored=not_read)
     meta = read_meta_for_update(index_dir)  # {} when missing; rebuilt when unreadable
     if encoder is None:
         name = backbone or meta.get("encoder", {}).get("backbone") or DEFAULT_BACKBONE
@@ -714,8 +722,6 @@ def _write_meta(index_dir: Path, meta: dict, encoder: Any, tbl, root: str, capti
         "feature_dim": encoder.feature_dim,
         "imagenet_note": encoder.imagenet_note,
     }
-    meta["rows"] = tbl.count_rows() if tbl is not None else 0
-    meta["table_version"] = tbl.version if tbl is not None else None
     roots = meta.setdefault("roots", {})
     roots[root] = {
         "captions": str(Path(captions).resolve())
@@ -723,6 +729,9 @@ def _write_meta(index_dir: Path, meta: dict, encoder: Any, tbl, root: str, capti
         else roots.get(root, {}).get("captions"),
         "last_run": stats.to_dict(),
     }
+    keep_with_table(tbl, meta)  # the encoder and roots outlive an unreadable index.json
+    meta["rows"] = tbl.count_rows() if tbl is not None else 0
+    meta["table_version"] = tbl.version if tbl is not None else None
     atomic_write_json(meta_path(index_dir), meta)
 
 

@@ -164,18 +164,36 @@ def map_lite0_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict of tensors from `path`, read with weights_only=True (never code); any other
+    file raises BackboneWeightsError in one line."""
+    cannot = f"cannot read weights file {path}"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
-        # One line: torch's own messages run over several.
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    except pickle.UnpicklingError as exc:
+        # torch's message advises weights_only=False: never repeat that advice to users.
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        why = (
+            f"it holds Python objects ({found.group(1)}), not only tensors; loading it could "
+            "run code from the file"
+            if found
+            else "truncated or not a PyTorch file"
+        )
+        raise BackboneWeightsError(f"{cannot}: {why}") from None
+    except (OSError, RuntimeError, ValueError, EOFError, KeyError, IndexError, TypeError) as exc:
+        # The unpickler raises assorted errors on bytes that are not a PyTorch file.
         raise BackboneWeightsError(
-            f"cannot read weights file {path}: not a PyTorch state dict of tensors ({reason})"
-        ) from exc
+            f"{cannot}: truncated or not a PyTorch file ({type(exc).__name__})"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise BackboneWeightsError(
+            f"{cannot}: not a state dict of named tensors (found {type(state).__name__})"
+        )
     return state
 
 

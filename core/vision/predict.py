@@ -10,6 +10,7 @@ from PIL import Image
 
 from core.vision.backbones import IMAGENET, Backbone, BackboneWeightsError, create_backbone
 from core.vision.runs import TrainedModel
+from core.vision.train import mirror_average
 
 
 @dataclass
@@ -51,7 +52,11 @@ def predict_images(
     ref, note = reference if reference is not None else imagenet_reference(trained)
     # OpenVINO / ONNX Runtime on CPUs, PyTorch on CUDA (core.vision.inference); loaded once.
     run_inf = attached(trained, lambda: load_run_inference(trained))
-    probs = softmax_np(run_inf.run(torch.stack([run_inf.transform(im) for im in images]))["logits"])
+    batch = torch.stack([run_inf.transform(im) for im in images])
+    logits = run_inf.run(batch)["logits"]
+    if trained.tta == "mirror":  # the average validation chose for this checkpoint
+        logits = mirror_average(logits, run_inf.run(batch.flip(-1))["logits"])
+    probs = softmax_np(logits)
     inet = None
     if ref is not None:
         # ImageNet head at the weights' own input size, as it was trained.

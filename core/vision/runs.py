@@ -27,6 +27,7 @@ from core.vision.train import (
     check_device,
     evaluate,
     load_checkpoint,
+    mirror_average,
 )
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ class RunInfo:
             "epochs": f"{len(self.metrics)}/{c.get('epochs')}",
             "test accuracy": self.accuracy,
             "chosen by": self.selected_by_text,
+            "tails": c.get("members", 1),
+            "test-time mirror": (self.result or {}).get("tta", "none") == "mirror",
             "state": self.state,
         }
 
@@ -151,6 +154,17 @@ class TrainedModel:
     epoch: int
     device: torch.device
     checkpoint: Path
+    tta: str = "none"  # "mirror": predictions average each photo's and its mirror image's
+
+
+def checkpoint_tta(ckpt: dict[str, Any]) -> str:
+    """How a checkpoint predicts: the test-time augmentation validation chose for its epoch
+    (runs written before mirror averaging: "none")."""
+    history = ckpt.get("history") or []
+    for record in history:
+        if record.get("epoch") == ckpt.get("epoch"):
+            return str(record.get("tta", "none"))
+    return "none"
 
 
 CHECKPOINTS = ("best", "last")
@@ -187,17 +201,24 @@ def load_trained(
         raise CheckpointError(f"{path}: its config is not valid ({exc})") from None
     trained_head_only = ckpt["trained"] == "head"
     backbone = create_backbone(cfg.backbone, cfg.weights if trained_head_only else None)
-    model = SceneClassifier(backbone, len(ckpt["class_names"]))
+    model = SceneClassifier(backbone, len(ckpt["class_names"]), cfg.members, cfg.unfreeze)
     target = model.head if trained_head_only else model
     try:
         target.load_state_dict(ckpt["model"], strict=True)
     except (RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:200]
+        first = " ".join(str(exc).split())[:240]  # torch's first line alone says nothing
         raise CheckpointError(f"{path}: its tensors do not fit {cfg.backbone} ({first})") from None
     dev = check_device(device or cfg.device)
     model.eval().to(dev, memory_format=torch.channels_last)
     return TrainedModel(
-        model, backbone, list(ckpt["class_names"]), cfg, int(ckpt["epoch"]), dev, path
+        model,
+        backbone,
+        list(ckpt["class_names"]),
+        cfg,
+        int(ckpt["epoch"]),
+        dev,
+        path,
+        checkpoint_tta(ckpt),
     )
 
 
@@ -218,6 +239,11 @@ def score_images(
     tf = trained.backbone.preprocess(False, trained.config.image_size)
     loader = make_loader(paths, y, tf, batch_size, workers=workers, device=trained.device)
     logits, feats = evaluate(trained.model, loader, trained.device, trained.config.amp, hooks)
+    if trained.tta == "mirror":
+        mirrored, _ = evaluate(
+            trained.model, loader, trained.device, trained.config.amp, hooks, mirror=True
+        )
+        logits = mirror_average(logits, mirrored)
     return (
         classification_result(np.asarray(y), logits.argmax(1), trained.class_names),
         logits,
@@ -260,6 +286,7 @@ def score_run(
         "epochs": info.metrics,
         "checkpoint": checkpoint,
         "checkpoint_epoch": trained.epoch,
+        "tta": trained.tta,
         # Which split chose the checkpoint: "validation"; None for "last" (nothing chose it)
         # and for runs written before validation splits (chosen on the test set).
         "selected_by": chosen_by,

@@ -8,9 +8,14 @@ Modes:
                 image; its activations are cached on disk (core.vision.activations) and every
                 epoch trains the unfrozen last block(s) and the head on them: about a minute
                 an epoch on a CPU instead of twenty. Flips are the augmentation (rotation
-                cannot apply to cached activations). How much to unfreeze, the epochs and the
-                learning rate default to the choice made on validation by
-                benchmarks/partial_search.py (core/resources/partial_search.json).
+                cannot apply to cached activations). How much to unfreeze, the epochs, the
+                learning rate and the number of tails (`members`: copies of the tail trained
+                side by side on the one cache, their probabilities averaged) default to the
+                choice made on validation by benchmarks/partial_search.py
+                (core/resources/partial_search.json). The cache holds every image's mirror
+                activations, so validation also decides, epoch by epoch, whether predictions
+                average each photo with its mirror image (`tta`); evaluate and predict do
+                what the chosen checkpoint's epoch did.
   fine-tune     every layer is trained on images, with the augmentation.
 
 Model selection uses validation only: every run holds out a validation set (the data set's
@@ -31,6 +36,7 @@ gradient scaler, epoch) and loses at most the epoch in progress.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -67,10 +73,14 @@ log = logging.getLogger(__name__)
 
 MODES = ("linear-probe", "fine-tune", "partial")
 SCHEDULES = ("step", "cosine")
+# Test-time augmentation: "mirror" averages the class probabilities of a photo and its mirror
+# image; "auto" lets validation choose it per epoch where it is free (partial mode, whose
+# cache holds every image's mirror activations); other modes predict plainly.
+TTA_CHOICES = ("auto", "none", "mirror")
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 CHECKPOINT_FORMAT = 2
 # Settings that define what a run's checkpoints contain; a resume must not change them.
-FIXED_ON_RESUME = ("backbone", "weights", "mode", "image_size", "seed", "unfreeze")
+FIXED_ON_RESUME = ("backbone", "weights", "mode", "image_size", "seed", "unfreeze", "members")
 PARTIAL_SEARCH = Path(__file__).resolve().parents[1] / "resources" / "partial_search.json"
 # Partial-mode settings used when the search record is missing (what the search started from).
 PARTIAL_FALLBACK = {
@@ -159,6 +169,8 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA (fp16 + GradScaler); the CPU stays float32
     eval_batch_size: int = 64
     max_minutes: float | None = None  # stop after the epoch that passes this budget
+    tta: str = "auto"  # TTA_CHOICES; "auto": validation decides (partial mode)
+    members: int = 1  # partial: tails trained side by side on the cached activations
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -214,6 +226,22 @@ class TrainConfig:
                 f"--workers must be >= 0, not {self.workers}",
             ),
             (self.eval_batch_size >= 1, "eval batch size must be at least 1"),
+            (
+                1 <= self.members <= 16,
+                f"--members must be between 1 and 16, not {self.members}",
+            ),
+            (
+                self.members == 1 or self.mode == "partial",
+                "--members above 1 needs --mode partial (tails on cached activations)",
+            ),
+            (
+                self.tta in TTA_CHOICES,
+                f"--tta must be one of {', '.join(TTA_CHOICES)}, not {self.tta!r}",
+            ),
+            (
+                self.tta != "mirror" or self.mode == "partial",
+                "--tta mirror needs --mode partial (its cache holds the mirror images)",
+            ),
             (
                 self.max_minutes is None or self.max_minutes > 0,
                 f"--max-minutes must be positive, not {self.max_minutes}",
@@ -277,19 +305,65 @@ class RunFiles:
 
 
 class SceneClassifier(nn.Module):
-    """Backbone trunk + a linear head over its penultimate features."""
+    """Backbone trunk + a linear head over its penultimate features.
 
-    def __init__(self, backbone: Backbone, n_classes: int) -> None:
+    With `members` > 1 (partial mode) it is an ensemble of tails on one frozen trunk: the
+    backbone's own tail (the units from `split` on) and head are member 0, and `extra` holds
+    members 1.. as copies of that tail with their own heads. The frozen part runs once; the
+    prediction is the mean of the members' class probabilities (returned as its log, so
+    argmax and cross-entropy read it as logits) and the features are the members' mean."""
+
+    def __init__(
+        self, backbone: Backbone, n_classes: int, members: int = 1, split: str | None = None
+    ) -> None:
         super().__init__()
         self.backbone = backbone.model
         self.head = nn.Linear(backbone.feature_dim, n_classes)
+        self.extra = nn.ModuleList()
+        self._parts: tuple[nn.Module, nn.Module] | None = None  # not registered: shared modules
+        if members > 1:
+            from core.vision.activations import split_trunk
+
+            if split is None:
+                raise ValueError("an ensemble of tails needs the split point (unfreeze)")
+            frozen, tail = split_trunk(backbone, split)
+            self._parts = (frozen, tail)
+            for _ in range(members - 1):
+                self.extra.append(
+                    nn.Sequential(copy.deepcopy(tail), nn.Linear(backbone.feature_dim, n_classes))
+                )
+
+    @property
+    def members(self) -> int:
+        return 1 + len(self.extra)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        return self.forward_with_features(x)[1]
 
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.backbone(x)
-        return feats, self.head(feats)
+        if self._parts is None:
+            feats = self.backbone(x)
+            return feats, self.head(feats)
+        return self.tails_forward(self._parts[0](x))
+
+    def member_forward(self, i: int, a: torch.Tensor) -> torch.Tensor:
+        """Member i's logits from the frozen part's activations `a` (training)."""
+        if i == 0:
+            assert self._parts is not None
+            return self.head(self._parts[1](a))
+        return self.extra[i - 1](a)
+
+    def tails_forward(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean features, log of the mean class probability) of every member from `a`."""
+        assert self._parts is not None
+        feats = [self._parts[1](a)]
+        logps = [self.head(feats[0]).float().log_softmax(1)]
+        for member in self.extra:
+            f = member[0](a)
+            feats.append(f)
+            logps.append(member[1](f).float().log_softmax(1))
+        logp = torch.logsumexp(torch.stack(logps), 0) - math.log(len(logps))
+        return torch.stack(feats).mean(0), logp
 
 
 def seed_everything(seed: int) -> None:
@@ -397,17 +471,29 @@ def evaluate(
     amp: bool = True,
     hooks: Hooks | None = None,
     stage: str = "evaluating",
+    mirror: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, penultimate features) over the loader, in order."""
+    """(logits, penultimate features) over the loader, in order; of the mirror images when
+    `mirror` (the preprocessing is a centred crop, so flipping the tensor flips the photo)."""
     model.eval().to(device, memory_format=torch.channels_last)
     logits, feats = [], []
     progress = (lambda d, t: hooks.on_stage(stage, d, t)) if hooks and hooks.on_stage else None
     with torch.inference_mode(), precision(device, amp):
         for x, _ in batches(loader, device, progress):
+            if mirror:
+                x = x.flip(-1)
             f, z = model.forward_with_features(x)
             feats.append(f.float().cpu().numpy())
             logits.append(z.float().cpu().numpy())
     return np.concatenate(logits), np.concatenate(feats)
+
+
+def mirror_average(logits: np.ndarray, mirror_logits: np.ndarray) -> np.ndarray:
+    """Log of the mean class probability of a photo and its mirror image (usable as logits:
+    argmax and cross-entropy see the averaged probabilities)."""
+    a = torch.from_numpy(np.asarray(logits, np.float32)).log_softmax(1)
+    b = torch.from_numpy(np.asarray(mirror_logits, np.float32)).log_softmax(1)
+    return (torch.logaddexp(a, b) - math.log(2)).numpy()
 
 
 def epoch_metrics(
@@ -635,11 +721,11 @@ def run_training(
     except BackboneWeightsError:
         raise
     except RuntimeError as exc:  # a state dict of another network: say so in one line
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        first = " ".join(str(exc).split())[:240]  # torch's first line alone says nothing
         raise BackboneWeightsError(
             f"weights {cfg.weights} do not fit {cfg.backbone}: {first}"
         ) from None
-    model = SceneClassifier(backbone, len(data.class_names))
+    model = SceneClassifier(backbone, len(data.class_names), cfg.members, cfg.unfreeze)
     params = set_trainable(model, backbone, cfg.mode, cfg.unfreeze)
     model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -691,12 +777,14 @@ def run_training(
         lr = optimizer.param_groups[0]["lr"]
         out = step(epoch, criterion, optimizer)
         scheduler.step()
+        tta, out = choose_tta(cfg.tta, out, part.val_labels, data.test_labels)
         record = {
             "epoch": epoch,
             "train_loss": out.train_loss,
             "train_accuracy": out.train_accuracy,
             **epoch_metrics(out.val_logits, part.val_labels, data.class_names, "val_"),
             **epoch_metrics(out.test_logits, data.test_labels, data.class_names),
+            **tta,
             "lr": lr,
             "seconds": time.perf_counter() - t0,
         }
@@ -754,6 +842,34 @@ def run_training(
     )
 
 
+def choose_tta(
+    setting: str, out: EpochOutput, val_labels: Sequence[int], test_labels: Sequence[int]
+) -> tuple[dict[str, Any], EpochOutput]:
+    """Plain or mirror-averaged predictions for an epoch: `setting` "mirror" or "none", or
+    "auto": the mirror average when it is more accurate on validation (ties stay plain).
+    Returns the record fields (the choice and both validation figures; the test figures
+    report) and the epoch output with the chosen logits."""
+    if out.val_mirror is None or out.test_mirror is None or setting == "none":
+        return {"tta": "none"}, out
+    val_avg = mirror_average(out.val_logits, out.val_mirror)
+    test_avg = mirror_average(out.test_logits, out.test_mirror)
+
+    def acc(logits: np.ndarray, labels: Sequence[int]) -> float:
+        return float((logits.argmax(1) == np.asarray(labels)).mean())
+
+    fields_ = {
+        "val_accuracy_plain": acc(out.val_logits, val_labels),
+        "val_accuracy_mirror": acc(val_avg, val_labels),
+        "accuracy_plain": acc(out.test_logits, test_labels),
+        "accuracy_mirror": acc(test_avg, test_labels),
+    }
+    use = setting == "mirror" or fields_["val_accuracy_mirror"] > fields_["val_accuracy_plain"]
+    if not use:
+        return {"tta": "none", **fields_}, out
+    chosen = EpochOutput(out.train_loss, out.train_accuracy, val_avg, test_avg, out.test_features)
+    return {"tta": "mirror", **fields_}, chosen
+
+
 def _trained_state(model: SceneClassifier, mode: str) -> dict[str, torch.Tensor]:
     # A linear probe changes only the head; the frozen backbone is rebuilt from its weights.
     module = model.head if mode == "linear-probe" else model
@@ -783,6 +899,9 @@ class EpochOutput:
     val_logits: np.ndarray
     test_logits: np.ndarray
     test_features: np.ndarray
+    # The mirror images' logits, where a mode has them for free (partial); None elsewhere.
+    val_mirror: np.ndarray | None = None
+    test_mirror: np.ndarray | None = None
 
 
 StepFn = Callable[[int, nn.Module, torch.optim.Optimizer], EpochOutput]
@@ -904,50 +1023,72 @@ def _partial_steps(ctx: _Context) -> StepFn:
         x = pool[rows, flips] if flips is not None else pool[rows, 0]
         return torch.from_numpy(np.ascontiguousarray(x)).to(device)
 
-    def infer(arr: np.ndarray, rows: np.ndarray, stage: str) -> tuple[np.ndarray, np.ndarray]:
+    def infer(arr: np.ndarray, rows: np.ndarray, copy: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, features) of the photos (copy 0) or their mirror images (copy 1)."""
         tail.eval()
         model.head.eval()
+        model.extra.eval()
         feats, logits = [], []
         with torch.inference_mode(), precision(device, cfg.amp):
             for i in range(0, len(rows), cfg.eval_batch_size):
                 r = rows[i : i + cfg.eval_batch_size]
-                x = torch.from_numpy(np.ascontiguousarray(arr[r, 0])).to(device)
-                f = tail(x.contiguous(memory_format=torch.channels_last))
+                x = torch.from_numpy(np.ascontiguousarray(arr[r, copy])).to(device)
+                x = x.contiguous(memory_format=torch.channels_last)
+                if model.members > 1:
+                    f, z = model.tails_forward(x)
+                else:
+                    f = tail(x)
+                    z = model.head(f)
                 feats.append(f.float().cpu().numpy())
-                logits.append(model.head(f).float().cpu().numpy())
+                logits.append(z.float().cpu().numpy())
         return np.concatenate(logits), np.concatenate(feats)
 
-    def step(epoch: int, criterion: nn.Module, optimizer: torch.optim.Optimizer) -> EpochOutput:
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    def draws(epoch: int, member: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each member's own shuffle and mirror choices (member 0: those of a single tail)."""
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 7919 * member)
         order = torch.randperm(len(train_idx), generator=gen).numpy()
         flips = (
             torch.randint(0, 2, (len(train_idx),), generator=gen).numpy()
             if cfg.hflip
             else np.zeros(len(train_idx), dtype=np.int64)
         )
+        return order, flips
+
+    def step(epoch: int, criterion: nn.Module, optimizer: torch.optim.Optimizer) -> EpochOutput:
+        plans = [draws(epoch, m) for m in range(model.members)]
         tail.train()
         model.head.train()
+        model.extra.train()
         tally = _Tally()
         stage = f"epoch {epoch}/{cfg.epochs}"
-        for i in range(0, len(order), cfg.batch_size):
-            _check_stop(hooks)
-            pick = order[i : i + cfg.batch_size]
-            rows = train_idx[pick]
-            # Sorted rows read the memory-mapped cache in file order; labels follow them.
-            srt = np.argsort(rows)
-            rows, fl = rows[srt], flips[pick][srt]
-            x = forward_rows(rows, fl).contiguous(memory_format=torch.channels_last)
-            y = y_all[torch.from_numpy(rows)].to(device)
-            with precision(device, cfg.amp):
-                logits = model.head(tail(x))
-            loss = criterion(logits.float(), y)
-            _optimise(loss, optimizer, ctx.scaler)
-            n = tally.add(loss, logits, y)
-            if hooks.on_stage:
-                hooks.on_stage(stage, n, len(order))
-        val_logits, _ = infer(pool, part.val_idx, "validating")
-        test_logits, test_feats = infer(test, np.arange(len(data.test_paths)), "testing")
-        return EpochOutput(*tally.means(), val_logits, test_logits, test_feats)
+        for i in range(0, len(train_idx), cfg.batch_size):
+            for member, (order, flips) in enumerate(plans):
+                _check_stop(hooks)
+                pick = order[i : i + cfg.batch_size]
+                rows = train_idx[pick]
+                # Sorted rows read the memory-mapped cache in file order; labels follow them.
+                srt = np.argsort(rows)
+                rows, fl = rows[srt], flips[pick][srt]
+                x = forward_rows(rows, fl).contiguous(memory_format=torch.channels_last)
+                y = y_all[torch.from_numpy(rows)].to(device)
+                with precision(device, cfg.amp):
+                    logits = (
+                        model.member_forward(member, x)
+                        if model.members > 1
+                        else model.head(tail(x))
+                    )
+                loss = criterion(logits.float(), y)
+                _optimise(loss, optimizer, ctx.scaler)
+                n = tally.add(loss, logits, y)
+                if hooks.on_stage:
+                    hooks.on_stage(stage, n, len(train_idx) * model.members)
+        test_rows = np.arange(len(data.test_paths))
+        val_logits, _ = infer(pool, part.val_idx)
+        test_logits, test_feats = infer(test, test_rows)
+        mirrors: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+        if cfg.tta != "none":
+            mirrors = (infer(pool, part.val_idx, 1)[0], infer(test, test_rows, 1)[0])
+        return EpochOutput(*tally.means(), val_logits, test_logits, test_feats, *mirrors)
 
     return step
 
@@ -1028,6 +1169,8 @@ def write_result(
         "mode": cfg.mode,
         "image_size": cfg.image_size,
         "unfreeze": cfg.unfreeze if cfg.mode == "partial" else None,
+        "tta": best.get("tta", "none"),  # how the reported checkpoint predicts
+        "members": cfg.members,
         "epochs": history,
         "epochs_done": len(history),
         "epochs_planned": cfg.epochs,

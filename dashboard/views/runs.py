@@ -163,6 +163,11 @@ st.plotly_chart(plots.training_curves(run.metrics, "per epoch"))
 st.caption(
     f"Checkpoint chosen by: **{run.selected_by_text}**"
     + (f" — {run.config.get('validation')}" if run.config.get("validation") else "")
+    + (
+        "; predictions average each photo with its mirror image (validation chose it)"
+        if (run.result or {}).get("tta") == "mirror"
+        else ""
+    )
 )
 with st.expander("Config"):
     st.json(run.config)

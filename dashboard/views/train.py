@@ -76,6 +76,15 @@ with st.expander("More settings"):
         help="Share of training images held out (stratified, seeded) when the data set has no "
         "val/ folder. Validation alone chooses the best checkpoint; the test set only reports.",
     )
+    members = st.number_input(
+        "Tails (partial mode)",
+        1,
+        16,
+        defaults.members,
+        disabled=mode != "partial",
+        help="Copies of the unfrozen tail trained side by side on the cached activations; "
+        "predictions average their probabilities. The default was chosen on validation.",
+    )
 st.caption(
     f"{MODE_HELP[mode]}. {len(data.train_paths)} training and {len(data.test_paths)} "
     f"test images, {len(data.class_names)} classes. Runs are saved under `{runs_dir}`."
@@ -112,6 +121,7 @@ if start:
             step_size=int(step_size),
             seed=int(seed),
             val_fraction=float(val_fraction),
+            members=int(members) if mode == "partial" else None,
             workers=0,
         )
         resume = False
