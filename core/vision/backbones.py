@@ -163,27 +163,62 @@ def map_lite0_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+class TorchFileError(ValueError):
+    """A file torch.load(weights_only=True) refused. `objects` is set when the file holds
+    Python objects (the global torch named, or "" when it named none); otherwise the bytes
+    are not a PyTorch file and `cause` names the error."""
+
+    def __init__(self, objects: str | None, cause: str) -> None:
+        super().__init__(cause)
+        self.objects = objects
+        self.cause = cause
+
+
+def load_tensors_file(path: str | Path) -> Any:
+    """torch.load(weights_only=True) of `path`: tensors and plain values, never code. Every
+    failure is one TorchFileError; torch's own message (which advises turning the safety
+    off) never reaches a user."""
+    import warnings
+    import zipfile
+
+    try:
+        with warnings.catch_warnings():  # torch warns on odd headers; the error says it
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc)
+        if "global" not in detail.lower():  # not an object it refused: bytes it cannot parse
+            raise TorchFileError(None, "UnpicklingError") from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", detail)
+        raise TorchFileError(found.group(1) if found else "", "UnpicklingError") from None
+    except (
+        OSError,
+        RuntimeError,
+        ValueError,
+        EOFError,
+        KeyError,
+        IndexError,
+        TypeError,
+        zipfile.BadZipFile,
+    ) as exc:  # the unpickler raises assorted errors on bytes that are not a PyTorch file
+        raise TorchFileError(None, type(exc).__name__) from None
+
+
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
     """A state dict of tensors from `path`, read with weights_only=True (never code); any other
     file raises BackboneWeightsError in one line."""
     cannot = f"cannot read weights file {path}"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # torch's message advises weights_only=False: never repeat that advice to users.
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        state = load_tensors_file(path)
+    except TorchFileError as exc:
         why = (
-            f"it holds Python objects ({found.group(1)}), not only tensors; loading it could "
+            f"it holds Python objects ({exc.objects}), not only tensors; loading it could "
             "run code from the file"
-            if found
+            if exc.objects
             else "truncated or not a PyTorch file"
+            + ("" if exc.cause == "UnpicklingError" else f" ({exc.cause})")
         )
         raise BackboneWeightsError(f"{cannot}: {why}") from None
-    except (OSError, RuntimeError, ValueError, EOFError, KeyError, IndexError, TypeError) as exc:
-        # The unpickler raises assorted errors on bytes that are not a PyTorch file.
-        raise BackboneWeightsError(
-            f"{cannot}: truncated or not a PyTorch file ({type(exc).__name__})"
-        ) from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import io
 import json
@@ -707,6 +708,7 @@ def load_run_inference(
 INT8_CALIBRATION = 200  # photos used when the caller gives more
 
 
+@functools.cache
 def cpu_has_vnni() -> bool:
     """Whether the CPU has VNNI int8 dot products (Linux /proc/cpuinfo; elsewhere assumed).
     Without them ONNX Runtime's u8s8 kernels can saturate 16-bit sums (measured on a CPU

@@ -40,11 +40,7 @@ import copy
 import json
 import logging
 import math
-import pickle
-import re
 import time
-import warnings
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -65,7 +61,14 @@ from core.io import (
     read_json,
     read_jsonl,
 )
-from core.vision.backbones import IMAGENET, Backbone, BackboneWeightsError, create_backbone
+from core.vision.backbones import (
+    IMAGENET,
+    Backbone,
+    BackboneWeightsError,
+    TorchFileError,
+    create_backbone,
+    load_tensors_file,
+)
 from core.vision.features import batches, cached_features, make_loader
 from core.vision.split import DEFAULT_VAL_FRACTION, Partition, SplitData, make_partition
 
@@ -558,29 +561,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     redo = (
         "retrain the run (python -m core train ... --out NEW_FOLDER) with this version of SceneSeek"
     )
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        with warnings.catch_warnings():  # torch warns on odd headers; the error below says it
-            warnings.simplefilter("ignore", UserWarning)
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        detail = str(exc)
-        if "global" not in detail.lower():  # not an object it refused: bytes it cannot parse
+        ckpt = load_tensors_file(path)
+    except TorchFileError as exc:
+        if exc.objects is None:
+            cause = "" if exc.cause == "UnpicklingError" else f": {exc.cause}"
             raise CheckpointError(
-                f"{path}: not a readable checkpoint (truncated or not a PyTorch file); {redo}"
+                f"{path}: not a readable checkpoint (truncated or not a PyTorch file{cause}); "
+                f"{redo}"
             ) from None
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", detail)
-        first = f"it needs {found.group(1)}" if found else "it needs arbitrary Python objects"
+        first = f"it needs {exc.objects}" if exc.objects else "it needs arbitrary Python objects"
         raise CheckpointError(
             f"{path}: refused to load: the checkpoint holds Python objects, not only tensors "
             f"({first}); loading it could run code from the file. If it is an old "
             f"SceneSeek run, {redo}"
-        ) from None
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated or not a PyTorch file: "
-            f"{type(exc).__name__}); {redo}"
         ) from None
     return _normalize_checkpoint(path, ckpt, redo)
 
@@ -1023,8 +1019,8 @@ def _partial_steps(ctx: _Context) -> StepFn:
         x = pool[rows, flips] if flips is not None else pool[rows, 0]
         return torch.from_numpy(np.ascontiguousarray(x)).to(device)
 
-    def infer(arr: np.ndarray, rows: np.ndarray, copy: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """(logits, features) of the photos (copy 0) or their mirror images (copy 1)."""
+    def infer(arr: np.ndarray, rows: np.ndarray, view: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, features) of the photos (view 0) or their mirror images (view 1)."""
         tail.eval()
         model.head.eval()
         model.extra.eval()
@@ -1032,7 +1028,7 @@ def _partial_steps(ctx: _Context) -> StepFn:
         with torch.inference_mode(), precision(device, cfg.amp):
             for i in range(0, len(rows), cfg.eval_batch_size):
                 r = rows[i : i + cfg.eval_batch_size]
-                x = torch.from_numpy(np.ascontiguousarray(arr[r, copy])).to(device)
+                x = torch.from_numpy(np.ascontiguousarray(arr[r, view])).to(device)
                 x = x.contiguous(memory_format=torch.channels_last)
                 if model.members > 1:
                     f, z = model.tails_forward(x)
