@@ -37,9 +37,9 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
+    from core.data.split import split_data, stratified_split
     from core.vision.features import make_loader
     from core.vision.runs import load_trained
-    from core.vision.split import split_data, stratified_split
     from core.vision.train import evaluate
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -24,9 +24,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from core.config import shared_data_dir  # noqa: E402
+from core.data.split import labelled_split  # noqa: E402
 from core.vision.eigen import EigenImageClassifier, fit_sweep  # noqa: E402
 from core.vision.gray import load_gray_images  # noqa: E402
-from core.vision.split import labelled_split  # noqa: E402
 
 K = 39
 K_MAX = 200  # the dashboard slider's range

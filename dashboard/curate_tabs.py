@@ -19,7 +19,19 @@ from core.curate.audit import Audit, audit_at
 from core.curate.duplicates import DEFAULT_THRESHOLD
 from core.curate.embedmap import METHODS, MapParams, cached_map
 from core.curate.export import ExportError, export_folder, export_zip
-from core.curate.imagenet_groups import (
+from core.curate.labels import LabelIssue
+from core.curate.vectors import imagenet_top1
+from core.data.review import (
+    ACTIONS,
+    UNDECIDED,
+    Review,
+    ReviewError,
+    load_review,
+    review_file,
+    save_review,
+)
+from core.search.store import meta_path
+from core.text.imagenet_groups import (
     GroupsError,
     ImagenetGroups,
     add_suggestions,
@@ -29,18 +41,6 @@ from core.curate.imagenet_groups import (
     suggest_groups,
     user_groups_path,
 )
-from core.curate.labels import LabelIssue
-from core.curate.review import (
-    ACTIONS,
-    UNDECIDED,
-    Review,
-    ReviewError,
-    load_review,
-    review_file,
-    save_review,
-)
-from core.curate.vectors import imagenet_top1
-from core.search.store import meta_path
 from dashboard import plots_curate as plots
 from dashboard.common import cache_dir, load_engine, thumbnail
 

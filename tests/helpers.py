@@ -47,8 +47,8 @@ def make_intel_subset(dest: Path, n_train: int, n_test: int) -> Path:
 def gray_splits(root: Path, size: int) -> dict[str, tuple]:
     """{"train"|"test": (gray pixels, labels)} of an Intel-layout folder, as the library
     loads them (usable files of seg_<split>/<class>/, decoded at size x size)."""
+    from core.data.split import labelled_split
     from core.vision.gray import load_gray_images
-    from core.vision.split import labelled_split
 
     out = {}
     for split in ("train", "test"):

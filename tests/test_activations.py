@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.data.split import split_data
 from core.vision.activations import (
     SplitPointError,
     cached_activations,
@@ -17,7 +18,6 @@ from core.vision.activations import (
     trunk_units,
 )
 from core.vision.backbones import create_backbone
-from core.vision.split import split_data
 from core.vision.train import RunFiles, TrainConfig, run_training
 from tests.helpers import make_intel_subset
 
@@ -121,8 +121,8 @@ def test_cached_activation_training_beats_the_linear_probe(subset40: Path, tmp_p
     assert again["timings"]["activations_train_cached"] == 1.0
     assert again["timings"]["activations_test_cached"] == 1.0
     # The checkpoint is a whole model: evaluating it on the photos gives the same figures.
+    from core.data.split import labelled_split
     from core.vision.runs import load_trained, score_images
-    from core.vision.split import labelled_split
 
     trained = load_trained(tmp_path / "partial")
     paths, labels, _ = labelled_split(subset40 / "seg_test", "test", cache)
@@ -170,9 +170,9 @@ def test_mirror_averaged_ensemble_predicts_and_scores_as_trained(
     the activation cache; evaluate and predict run the whole network on the photos)."""
     from PIL import Image
 
+    from core.data.split import labelled_split
     from core.vision.predict import predict_images
     from core.vision.runs import load_trained, score_images
-    from core.vision.split import labelled_split
     from core.vision.train import mirror_average
 
     data = split_data(subset40 / "seg_train", subset40 / "seg_test")

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from core.cli import app
-from core.evaluate import ClassificationResult
+from core.metrics import ClassificationResult
 from core.vision.eigen import EigenImageClassifier, explained_variance_at
 from tests.helpers import REPO, gray_splits
 

@@ -69,8 +69,8 @@ def trained(intel_small: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 
 def _val_accuracy(run: Path, intel_small: Path, n_val: int) -> pytest.approx:
     """The saved run's accuracy on its held-out validation images, computed afresh."""
+    from core.data.split import make_partition, split_data
     from core.vision.runs import load_trained, score_images
-    from core.vision.split import make_partition, split_data
 
     data = split_data(intel_small / "seg_train", intel_small / "seg_test")
     part = make_partition(data.train_paths, data.train_labels, [], [], 0.1, 0)

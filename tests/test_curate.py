@@ -21,7 +21,7 @@ from core.curate import explore
 from core.curate.audit import run_audit
 from core.curate.duplicates import find_near_duplicates, group_pairs, regroup
 from core.curate.export import ExportError, ExportItem, export_folder, export_zip
-from core.curate.review import (
+from core.data.review import (
     Review,
     ReviewError,
     apply_review,
@@ -189,7 +189,7 @@ def test_group_pairs_union_find() -> None:
 
 
 def test_review_sidecar_applies_to_training(intel_small: Path, tmp_path: Path) -> None:
-    from core.vision.split import split_data
+    from core.data.split import split_data
 
     data = split_data(intel_small / "seg_train", intel_small / "seg_test", tmp_path / "c")
     gone, moved = data.train_paths[:2], data.train_paths[5]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.curate.imagenet_groups import (
+from core.text.imagenet_groups import (
     GroupsError,
     ImagenetGroups,
     add_suggestions,
@@ -135,7 +135,7 @@ def train_with_review(intel_small: Path, out: Path, review: Path):
 
 @pytest.mark.slow
 def test_train_and_evaluate_apply_the_review(intel_small: Path, tmp_path: Path) -> None:
-    from core.curate.review import Review, save_review
+    from core.data.review import Review, save_review
 
     train = sorted((intel_small / "seg_train").glob("*/*.jpg"))
     review = Review(str(intel_small))
@@ -163,7 +163,7 @@ def test_train_and_evaluate_apply_the_review(intel_small: Path, tmp_path: Path) 
 
 @pytest.mark.slow
 def test_index_applies_the_review(intel_small: Path, tmp_path: Path) -> None:
-    from core.curate.review import Review, save_review
+    from core.data.review import Review, save_review
     from core.search.store import load_rows, read_meta
 
     files = sorted((intel_small / "seg_test").glob("*/*.jpg"))

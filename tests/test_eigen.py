@@ -18,6 +18,7 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from core.data.split import labelled_split
 from core.vision import eigen as eigen_mod
 from core.vision import gray as gray_mod
 from core.vision.eigen import (
@@ -31,7 +32,6 @@ from core.vision.eigen import (
     pca_decompose,
 )
 from core.vision.gray import GrayscaleImages, cap_per_class, load_gray_images, resize_linear
-from core.vision.split import labelled_split
 from tests.helpers import gray_splits, make_intel_subset
 
 SOLVERS = ["full", "gram", "randomized"]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import classification_report
 
-from core.evaluate import ClassificationResult, StageTimer, classification_result
 from core.io import append_jsonl, atomic_write, atomic_write_json, read_json, read_jsonl
+from core.metrics import ClassificationResult, StageTimer, classification_result
 
 
 def test_hand_checked_metrics() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.curate.review import review_file
+from core.data.review import review_file
 from tests.helpers import PAGES
 
 pytestmark = pytest.mark.slow

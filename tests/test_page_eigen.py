@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.evaluate import classification_result
+from core.metrics import classification_result
 from core.vision.eigen import EigenImageClassifier
 from tests.helpers import PAGES, gray_splits
 

@@ -78,7 +78,7 @@ def test_train_page_refuses_test_classes_the_training_lacks(
 
 
 def _make_run(intel_small: Path, runs: Path, name: str, epochs: int) -> Path:
-    from core.vision.split import split_data
+    from core.data.split import split_data
     from core.vision.train import TrainConfig, run_training
 
     data = split_data(intel_small / "seg_train", intel_small / "seg_test")

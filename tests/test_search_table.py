@@ -318,7 +318,7 @@ def test_imagenet_label_groups_reach_the_keyword_column(
 ) -> None:
     """Issue 13: "church" -> building; the keyword mode's full-text column carries the group
     words of each image's ImageNet labels, so a category word finds such images."""
-    from core.curate.imagenet_groups import ImagenetGroups
+    from core.text.imagenet_groups import ImagenetGroups
 
     groups = ImagenetGroups.default()
     rows = load_rows(exact_index, ["path", "top_labels", "text"]).to_pylist()

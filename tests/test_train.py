@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.data.split import SplitData, split_data
 from core.io import read_jsonl
 from core.vision.runs import load_run, load_trained, misclassified, scores_of
-from core.vision.split import SplitData, split_data
 from core.vision.train import (
     Hooks,
     RunExistsError,
@@ -229,7 +229,7 @@ def test_partial_stop_mid_epoch_then_resume(data: SplitData, tmp_path: Path) -> 
 
 def test_test_or_validation_classes_the_training_lacks_are_refused() -> None:
     from core.data.dataset import DatasetError
-    from core.vision.split import labelled_data
+    from core.data.split import labelled_data
 
     train = (["a.jpg", "b.jpg"], ["sea", "forest"])
     data = labelled_data(train, (["c.jpg"], ["sea"]), (["d.jpg"], ["forest"]), "T", "V")
@@ -242,7 +242,7 @@ def test_test_or_validation_classes_the_training_lacks_are_refused() -> None:
 
 
 def test_validation_split_is_deterministic_and_stratified(data: SplitData) -> None:
-    from core.vision.split import stratified_split
+    from core.data.split import stratified_split
 
     paths, labels = data.train_paths, data.train_labels
     tr, va = stratified_split(paths, labels, 0.25, seed=3)
@@ -277,7 +277,7 @@ def test_a_val_folder_is_used_when_present(intel_small: Path, tmp_path: Path, ca
     # The Train page's split (the data set's manifest) holds the same images and labels.
     from core.data.dataset import find_dataset
     from core.data.manifest import build_manifest
-    from core.vision.split import manifest_split
+    from core.data.split import manifest_split
 
     page = manifest_split(build_manifest(find_dataset(root), cache))
     assert page.val_source == "the data set's val/ folder"
@@ -294,8 +294,8 @@ def test_best_checkpoint_is_chosen_on_validation_not_test(
     epoch 1 and reports its test score."""
     import numpy as np
 
+    from core.data.split import make_partition
     from core.vision import train as tr
-    from core.vision.split import make_partition
 
     part = make_partition(data.train_paths, data.train_labels, [], [], 0.1, 0)
     val_y, test_y = np.asarray(part.val_labels), np.asarray(data.test_labels)

@@ -115,7 +115,7 @@ def export_cmd(
     a search's results (--index --query), a data folder (--images; --category, --paths and
     --apply-review narrow it or apply a review)."""
     from core.curate.export import ExportError, ExportItem, export_folder, of_labels, reviewed
-    from core.curate.review import ReviewError
+    from core.data.review import ReviewError
 
     setup_logging(verbose)
     if (images is None) == (query is None):

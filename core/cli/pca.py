@@ -25,7 +25,7 @@ def _usable(
 ) -> tuple[list[Path], list[str], int]:
     """(paths, labels, n_skipped) of the usable images in a folder of class sub-folders."""
     from core.data.dataset import DatasetError
-    from core.vision.split import labelled_split
+    from core.data.split import labelled_split
 
     with progress_bar(f"checking {split} images", quiet, leave=False) as progress:
         try:
@@ -69,7 +69,7 @@ def pca_cmd(
 ) -> None:
     """Grayscale PCA eigen-images: fit on --train, report accuracy on --test."""
     from core.config import resolve_cache_dir
-    from core.evaluate import StageTimer, classification_result
+    from core.metrics import StageTimer, classification_result
     from core.vision.eigen import METHODS, SOLVERS, explained_variance_at, fit_sweep
 
     setup_logging(verbose)

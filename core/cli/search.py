@@ -144,7 +144,7 @@ def index_cmd(
         fail(str(exc))
     out = stats.to_dict()
     if reviewed is not None:
-        from core.curate.review import apply_review_to_index
+        from core.search.review_index import apply_review_to_index
 
         out["review"] = {"file": str(review), **apply_review_to_index(index, reviewed).to_dict()}
     if prune:
@@ -169,10 +169,10 @@ def index_cmd(
 
 
 def _review(review: Path | None):
-    """The review sidecar to apply (core.curate.review), checked before any work."""
+    """The review sidecar to apply (core.data.review), checked before any work."""
     if review is None:
         return None
-    from core.curate.review import ReviewError, load_review
+    from core.data.review import ReviewError, load_review
 
     try:
         return load_review(review)

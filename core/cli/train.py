@@ -147,10 +147,10 @@ def train_cmd(
     set is scored for the report."""
     from core.config import resolve_cache_dir
     from core.data.dataset import DatasetError
+    from core.data.split import split_data
     from core.vision.activations import SplitPointError
     from core.vision.backbones import BACKBONES, BackboneWeightsError, default_backbone
     from core.vision.runs import scores_of
-    from core.vision.split import split_data
     from core.vision.train import RunExistsError, TrainConfig, check_device, run_training
 
     setup_logging(verbose)
@@ -194,10 +194,10 @@ def train_cmd(
     try:
         data = split_data(train, test, cache_dir, val_dir=val)
         if review is not None:
-            from core.curate.review import apply_review_split
+            from core.data.review import apply_review_split
 
             data, applied = apply_review_split(data, review)
-    except (DatasetError, ValueError) as exc:  # core.curate.review.ReviewError is a ValueError
+    except (DatasetError, ValueError) as exc:  # core.data.review.ReviewError is a ValueError
         fail(_line(exc))
     header = (
         f"backbone {backbone} ({reason}); {len(data.train_paths)} train"

@@ -14,7 +14,7 @@ import numpy as np
 from core.curate.audit import Audit
 from core.curate.export import UNLABELLED, ExportItem, of_labels, reviewed
 from core.curate.labels import LabelIssue
-from core.curate.review import Review
+from core.data.review import Review
 
 COLOUR_BY = ("class", "prediction", "label-issue score", "search score")
 EXPORT_WHAT = ("map selection", "a category", "reviewed data set", "likely label mistakes")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from core.io import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:
-    from core.curate.review import Review
+    from core.data.review import Review
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,9 @@ class ExportItem:
 
 
 def reviewed(items: Sequence[ExportItem], review: Review | str | Path) -> list[ExportItem]:
-    """`items` with a review (core.curate.review.Review, or its file) applied: removed images
+    """`items` with a review (core.data.review.Review, or its file) applied: removed images
     left out, relabelled ones under their new label, scores kept."""
-    from core.curate.review import apply_review
+    from core.data.review import apply_review
 
     pairs, _ = apply_review([(it.path, it.label) for it in items], review)
     score = {it.path: it.score for it in items}

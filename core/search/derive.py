@@ -79,7 +79,7 @@ def text_backend_for(meta: dict) -> Callable[[], Any]:
 
 def _imagenet_groups() -> Any:
     """The user's ImageNet-label groups table (the Curate page edits it), else the packaged one."""
-    from core.curate.imagenet_groups import GroupsError, ImagenetGroups, load_groups
+    from core.text.imagenet_groups import GroupsError, ImagenetGroups, load_groups
 
     try:
         return load_groups()

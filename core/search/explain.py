@@ -97,7 +97,7 @@ class Explainer:
 @functools.lru_cache(maxsize=1)
 def _groups() -> Any:
     """The ImageNet-label groups table, as the index's full-text column has it."""
-    from core.curate.imagenet_groups import GroupsError, ImagenetGroups, load_groups
+    from core.text.imagenet_groups import GroupsError, ImagenetGroups, load_groups
 
     try:
         return load_groups()

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data.captions import CaptionSet
-from core.evaluate import StageTimer
+from core.metrics import StageTimer
 from core.text.categories import Mapping
 from core.text.classify import CaptionClassifier, fit_classifier
 from core.text.hmm import HMMConfig, KeywordHMM, fit_keyword_hmm

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data.captions import CaptionSet, read_captions
-from core.evaluate import StageTimer
+from core.metrics import StageTimer
 from core.text.categories import Mapping
 from core.text.chi2 import Chi2Result, rank_chi2
 from core.text.classify import classifier_accuracy

@@ -49,7 +49,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from core.evaluate import ClassificationResult, classification_result
+from core.metrics import ClassificationResult, classification_result
 from core.vision.gray import GrayImages, load_gray_images
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.evaluate import ClassificationResult, classification_result
 from core.io import read_json, read_jsonl
+from core.metrics import ClassificationResult, classification_result
 from core.vision.backbones import Backbone, create_backbone
 from core.vision.features import make_loader
 from core.vision.inference import softmax_np
@@ -264,14 +264,14 @@ def score_run(
     """Score a saved run's checkpoint ("best": chosen on validation, or "last") on a labelled
     folder, with a review sidecar (Curate page) applied when given. Returns the scores and the
     report: the scores plus the run's settings, which checkpoint and what chose it."""
-    from core.vision.split import labelled_split
+    from core.data.split import labelled_split
 
     info = load_run(run_dir)
     trained = load_trained(run_dir, checkpoint, device)
     paths, labels, skipped = labelled_split(test_dir, "test", cache_dir)
     applied = None
     if review is not None:  # ReviewError is a ValueError
-        from core.curate.review import apply_review
+        from core.data.review import apply_review
 
         pairs, applied = apply_review(list(zip(paths, labels, strict=True)), review)
         paths, labels = [p for p, _ in pairs], [str(y) for _, y in pairs]

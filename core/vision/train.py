@@ -19,7 +19,7 @@ Modes:
   fine-tune     every layer is trained on images, with the augmentation.
 
 Model selection uses validation only: every run holds out a validation set (the data set's
-`val/` folder, else a seeded stratified share of the training images, core.vision.split).
+`val/` folder, else a seeded stratified share of the training images, core.data.split).
 checkpoint_best.pt is the epoch with the best validation accuracy, early stopping
 (`patience`) watches validation, and the test set is only scored for reporting.
 
@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.evaluate import classification_result
+from core.data.split import DEFAULT_VAL_FRACTION, Partition, SplitData, make_partition
 from core.io import (
     append_jsonl,
     atomic_path,
@@ -61,6 +61,7 @@ from core.io import (
     read_json,
     read_jsonl,
 )
+from core.metrics import classification_result
 from core.vision.backbones import (
     IMAGENET,
     Backbone,
@@ -70,7 +71,6 @@ from core.vision.backbones import (
     load_tensors_file,
 )
 from core.vision.features import batches, cached_features, make_loader
-from core.vision.split import DEFAULT_VAL_FRACTION, Partition, SplitData, make_partition
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import streamlit as st
 
 from core.config import resolve_runs_dir
 from core.data.dataset import DatasetError
+from core.data.split import manifest_split
 from core.vision.backbones import BACKBONES, default_backbone
 from core.vision.runs import list_runs, new_run_dir
-from core.vision.split import manifest_split
 from core.vision.train import MODES, Hooks, TrainConfig, TrainingStopped, run_training
 from dashboard.common import cache_dir, current_data_dir, load_manifest, progress, require_dataset
 

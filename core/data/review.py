@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.data.split import SplitData
 from core.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
@@ -149,8 +150,8 @@ def apply_review(
     return out, applied
 
 
-def apply_review_split(data: Any, review: Review | str | Path) -> tuple[Any, Applied]:
-    """A core.vision.train.SplitData with the review applied to every split it holds (train,
+def apply_review_split(data: SplitData, review: Review | str | Path) -> tuple[SplitData, Applied]:
+    """A SplitData with the review applied to every split it holds (train,
     test and a validation folder's images). A relabel to a class the training data does not
     have is an error (the head has no output for it)."""
     import dataclasses
@@ -178,34 +179,3 @@ def apply_review_split(data: Any, review: Review | str | Path) -> tuple[Any, App
     if not changes["train_paths"]:
         raise ReviewError("the review removes every training image")
     return dataclasses.replace(data, **changes), total
-
-
-def apply_review_to_index(index_dir: str | Path, review: Review | str | Path) -> Applied:
-    """Apply a review to a search index's table, holding the index's writer lock: rows of
-    removed images are deleted, the `label` of relabelled ones updated, and index.json's row
-    count and table version rewritten. (A later re-index adds removed files back unless it is
-    given the review again.)"""
-    from core.io import atomic_write_json
-    from core.search.maintenance import index_lock
-    from core.search.store import meta_path, open_table, read_meta
-
-    if not isinstance(review, Review):
-        review = load_review(review)
-
-    def quoted(paths: Sequence[str]) -> str:
-        return ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-
-    with index_lock(index_dir):
-        tbl = open_table(index_dir)
-        t = tbl.to_arrow().select(["path", "label"]).to_pydict()
-        _, applied = apply_review(list(zip(t["path"], t["label"], strict=True)), review)
-        for k in range(0, len(applied.removed), 500):
-            tbl.delete(f"path IN ({quoted(applied.removed[k : k + 500])})")
-        for path, _, new in applied.relabelled:
-            tbl.update(where=f"path = {quoted([path])}", values={"label": new})
-        if applied.removed or applied.relabelled:
-            meta = read_meta(index_dir)
-            meta["rows"] = tbl.count_rows()
-            meta["table_version"] = tbl.version
-            atomic_write_json(meta_path(index_dir), meta)
-    return applied
