@@ -93,10 +93,10 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    from core.search.embed import load_encoder
+    from core.search.encoders import create_image_encoder
     from core.search.ray_engine import RayOptions
 
-    encoder = load_encoder(image_size=args.image_size, device="cpu")
+    encoder = create_image_encoder(image_size=args.image_size, device="cpu")
     with tempfile.TemporaryDirectory(prefix="sceneseek-bench-") as tmp:
         tmp = Path(tmp)
         n = copy_images(pick_images(args.data, args.n), tmp / "imgs")

@@ -203,7 +203,7 @@ def build(folder: Path, n: int, n_queries: int, ann_min_rows: int) -> dict:
     from core.search.store import INDEX_VERSION, TABLE, _maintain
 
     labels = imagenet_classes()
-    from core.search.textonnx import ensure_export
+    from core.search.sentence import ensure_export
 
     ensure_export()  # the query-side sentence encoder, as `python -m core index` exports it
     image_q, sem_q, cls_q, kw_q = make_queries(n_queries, 1)
@@ -345,7 +345,7 @@ def serve(folder: Path, repeats: int, sweep: bool = True) -> dict:
         if mode == "image":
             resp = engine.similar(feature=z["image"][i], k=10)
         else:
-            resp = engine.search_query(query(i), mode.removesuffix("_scan"), 10)
+            resp = engine.search_analyzed(query(i), mode.removesuffix("_scan"), 10)
         answer.search = resp.search  # type: ignore[attr-defined]
         return [int(Path(r.path).stem) for r in resp.results]
 

@@ -3,7 +3,7 @@
 The collection is the one issue 11 measures on: the 807 shared Flickr8k photos with their
 captions plus Intel images (labelled training images and test images as distractors), about
 1,000 images, every one of them in the pool. The photos split by a hash of their file name
-(core.search.image_to_text.heldout_images): the first quarter is the test set, never touched here
+(core.search.semantic_map.heldout_images): the first quarter is the test set, never touched here
 (its captions are removed, so its photos are plain pool images); the second quarter is the
 validation set, held out of the fit, whose captions are the queries; the rest fit the mapping.
 Each setting is scored by semantic R@10 against the whole pool and by the Intel category
@@ -32,7 +32,8 @@ sys.path.insert(0, str(REPO))
 
 from core.config import resolve_cache_dir as cache_dir  # noqa: E402
 from core.config import shared_data_dir  # noqa: E402
-from core.search.image_to_text import MapConfig, TextEncoder, fit_semantic, heldout_images  # noqa: E402
+from core.search.semantic_map import MapConfig, fit_semantic_map, heldout_images  # noqa: E402
+from core.search.sentence import TextEncoder  # noqa: E402
 
 TOP_STORED = 20  # ImageNet labels kept per image in this study (label_k up to this)
 P10_MIN = 0.96  # the descent prefers settings with this category P@10 on validation images
@@ -85,9 +86,9 @@ def encode(paths: list[str], run: str | None = None) -> dict[str, np.ndarray]:
             return {k: z[k] for k in z.files}
     import torch
 
-    from core.search.embed import load_encoder
+    from core.search.encoders import create_image_encoder
 
-    enc = load_encoder(run_dir=run, device="cpu")
+    enc = create_image_encoder(run=run, device="cpu")
     tf = enc.transform()
     feats, ids, probs, cats = [], [], [], []
     from PIL import Image
@@ -243,7 +244,9 @@ def main() -> None:
     results = []
 
     def run(cfg: MapConfig) -> dict:
-        fit = fit_semantic(data["feats"], rows, meta, text, cfg, cache_dir() / "study")
+        fit = fit_semantic_map(
+            data["feats"], rows, meta, lambda: text, cfg, cache_dir=cache_dir() / "study"
+        )
         m = score(
             fit, qv, qt, cat_q, [c for _, c in cq], labels, test_pool, fit.fitted_images, names
         )

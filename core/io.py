@@ -210,8 +210,12 @@ def save_signed_pickle(path: str | Path, obj: Any) -> bool:
 # Modules renamed since a cache file may have been written: its classes load from here.
 MOVED_MODULES = {
     "core.text.mapping": "core.text.categories",
-    "core.search.textmap": "core.search.image_to_text",
+    "core.search.textmap": "core.search.semantic_map",
     "core.search.rank": "core.search.engine",
+    # issue 21: modules named for what they hold
+    "core.search.image_to_text": "core.search.semantic_map",
+    "core.search.textonnx": "core.search.sentence",
+    "core.search.labels": "core.search.imagenet_labels",
 }
 
 

@@ -29,9 +29,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def encoder():
-    from core.search.embed import load_encoder
+    from core.search.encoders import create_image_encoder
 
-    return load_encoder(image_size=IMAGE_SIZE, device="cpu")
+    return create_image_encoder(image_size=IMAGE_SIZE, device="cpu")
 
 
 def _photos(intel_small: Path, out: Path) -> Path:

@@ -30,9 +30,9 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def encoder():
-    from core.search.embed import load_encoder
+    from core.search.encoders import create_image_encoder
 
-    return load_encoder(image_size=IMAGE_SIZE, device="cpu")
+    return create_image_encoder(image_size=IMAGE_SIZE, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pytest
 
 from core.resources import queries_csv
 from core.search import clip
+from core.search.encoders import create_image_encoder, create_text_encoder
 from core.search.store import load_rows
 from tests.helpers import cli_json, flickr_subset, index_json, run_cli
 
@@ -41,7 +42,7 @@ def _images(intel_small: Path, n: int = 4):
 
 
 def test_random_clip_encodes_images_and_text_into_one_space(tiny: str, intel_small: Path) -> None:
-    enc = clip.load_encoder(tiny, clip.RANDOM, "cpu")
+    enc = create_image_encoder(backbone=f"clip:{tiny}", weights=clip.RANDOM, device="cpu")
     assert enc.feature_dim == enc.semantic_dim == 32 and enc.class_names == []
     e = enc.encode_images(_images(intel_small))
     assert e.features.shape == e.semantic.shape == (4, 32)
@@ -57,7 +58,7 @@ def test_random_clip_encodes_images_and_text_into_one_space(tiny: str, intel_sma
     assert t.shape == (2, 32) and text.encode([]).shape == (0, 32)
     np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1, atol=1e-5)
     # seeded: a second process (the query side) builds the same random model
-    again = clip.load_encoder(tiny, clip.RANDOM, "cpu").encode_images(_images(intel_small))
+    again = create_image_encoder(enc.spec()).encode_images(_images(intel_small))
     np.testing.assert_allclose(again.semantic, e.semantic, atol=1e-5)
     assert enc.identity()["backbone"] == f"clip:{tiny}" and enc.identity()["weights"] == "random"
     spec = enc.spec("cpu")
@@ -114,7 +115,7 @@ def test_clip_index_search_and_evaluation_end_to_end(
     res = d["results"]
     assert len(res) == 5 and all(-1.0 <= x["score"] <= 1.0 for x in res)
     # the scores are the top cosines of CLIP's text vector with the stored image vectors
-    query = clip.load_text_backend(meta, "cpu").encode(["waves on a beach"])[0]
+    query = create_text_encoder(meta, "cpu").encode(["waves on a beach"])[0]
     cosines = np.sort(np.array(load_rows(index, ["semantic"])["semantic"].to_pylist()) @ query)
     np.testing.assert_allclose([x["score"] for x in res], cosines[::-1][:5], atol=1e-4)
     ev = cli_json(
@@ -151,7 +152,7 @@ def test_weights_from_a_file_the_user_names(
     """`--clip-weights FILE`: the index is built with the file's weights, and a query from
     another working folder finds the same file (the index records its absolute path)."""
     weights, model = _save_random(tiny, tmp_path / "w" / "tiny.pt")
-    enc = clip.load_encoder(tiny, str(weights), "cpu")
+    enc = create_image_encoder(backbone=f"clip:{tiny}", weights=str(weights), device="cpu")
     assert enc.clip.weights.startswith("file:tiny.pt:")
     want = model.encode_text(["a sandy beach"])
     np.testing.assert_allclose(enc.clip.encode_text(["a sandy beach"]), want, atol=1e-5)
@@ -167,7 +168,7 @@ def test_weights_from_a_file_the_user_names(
     meta = json.loads((index / "index.json").read_text())
     assert meta["encoder"]["weights"].startswith("file:tiny.pt:")
     assert Path(meta["encoder"]["clip_weights_arg"]) == weights.resolve()
-    text = clip.load_text_backend(meta, "cpu")  # the query side, from this folder
+    text = create_text_encoder(meta, "cpu")  # the query side, from this folder
     np.testing.assert_allclose(text.encode(["a sandy beach"]), want, atol=1e-5)
     d = cli_json("search", "--index", index, "a sandy beach", "--k", 2, "--mode", "semantic")
     assert len(d["results"]) == 2

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from core.search import MODES, SearchEngine
+from core.search.evaluate import whole_table
 from core.search.query import EXAMPLES
 from tests.helpers import build_small, flickr_subset
 
@@ -113,14 +114,45 @@ def test_nothing_matched_lists_the_nearest_categories(engine: SearchEngine) -> N
 def test_image_similarity_and_upload(engine: SearchEngine) -> None:
     from core.data.images import load_rgb
 
-    src = next(i for i, lab in enumerate(engine.labels) if lab == "forest")
-    more = engine.similar(path=engine.paths[src], k=5)
-    assert engine.paths[src] not in [r.path for r in more.results]
+    whole = whole_table(engine)
+    src = next(i for i, lab in enumerate(whole.labels) if lab == "forest")
+    more = engine.similar(path=whole.paths[src], k=5)
+    assert whole.paths[src] not in [r.path for r in more.results]
     assert more.results[0].why[0].startswith("backbone feature cosine")
     assert [r.label for r in more.results].count("forest") >= 3
-    info = engine.classify_image(load_rgb(engine.paths[src]))
-    assert info["categories"][0][0] == engine.pred[src]
+    info = engine.classify_image(load_rgb(whole.paths[src]))
+    assert info["categories"][0][0] == whole.pred[src]
     assert len(info["top_labels"]) == 5
     up = engine.similar(feature=info["feature"], k=1, exclude_self=False)
-    assert up.results[0].path == engine.paths[src]  # the same picture is its own best match
+    assert up.results[0].path == whole.paths[src]  # the same picture is its own best match
     assert up.results[0].score == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_damaged_table_is_one_clean_error_for_every_kind_of_query(
+    engine: SearchEngine, tmp_path: Path
+) -> None:
+    """Text, image and image+text queries take the one guarded path: overwritten data files
+    are one SearchIndexError naming the index, never a Lance error (image+text used to skip
+    the guard)."""
+    import os
+    import shutil
+
+    from core.data.images import load_rgb
+    from core.search.store import SearchIndexError
+
+    info = engine.classify_image(load_rgb(whole_table(engine).paths[0]))
+    copy = shutil.copytree(engine.index_dir, tmp_path / "idx")
+    damaged = SearchEngine.load(copy, text=engine.text)
+    data = list((copy / "images.lance" / "data").glob("*.lance"))
+    assert data
+    for f in data:
+        f.write_bytes(os.urandom(100))
+    queries = {
+        "text": lambda: damaged.search("snow and ice", mode="semantic", k=5),
+        "image": lambda: damaged.similar(feature=info["feature"], k=5),
+        "image+text": lambda: damaged.search_image_text(info, "at sunset", k=5),
+    }
+    for kind, ask in queries.items():
+        with pytest.raises(SearchIndexError, match="the index table is damaged") as err:
+            ask()
+        assert str(copy) in str(err.value), kind

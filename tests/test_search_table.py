@@ -17,6 +17,7 @@ import pytest
 
 from core.io import read_json
 from core.search.engine import MODES, SearchEngine
+from core.search.evaluate import whole_table
 from core.search.query import word_forms
 from core.search.store import build_index, load_rows
 from tests.helpers import IMAGE_SIZE, flickr_subset
@@ -27,9 +28,9 @@ ANN_THRESHOLD = 20
 
 @pytest.fixture(scope="module")
 def encoder():
-    from core.search.embed import load_encoder
+    from core.search.encoders import create_image_encoder
 
-    return load_encoder(image_size=IMAGE_SIZE, device="cpu")
+    return create_image_encoder(image_size=IMAGE_SIZE, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +84,14 @@ def test_index_json_records_the_derived_columns(exact_index: Path) -> None:
 
 
 def test_semantic_and_image_match_exact_ranking(engine: SearchEngine) -> None:
-    sem = engine.semantic_vectors()
+    whole = whole_table(engine)
+    sem = whole.semantic_vectors()
     for text in ("snow and ice on a glacier", "waves on a sandy beach", "a dog runs on grass"):
         resp = engine.search(text, mode="semantic", k=10)
         assert resp.search == "exact"
         q = engine.analyze(text).embedding
         exact = np.argsort(-(sem @ q), kind="stable")[:10]
-        assert [r.path for r in resp.results] == [engine.paths[i] for i in exact]
+        assert [r.path for r in resp.results] == [whole.paths[i] for i in exact]
         np.testing.assert_allclose([r.score for r in resp.results], (sem @ q)[exact], atol=1e-4)
     feats = np.array(load_rows(engine.index_dir, ["path", "vector"])["vector"].to_pylist())
     paths = load_rows(engine.index_dir, ["path"])["path"].to_pylist()
@@ -154,9 +156,9 @@ def test_ann_above_the_threshold_and_said_so(folder: Path, encoder, tmp_path: Pa
         resp = e.search("snow and ice", mode=mode, k=5)
         assert resp.search == "approximate" and resp.search_detail, mode
         assert resp.to_dict()["search"] == "approximate"
-    sem = e.semantic_vectors()
+    sem = whole_table(e).semantic_vectors()
     q = e.analyze("snow and ice").embedding
-    exact = {e.paths[i] for i in np.argsort(-(sem @ q))[:5]}
+    exact = {whole_table(e).paths[i] for i in np.argsort(-(sem @ q))[:5]}
     got = {r.path for r in e.search("snow and ice", mode="semantic", k=5).results}
     assert len(exact & got) >= 4  # refine re-ranks with the full vectors
     like = e.similar(path=e.paths[0], k=3)
@@ -247,7 +249,7 @@ def test_relevance_floor(engine: SearchEngine) -> None:
 def test_a_photo_steered_by_words(engine: SearchEngine) -> None:
     from core.data.images import load_rgb
 
-    glacier = next(p for p in engine.paths if "/glacier/" in p)
+    glacier = next(p for p in whole_table(engine).paths if "/glacier/" in p)
     info = engine.classify_image(load_rgb(glacier))
     assert info["semantic"] is not None and info["semantic"].shape == (384,)
     alone = engine.similar(feature=info["feature"], k=1, exclude_self=False)
@@ -261,8 +263,7 @@ def test_a_photo_steered_by_words(engine: SearchEngine) -> None:
 
 
 def test_onnx_query_encoder_matches_sentence_transformers(engine: SearchEngine) -> None:
-    from core.search.image_to_text import TextEncoder
-    from core.search.textonnx import OnnxTextEncoder
+    from core.search.sentence import OnnxTextEncoder, TextEncoder
 
     assert isinstance(engine.text, OnnxTextEncoder)
     texts = ["A serene lake surrounded by forest.", "snow", "a dog runs on the beach at dusk"]

@@ -1,4 +1,4 @@
-"""The image-to-text mapping: its category head, out-of-fold vectors, saving and loading."""
+"""The semantic map: its category head, out-of-fold vectors, saving and loading."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from core.search.image_to_text import (
-    TEXT_DIM,
+from core.search.semantic_map import (
     MapConfig,
-    TextEncoder,
-    TrainingSet,
+    SemanticMap,
+    category_head,
     fit_semantic_map,
+    mapping_dir,
 )
+from core.search.sentence import TEXT_DIM, TextEncoder
 
 
 @pytest.fixture(scope="module")
@@ -24,17 +25,17 @@ def encoder() -> TextEncoder:
 
 
 @pytest.mark.parametrize("classes", [["forest", "sea"], ["forest", "glacier", "sea"]])
-def test_category_head_matches_logistic_regression(encoder: TextEncoder, classes) -> None:
+def test_category_head_matches_logistic_regression(classes) -> None:
     """Two classes are the edge case: scikit-learn then keeps one coefficient row."""
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(len(classes), 16))
     labels = [c for c in classes for _ in range(10)]
     feats = np.concatenate([centres[i] + rng.normal(size=(10, 16)) for i in range(len(classes))])
     feats = feats.astype(np.float32)
-    rows = {"label": labels, "captions": [[] for _ in labels]}
-    ts = TrainingSet(np.array([], int), np.arange(len(labels)), [], sorted(classes), "k")
     cfg = MapConfig()
-    sm = fit_semantic_map(feats, rows, ts, encoder, cfg)
+    coef, bias = category_head(feats, labels, sorted(classes), cfg.category_c)
+    no_ridge = np.zeros((0, TEXT_DIM), np.float32), np.zeros(TEXT_DIM, np.float32)
+    sm = SemanticMap(*no_ridge, sorted(classes), coef, bias)
     want = LogisticRegression(C=cfg.category_c, max_iter=2000).fit(feats, labels)
     got = sm.category_proba(feats)
     assert got.shape == (len(labels), len(classes))
@@ -61,11 +62,12 @@ def intel_encoded(intel_small):
     """The small real Intel subset encoded once: (rows as the index holds them, features)."""
     import hashlib
 
-    from core.search.embed import encode_loader, load_encoder
+    from core.search.embed import encode_loader
+    from core.search.encoders import create_image_encoder
     from core.search.store import list_images
 
     files = list_images(intel_small)
-    enc = load_encoder(device="cpu")
+    enc = create_image_encoder(device="cpu")
     e = encode_loader(enc, enc.loader([f.path for f in files], 32, 0))
     rows = {
         "path": [f.path for f in files],
@@ -117,7 +119,6 @@ def test_out_of_fold_vectors_give_captioned_photos_no_head_start(
     import hashlib
 
     from core.search.evaluate import read_queries
-    from core.search.image_to_text import fit_semantic
 
     rows, feats = intel_encoded
     rows, sea, captioned = _half_captioned_sea(rows)
@@ -126,7 +127,8 @@ def test_out_of_fold_vectors_give_captioned_photos_no_head_start(
     meta = {"roots": {}, "encoder": {"backbone": "efficientnet_lite0"}}
     base = MapConfig(heldout_fraction=0.0, image_weight=0.9)  # lean on the mapping: worst case
     share_pool = len(captioned) / len(sea)
-    inf = fit_semantic(feats, rows, meta, encoder, dataclasses.replace(base, folds=1), tmp_path)
+    in_fold = dataclasses.replace(base, folds=1)
+    inf = fit_semantic_map(feats, rows, meta, lambda: encoder, in_fold, cache_dir=tmp_path)
     share_in = _captioned_share_of_sea_top10(inf.vectors, qv, sea, captioned)
     shares_oof = []
     for seed in range(5):
@@ -134,7 +136,7 @@ def test_out_of_fold_vectors_give_captioned_photos_no_head_start(
             rows,
             sha256=[hashlib.sha256(f"{seed}:{h}".encode()).hexdigest() for h in rows["sha256"]],
         )
-        oof = fit_semantic(feats, salted, meta, encoder, base, tmp_path)
+        oof = fit_semantic_map(feats, salted, meta, lambda: encoder, base, cache_dir=tmp_path)
         assert oof.fitted_images == {Path(rows["path"][i]).name for i in captioned}
         shares_oof.append(_captioned_share_of_sea_top10(oof.vectors, qv, sea, captioned))
     share_oof = float(np.mean(shares_oof))
@@ -152,23 +154,22 @@ def test_out_of_fold_vectors_give_captioned_photos_no_head_start(
 def test_saved_fit_embeds_like_the_fit_and_a_new_image_without_fitting(
     encoder: TextEncoder, intel_encoded, tmp_path: Path
 ) -> None:
-    from core.search.embed import Encoded
-    from core.search.image_to_text import ensure_semantic, load_semantic
+    from core.search.backend import Encoded
 
     rows, feats = intel_encoded
     rows, _, captioned = _half_captioned_sea(rows)
     meta = {"roots": {}, "encoder": {"backbone": "efficientnet_lite0"}}
     cfg = MapConfig(heldout_fraction=0.0)
-    fit = ensure_semantic(tmp_path, feats, rows, meta, lambda: encoder, cfg)
+    fit = fit_semantic_map(feats, rows, meta, lambda: encoder, cfg, tmp_path)
     assert fit.vectors.shape == (len(feats), TEXT_DIM)
     np.testing.assert_allclose(np.linalg.norm(fit.vectors, axis=1), 1, atol=1e-5)
 
     def boom():
         raise AssertionError("a saved fit must not be refitted")
 
-    again = ensure_semantic(tmp_path, feats, rows, meta, boom, cfg)
+    again = fit_semantic_map(feats, rows, meta, boom, cfg, tmp_path)
     np.testing.assert_allclose(again.vectors, fit.vectors, atol=1e-6)
-    model = load_semantic(tmp_path, fit.key)
+    model = SemanticMap.load(mapping_dir(tmp_path, fit.key))
     ids, tp = np.array(rows["top_ids"]), np.array(rows["top_probs"], np.float32)
     # an image the mapping never saw (not captioned): the model embeds it like the fit did
     plain = [
@@ -182,4 +183,4 @@ def test_saved_fit_embeds_like_the_fit_and_a_new_image_without_fitting(
     full = model.embed(feats[c : c + 1], ids[c : c + 1], tp[c : c + 1])[0]
     assert not np.allclose(full, fit.vectors[c], atol=1e-3)
     other = dataclasses.replace(cfg, label_k=3)
-    assert ensure_semantic(tmp_path, feats, rows, meta, lambda: encoder, other).key != fit.key
+    assert fit_semantic_map(feats, rows, meta, lambda: encoder, other, tmp_path).key != fit.key

@@ -211,14 +211,16 @@ def _clip_encoder(
     has_meta = (index / "index.json").exists()
     if encoder is None and model is None and weights is None and not has_meta:
         return None
-    from core.search.clip import ClipWeightsError, encoder_for_index
+    from core.search.clip import ClipWeightsError
+    from core.search.encoders import create_image_encoder, spec_for_index
     from core.search.maintenance import read_meta_for_update
 
     if encoder is None and (model or weights):
         encoder = "clip"
     meta = read_meta_for_update(index, warn=False) if has_meta else {}  # build_index says it
     try:
-        return encoder_for_index(encoder, model, weights, meta, device)
+        spec = spec_for_index(encoder, model, weights, meta)
+        return None if spec is None else create_image_encoder(spec, device)
     except (ClipWeightsError, ValueError) as exc:
         fail(str(exc))
 
@@ -326,7 +328,9 @@ def _check_split(engine, split: str | None) -> None:
     """An unknown --split is an error, not an empty result."""
     if split is None:
         return
-    known = engine.meta.get("splits") or sorted({str(s) for s in engine.splits} - {""})
+    from core.search.evaluate import whole_table
+
+    known = engine.meta.get("splits") or sorted({str(s) for s in whole_table(engine).splits} - {""})
     if split not in known:
         fail(f"unknown split {split!r}; the index has " + (", ".join(known) or "no splits"))
 

@@ -6,14 +6,16 @@ modes with explanations, image similarity, and retrieval evaluation.
     engine = SearchEngine.load("idx")                    # or "s3://bucket/idx"
     engine.search("A serene lake surrounded by forest.", mode="hybrid", k=10)
 
-Modules: backend (the encoder protocols both indexing engines use), embed (images ->
-features, ImageNet top-5, run probabilities), store (the LanceDB table, its metadata and
-indexes), ray_engine (encoding on a Ray cluster), derive (what indexing computes for queries:
-semantic column, categories, keyword model, relevance floors), image_to_text (MiniLM and
-the image -> text-space mapping), textonnx (the query-side sentence encoder on ONNX Runtime),
-table (the index opened read-only for queries), query (query analysis), retrievers (one per
-mode), explain (the why of each result), engine (SearchEngine), evaluate (R@k, MRR, P@10,
-AP).
+Modules: backend (EncoderSpec, Encoded and the encoder protocols), encoders (the one encoder
+factory: create_image_encoder, create_text_encoder), embed (backbone images -> features,
+ImageNet top-5, run probabilities), clip (CLIP images and text), sentence (the MiniLM sentence
+encoder, on torch or ONNX Runtime), semantic_map (each image's vector in the sentence space:
+the fitted ridge map and label path), imagenet_labels (text of the ImageNet labels), store
+(the LanceDB table, its metadata and indexes), ray_engine (encoding on a Ray cluster), derive
+(what indexing computes for queries: semantic column, categories, keyword model, relevance
+floors), table (the index opened read-only for queries), query (query analysis), retrievers
+(one per mode), explain (the why of each result), engine (SearchEngine, the query server),
+evaluate (R@k, MRR, P@10, AP over the whole table).
 """
 
 from core.search.engine import MODES, SearchEngine, SearchResponse, SearchResult

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 
 from core.io import file_stamp
+from core.search.backend import CLIP_PREFIX, Encoded, EncoderSpec
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 RANDOM = "random"
-BACKBONE_PREFIX = "clip:"
 TOP_K_LABELS = 5
 OFFLINE_DEFAULT = (
     "the offline default needs no download: --encoder efficientnet_lite0 (the image-to-text "
@@ -199,18 +199,6 @@ def load_clip(
 # --- the index-side backend (core.search.backend.EncoderBackend) --------------------------------
 
 
-@dataclass(frozen=True)
-class ClipSpec:
-    """Picklable recipe: the same CLIP encoder in another process (a Ray actor)."""
-
-    model: str
-    weights: str | None
-    device: str
-
-    def load(self) -> ClipEncoder:
-        return ClipEncoder(load_clip(self.model, self.weights, self.device), self.weights)
-
-
 class ClipEncoder:
     """Images -> CLIP embeddings (as `vector` and `semantic`) and zero-shot ImageNet top-5."""
 
@@ -241,7 +229,7 @@ class ClipEncoder:
 
     def identity(self) -> dict[str, Any]:
         return {
-            "backbone": BACKBONE_PREFIX + self.clip.name,
+            "backbone": CLIP_PREFIX + self.clip.name,
             "weights": self.clip.weights,
             "image_size": self.image_size,
             "run": None,
@@ -253,12 +241,15 @@ class ClipEncoder:
     def transform(self) -> Any:
         return self.clip.preprocess
 
-    def spec(self, device: str | None = None) -> ClipSpec:
-        return ClipSpec(self.clip.name, self.weights_arg, device or self.clip.device.type)
+    def spec(self, device: str | None = None) -> EncoderSpec:
+        return EncoderSpec(
+            CLIP_PREFIX + self.clip.name,
+            image_size=self.image_size,  # the blank a Ray decoding task gives a bad file
+            weights=self.weights_arg,
+            device=device or self.clip.device.type,
+        )
 
-    def encode_tensor(self, x: torch.Tensor) -> Any:
-        from core.search.embed import Encoded
-
+    def encode_tensor(self, x: torch.Tensor) -> Encoded:
         emb = self.clip.encode_image_tensor(x)
         labels = self.clip.label_embeddings(self.imagenet_classes)
         scale = float(self.clip.model.logit_scale.exp().item())
@@ -277,7 +268,7 @@ class ClipEncoder:
             semantic=emb,
         )
 
-    def encode_images(self, images: Sequence[Any]) -> Any:
+    def encode_images(self, images: Sequence[Any]) -> Encoded:
         tf = self.transform()
         return self.encode_tensor(torch.stack([tf(im.convert("RGB")) for im in images]))
 
@@ -298,7 +289,7 @@ class ClipText:
     dim: int = 0
 
     def __post_init__(self) -> None:
-        self.name = self.name or BACKBONE_PREFIX + self.clip.name
+        self.name = self.name or CLIP_PREFIX + self.clip.name
         self.dim = self.dim or self.clip.dim
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -307,50 +298,14 @@ class ClipText:
         return self.clip.encode_text(texts)
 
 
-def is_clip(identity: dict) -> bool:
-    return str(identity.get("backbone", "")).startswith(BACKBONE_PREFIX)
+def clip_encoder(spec: EncoderSpec) -> ClipEncoder:
+    """The index-side CLIP encoder (`--encoder clip`); reached through
+    core.search.encoders.create_image_encoder."""
+    weights = absolute_weights(spec.weights)
+    return ClipEncoder(load_clip(spec.clip_model or DEFAULT_MODEL, weights, spec.device), weights)
 
 
-def load_encoder(
-    model: str = DEFAULT_MODEL, weights: str | None = None, device: str | None = None
-) -> ClipEncoder:
-    """The index-side CLIP encoder (`--encoder clip`)."""
-    weights = absolute_weights(weights)
-    return ClipEncoder(load_clip(model, weights, device), weights)
-
-
-def model_of(identity: dict) -> str:
-    return str(identity["backbone"])[len(BACKBONE_PREFIX) :]
-
-
-def encoder_for_index(
-    encoder: str | None,
-    model: str | None,
-    weights: str | None,
-    meta: dict,
-    device: str | None = None,
-) -> ClipEncoder | None:
-    """`python -m core index`: the CLIP encoder when `--encoder clip` is asked for, or when
-    the index was built with CLIP (an update keeps its model and weights); else None."""
-    old = meta.get("encoder", {})
-    if encoder not in (None, "clip"):
-        if is_clip(old):
-            raise ValueError(
-                f"the index was built with {old['backbone']}, not {encoder!r}; "
-                "use another --index folder or --encoder clip"
-            )
-        return None
-    if encoder is None and not is_clip(old):
-        return None
-    if is_clip(old):
-        model = model or model_of(old)
-        weights = weights or old.get("clip_weights_arg")
-    return load_encoder(model or DEFAULT_MODEL, weights, device)
-
-
-def load_text_backend(meta: dict, device: str | None = None) -> ClipText:
-    """The text tower of the CLIP an index was built with (from index.json's encoder)."""
-    ident = meta.get("encoder", {})
-    if not is_clip(ident):
-        raise ValueError("this index was not built with --encoder clip")
-    return ClipText(load_clip(model_of(ident), ident.get("clip_weights_arg"), device))
+def clip_text(spec: EncoderSpec) -> ClipText:
+    """The text tower of the CLIP `spec` names; reached through
+    core.search.encoders.create_text_encoder."""
+    return ClipText(load_clip(spec.clip_model or DEFAULT_MODEL, spec.weights, spec.device))

@@ -1,7 +1,7 @@
 """Index time, after the images are encoded: everything a query needs that has to be fitted
 or computed from the whole collection, so that a query only reads.
 
-- the `semantic` column: each image's vector in the sentence space (core.search.image_to_text's
+- the `semantic` column: each image's vector in the sentence space (core.search.semantic_map's
   fit; its key goes to index.json, and when the key changes every row is rewritten in one
   LanceDB commit, so an index never mixes vectors of two mappings). Encoders with their own
   image-text space (CLIP) wrote the column while encoding; nothing is fitted then.
@@ -12,7 +12,7 @@ or computed from the whole collection, so that a query only reads.
 - the keyword model (TF-IDF weights, HMM tagger) fitted on the index's captions.
 - the relevance floor per mode, chosen on the index's own training photos (never on the
   held-out ones): the score that 95% of captions reach against their own photo.
-- the ONNX export of the sentence encoder that query processes use (core.search.textonnx).
+- the ONNX export of the sentence encoder that query processes use (core.search.sentence).
 """
 
 from __future__ import annotations
@@ -67,14 +67,9 @@ def semantic_source(encoder: Any) -> str:
 
 def text_backend_for(meta: dict) -> Callable[[], Any]:
     """Index time: the text encoder of the index's semantic space (loaded when called)."""
-    sem = meta.get("semantic") or {}
-    if sem.get("source") == "encoder":
-        from core.search import clip  # type: ignore[attr-defined]  # H2's CLIP backend
+    from core.search.encoders import create_text_encoder
 
-        return lambda: clip.load_text_backend(meta)
-    from core.search.image_to_text import TextEncoder
-
-    return lambda: TextEncoder.load()
+    return lambda: create_text_encoder(meta, light=False)
 
 
 def _imagenet_groups() -> Any:
@@ -135,9 +130,9 @@ def finalize(
         )
         model = None
     else:
-        from core.search.image_to_text import ensure_semantic
+        from core.search.semantic_map import fit_semantic_map
 
-        fit = ensure_semantic(index_dir, feats, rows, meta, text, map_config)
+        fit = fit_semantic_map(feats, rows, meta, text, map_config, index_dir)
         if fit is None:
             return False
         vectors, key, model = fit.vectors, fit.key, fit.model
@@ -275,8 +270,8 @@ def _write(tbl: Any, d: Derived, todo: np.ndarray, n_classes: int) -> None:
 
 
 def _export_text_model() -> dict | None:
-    """The ONNX sentence encoder for query processes (see core.search.textonnx)."""
-    from core.search.textonnx import ensure_export
+    """The ONNX sentence encoder for query processes (see core.search.sentence)."""
+    from core.search.sentence import ensure_export
 
     try:
         return {"onnx": str(ensure_export())}
@@ -378,7 +373,7 @@ def calibrate_floor(
         ]
         if n < 2 or len(lab) < 10 or len({rows["label"][i] for i in lab}) < 2:
             return {}
-        from core.search.image_to_text import class_sentences
+        from core.search.semantic_map import class_sentences
 
         pick = rng.permutation(lab)[:FLOOR_MAX_QUERIES]
         labels = sorted({rows["label"][i] for i in pick})

@@ -9,37 +9,39 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from core.search.backend import DEFAULT_BACKBONE, Encoded, EncoderSpec
 from core.search.uri import read_path_bytes
 from core.vision.features import decode_or_flag, make_loader
 
+if TYPE_CHECKING:
+    from core.vision.backbones import Backbone
+    from core.vision.inference import Inference
+    from core.vision.runs import TrainedModel
+
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "DEFAULT_BACKBONE",
+    "Encoded",
+    "ImageEncoder",
+    "backbone_encoder",
+    "concat",
+    "decode",
+    "encode_loader",
+    "image_loader",
+    "iter_encoded",
+]
+
 TOP_K_LABELS = 5
-DEFAULT_BACKBONE = "efficientnet_lite0"
-
-
-@dataclass
-class Encoded:
-    """Per image: L2-normalised features, ImageNet top-5 and optional run probabilities."""
-
-    features: np.ndarray  # (n, d) float32, unit length
-    top_ids: np.ndarray  # (n, 5) int
-    top_probs: np.ndarray  # (n, 5) float32
-    probs: np.ndarray | None  # (n, n classes) from the run, or None
-    ok: np.ndarray  # (n,) bool: False where the file could not be decoded
-    reasons: list[str | None] = field(default_factory=list)
-    # (n, D) unit vectors in the encoder's own image-text space (CLIP); None for backbones
-    # whose semantic vectors come from the mapping fitted at index time.
-    semantic: np.ndarray | None = None
 
 
 def decode(path: str, transform: Any, size: int) -> tuple[torch.Tensor, bool, str]:
@@ -75,18 +77,18 @@ def image_loader(
 class ImageEncoder:
     """A backbone (and optionally a trained run's head) ready to encode images."""
 
-    backbone: Any  # core.vision.backbones.Backbone
+    backbone: Backbone
     device: torch.device
     image_size: int
     amp: bool = True
-    run: Any = None  # core.vision.runs.TrainedModel
+    run: TrainedModel | None = None
     run_dir: str | None = None
-    imagenet_ref: Any = None  # backbone whose ImageNet head gives the top-5
+    imagenet_ref: Backbone | None = None  # the backbone whose ImageNet head gives the top-5
     imagenet_note: str = ""
     # core.vision.inference.Inference (ONNX Runtime on CPUs, PyTorch on CUDA) with its matching
     # transform; None: the PyTorch modules above run directly.
-    inference: Any = None
-    imagenet_inference: Any = None  # the same for imagenet_ref
+    inference: Inference | None = None
+    imagenet_inference: Inference | None = None  # the same for imagenet_ref
 
     @property
     def feature_dim(self) -> int:
@@ -127,8 +129,8 @@ class ImageEncoder:
             self.backbone.name,
             self.run_dir,
             int(self.image_size),
-            bool(self.amp),
-            device or self.device.type,
+            amp=bool(self.amp),
+            device=device or self.device.type,
         )
 
     def _forward(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -192,20 +194,6 @@ class ImageEncoder:
         )
 
 
-@dataclass(frozen=True)
-class EncoderSpec:
-    """What another process needs to load the same `ImageEncoder` (picklable)."""
-
-    backbone: str
-    run_dir: str | None
-    image_size: int
-    amp: bool
-    device: str
-
-    def load(self) -> ImageEncoder:
-        return load_encoder(self.backbone, self.run_dir, self.image_size, self.device, self.amp)
-
-
 def concat(parts: Sequence[Encoded]) -> Encoded:
     probs = [p.probs for p in parts if p.probs is not None]
     sem = [p.semantic for p in parts if p.semantic is not None]
@@ -233,17 +221,13 @@ def encode_loader(encoder: ImageEncoder, loader: DataLoader) -> Encoded:
     return concat(list(iter_encoded(encoder, loader)))
 
 
-def load_encoder(
-    backbone: str = DEFAULT_BACKBONE,
-    run_dir: str | Path | None = None,
-    image_size: int | None = None,
-    device: str | None = None,
-    amp: bool = True,
-) -> ImageEncoder:
-    """A backbone by name, or a trained run's backbone and head (the run decides the backbone)."""
+def backbone_encoder(spec: EncoderSpec) -> ImageEncoder:
+    """A backbone by name, or a trained run's backbone and head (the run decides the backbone).
+    Reached through core.search.encoders.create_image_encoder."""
     from core.vision.features import pick_device
 
-    dev = pick_device(device)
+    run_dir, image_size, amp = spec.run, spec.image_size, spec.amp
+    dev = pick_device(spec.device)
     if run_dir is not None:
         from core.vision.predict import imagenet_reference
         from core.vision.runs import load_trained
@@ -271,7 +255,7 @@ def load_encoder(
     from core.vision.backbones import create_backbone
     from core.vision.inference import load_inference
 
-    bb = create_backbone(backbone)
+    bb = create_backbone(spec.backbone)
     bb.model.to(dev, memory_format=torch.channels_last)
     size = int(image_size or bb.default_size)
     return ImageEncoder(bb, dev, size, amp, inference=load_inference(bb, size, dev, amp=amp))

@@ -1,35 +1,41 @@
-"""The search engine: every query served by the LanceDB index, for every mode.
+"""The query server: every query served by the LanceDB index, for every mode.
 
     engine = SearchEngine.load("idx")          # opens the table; loads no vectors
     engine.search("A serene lake surrounded by forest.", mode="hybrid", k=10)
     engine.similar(path=...)                   # image to image
     engine.search_image_text(engine.classify_image(photo), "at sunset")
 
-Loading reads index.json, opens the table and loads the query-side models (the sentence
-encoder, the saved text mapping and keyword model); it never fits or writes anything, so a
-read-only index folder (a shared disk, object storage) serves queries. A query reads the rows
-it returns: memory does not grow with the collection. Whether each query used an ANN index
-or an exact scan is in its response (`search`).
+Loading reads index.json, opens the table and loads the query-side models (the text encoder
+from core.search.encoders, the saved semantic map and keyword model); it never fits or writes
+anything, so a read-only index folder (a shared disk, object storage) serves queries. A query
+reads the rows it returns: memory does not grow with the collection. Whether each query used
+an ANN index or an exact scan is in its response (`search`).
+
+Text, image and image+text queries take one path: `_serving` (one thread; a damaged table is
+one SearchIndexError naming the index), `_retrieve` (over-fetch when words are excluded, leave
+them out) and `_result` (explanations). Whole-table scoring for evaluation lives in
+core.search.evaluate.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import dataclasses
 import json
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.search.backend import TextBackend
 from core.search.derive import LABELS_FILE
 from core.search.explain import Explainer, image_why
-from core.search.maintenance import file_missing
+from core.search.maintenance import file_missing, table_reads
 from core.search.query import (
     EXAMPLES,
     MAX_K,
@@ -44,11 +50,17 @@ from core.search.retrievers import (
     CategoryRetriever,
     HybridRetriever,
     KeywordRetriever,
+    Retriever,
     VectorRetriever,
-    tiebreak,
 )
 from core.search.store import SearchIndexError
 from core.search.table import RESULT_COLUMNS, Hits, IndexTable, where_clause
+
+if TYPE_CHECKING:
+    from core.search.clip import ClipEncoder
+    from core.search.embed import ImageEncoder
+    from core.search.semantic_map import SemanticMap
+    from core.text.categories import Mapping
 
 log = logging.getLogger(__name__)
 
@@ -166,27 +178,16 @@ def single_threaded() -> Iterator[None]:
             torch.set_num_threads(n)
 
 
-def query_text_backend(meta: dict) -> Any:
-    """The text encoder of the index's semantic space, as light as available."""
-    if (meta.get("semantic") or {}).get("source") == "encoder":
-        from core.search import clip  # type: ignore[attr-defined]  # CLIP (issue 11)
-
-        return clip.load_text_backend(meta)
-    from core.search.textonnx import load_query_encoder
-
-    return load_query_encoder()
-
-
 class SearchEngine:
     """Load once per process with `SearchEngine.load(index)`; then search many times."""
 
     def __init__(
         self,
         table: IndexTable,
-        text: Any,
-        mapping: Any,
-        keyword_model: Any = None,
-        semantic: Any = None,
+        text: TextBackend,
+        mapping: Mapping,
+        keyword_model: Any = None,  # core.text's keyword model, as derive saved it
+        semantic: SemanticMap | None = None,  # None: CLIP, or indexed without a mapping
         imagenet: list[str] | None = None,
     ) -> None:
         self.table = table
@@ -194,12 +195,12 @@ class SearchEngine:
         self.text = text
         self.mapping = mapping
         self.keyword_model = keyword_model
-        self.semantic = semantic  # core.search.image_to_text.SemanticMap (None: CLIP / no mapping)
+        self.semantic = semantic
         self.imagenet = imagenet or []
         self.classes: list[str] = list(self.meta.get("classes") or [])
         self.category_source: str = self.meta.get("category_source") or "none"
         self.floors: dict = self.meta.get("floor") or {}
-        self._encoder = None
+        self._encoder: ImageEncoder | ClipEncoder | None = None
         self._pools: dict[str | None, int] = {}
         self.analyzer = Analyzer(
             text,
@@ -211,12 +212,14 @@ class SearchEngine:
             self._stop_words(),
         )
         self.explainer = Explainer(self.classes, semantic)
-        self.retrievers: dict[str, Any] = {
+        self.semantic_retriever = VectorRetriever(table, "semantic", "semantic")
+        self.retrievers: dict[str, Retriever] = {
             "keyword": KeywordRetriever(table),
             "category": CategoryRetriever(table, self.classes),
-            "semantic": VectorRetriever(table, "semantic", "semantic"),
+            "semantic": self.semantic_retriever,
         }
-        self.retrievers["hybrid"] = HybridRetriever(dict(self.retrievers))
+        self.hybrid_retriever = HybridRetriever(dict(self.retrievers))
+        self.retrievers["hybrid"] = self.hybrid_retriever
         self.image_retriever = VectorRetriever(table, "vector", "image")
 
     # --- loading ------------------------------------------------------------------------------
@@ -225,11 +228,11 @@ class SearchEngine:
     def load(
         cls,
         index_dir: str | Path,
-        text: Any = None,
-        mapping: Any = None,
+        text: TextBackend | None = None,
+        mapping: Mapping | None = None,
         keyword_model: Any = "auto",
-        map_config: Any = None,  # kept for compatibility: queries never fit a mapping
     ) -> SearchEngine:
+        from core.search.encoders import create_text_encoder
         from core.text.categories import Mapping
 
         table = IndexTable.open(index_dir)
@@ -244,12 +247,12 @@ class SearchEngine:
                     f"{index_dir}: its text mapping {sem['mapping']} is missing; "
                     "re-run `python -m core index` to rebuild it"
                 )
-            from core.search.image_to_text import SemanticMap
+            from core.search.semantic_map import SemanticMap
 
             semantic = SemanticMap.load(folder)
         if keyword_model == "auto":
             keyword_model = _load_keyword_model(table)
-        text = text or query_text_backend(table.meta)
+        text = text or create_text_encoder(table.meta)
         labels = table.side_path(LABELS_FILE)
         imagenet = json.loads(labels.read_text()) if labels is not None else []
         return cls(table, text, mapping or Mapping.load(), keyword_model, semantic, imagenet)
@@ -267,8 +270,8 @@ class SearchEngine:
         if m is not None and m.class_emb is not None and list(m.tag_classes) == self.classes:
             return np.asarray(m.class_emb, np.float32)
         if not self.classes:
-            return np.zeros((0, int(getattr(self.text, "dim", 384))), np.float32)
-        from core.search.image_to_text import class_sentences, normalize
+            return np.zeros((0, int(self.text.dim)), np.float32)
+        from core.search.semantic_map import class_sentences, normalize
 
         return normalize(
             np.stack([self.text.encode(class_sentences(c)).mean(0) for c in self.classes])
@@ -304,7 +307,14 @@ class SearchEngine:
     def prime(self, queries: Sequence[str]) -> None:
         self.analyzer.prime(queries)
 
-    # --- text search --------------------------------------------------------------------------
+    # --- the one query path ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _serving(self) -> Iterator[None]:
+        """Around every query: one thread, and a damaged table (an overwritten data file) is
+        one SearchIndexError naming the index, not a Lance panic."""
+        with single_threaded(), table_reads(self.index_dir):
+            yield
 
     def check(self, mode: str, category: str | None = None) -> None:
         if mode not in MODES:
@@ -324,15 +334,21 @@ class SearchEngine:
             self._pools[where] = int(self.table.tbl.count_rows(where) if where else self.n)
         return self._pools[where]
 
-    def search(self, query: str, *args: Any, **kw: Any) -> SearchResponse:
-        """Rank the index for a text query; see `_search` for the arguments. A damaged table
-        (an overwritten data file) is one SearchIndexError naming the index, not a Lance panic."""
-        from core.search.maintenance import table_reads
+    def _retrieve(
+        self, fetch: Callable[[int], Hits], k: int, negatives: Sequence[str]
+    ) -> tuple[list[dict], Hits]:
+        """The k best rows `fetch(n)` finds; with excluded words it fetches 3k (+20) rows and
+        keeps the first k that do not mention them."""
+        n = k * NEGATIVE_OVERFETCH + 20 if negatives else k
+        hits = fetch(min(n, self.n))
+        rows = hits.rows
+        if negatives:
+            rows = [r for r in rows if not mentions(r.get("text", ""), list(negatives))]
+        return rows[:k], hits
 
-        with single_threaded(), table_reads(self.index_dir):
-            return self._search(query, *args, **kw)
+    # --- text and image+text ------------------------------------------------------------------
 
-    def _search(
+    def search(
         self,
         query: str,
         mode: str = DEFAULT_MODE,
@@ -341,18 +357,67 @@ class SearchEngine:
         split: str | None = None,
         label: str | None = None,
     ) -> SearchResponse:
-        start = time.perf_counter()
-        self.check(mode, category)
-        k = check_k(k)
-        q = self.analyze(query)
-        where = where_clause(category=category, split=split, label=label)
-        resp = self.search_query(q, mode, k, where)
-        resp.seconds = time.perf_counter() - start
-        return resp
+        """Rank the index for a text query in one mode, within an optional category (the
+        predicted one), split or label (class folder)."""
+        with self._serving():
+            start = time.perf_counter()
+            self.check(mode, category)
+            k = check_k(k)
+            q = self.analyze(query)
+            where = where_clause(category=category, split=split, label=label)
+            resp = self._answer(q, mode, k, where)
+            resp.seconds = time.perf_counter() - start
+            return resp
 
-    def search_query(self, q: Query, mode: str, k: int, where: str | None = None) -> SearchResponse:
+    def search_analyzed(
+        self, q: Query, mode: str, k: int, where: str | None = None
+    ) -> SearchResponse:
+        """`search` for a query already analyzed (benchmarks time the search alone)."""
+        with self._serving():
+            return self._answer(q, mode, k, where)
+
+    def search_image_text(
+        self,
+        info: dict,
+        text: str,
+        k: int = 10,
+        category: str | None = None,
+        weight: float = IMAGE_TEXT_WEIGHT,
+    ) -> SearchResponse:
+        """A photo steered by words: the photo's semantic vector (`classify_image(...)
+        ["semantic"]`) blended with the text's embedding, searched on the semantic column."""
+        with self._serving():
+            start = time.perf_counter()
+            k = check_k(k)
+            self.check("semantic", category)
+            if info.get("semantic") is None:
+                raise QueryError("this index cannot place a photo in the sentence space")
+            q = self.analyze(text)
+            v = np.asarray(info["semantic"], np.float32)
+            if q.embedding is not None:
+                v = weight * v + (1 - weight) * q.embedding
+            v = v / max(float(np.linalg.norm(v)), 1e-12)
+            steered = dataclasses.replace(
+                q, text=q.text or "(image)", embedding=v, empty=False, no_content=False
+            )
+            resp = self._answer(steered, "semantic", k, where_clause(category=category), weight)
+            resp.query, resp.mode, resp.categories = q.text, "image+text", []
+            resp.notes = [n for n in q.notes if not n.startswith("Empty query")]
+            resp.seconds = time.perf_counter() - start
+            return resp
+
+    def _answer(
+        self,
+        q: Query,
+        mode: str,
+        k: int,
+        where: str | None = None,
+        photo: float | None = None,
+    ) -> SearchResponse:
         """Everything after analysis: retrieve through the index, leave out excluded words,
-        explain, mark the results below the relevance floor."""
+        explain, mark the results below the relevance floor. `photo` (a photo steered by
+        words, its share of `q.embedding`): that vector searched on the semantic column, no
+        floor (the floors were chosen for text queries)."""
         start = time.perf_counter()
         resp = SearchResponse(
             query=q.text,
@@ -365,14 +430,25 @@ class SearchEngine:
             negatives=list(q.negatives),
         )
         resp.pool = self.pool(where)
-        if q.empty or q.no_content:
+        if photo is None and (q.empty or q.no_content):
             resp.seconds = time.perf_counter() - start
             return resp
-        fetch = k * NEGATIVE_OVERFETCH + 20 if q.negatives else k
         # semantic explanations need the backbone vector; hybrid's floor the semantic one
-        extra = {"semantic": ("vector",), "hybrid": ("vector", "semantic")}.get(mode, ())
-        hits = self.retrievers[mode].retrieve(q, min(fetch, self.n), where, RESULT_COLUMNS + extra)
-        rows = self._exclude(hits.rows, q.negatives)[:k]
+        columns = RESULT_COLUMNS + {"semantic": ("vector",), "hybrid": ("vector", "semantic")}.get(
+            mode, ()
+        )
+        if photo is None:
+            retriever = self.retrievers[mode]
+            rows, hits = self._retrieve(
+                lambda n: retriever.retrieve(q, n, where, columns), k, q.negatives
+            )
+        else:
+            v = q.embedding
+            rows, hits = self._retrieve(
+                lambda n: self.semantic_retriever.retrieve_vector(v, n, where, columns),
+                k,
+                q.negatives,
+            )
         resp.search, resp.search_detail = hits.search, hits.detail
         if mode == "keyword" and not rows:
             near = ", ".join(f"{c} ({s:.2f})" for c, s in q.nearest)
@@ -381,17 +457,24 @@ class SearchEngine:
                 f"captions. Nearest categories by meaning: {near}. Try the semantic or hybrid "
                 "mode."
             )
-        for r in rows:
-            if mode == "semantic":
-                r["semantic_score"] = r["score"]
-            elif r.get("semantic") is not None:
-                r["semantic_score"] = float(
-                    np.dot(np.asarray(r["semantic"], np.float32), q.embedding)
-                )
+        if photo is None:
+            for r in rows:
+                if mode == "semantic":
+                    r["semantic_score"] = r["score"]
+                elif r.get("semantic") is not None:
+                    r["semantic_score"] = float(
+                        np.dot(np.asarray(r["semantic"], np.float32), q.embedding)
+                    )
         resp.results = [
             self._result(i + 1, r, q, mode, r.get("vector")) for i, r in enumerate(rows)
         ]
-        self._apply_floor(resp, rows, mode)
+        if photo is None:
+            self._apply_floor(resp, rows, mode)
+        else:
+            for res, r in zip(resp.results, rows, strict=True):
+                res.why.insert(
+                    0, f"photo ({photo:.0%}) + words ({1 - photo:.0%}) ~ image: {r['score']:.2f}"
+                )
         if mode == "category" and not np.any(q.class_weights) and q.nearest:
             resp.notes.append(
                 f"No category word in the query; ranked by the nearest category by meaning, "
@@ -399,23 +482,6 @@ class SearchEngine:
             )
         resp.seconds = time.perf_counter() - start
         return resp
-
-    def _exclude(self, rows: list[dict], negatives: list[str]) -> list[dict]:
-        if not negatives:
-            return rows
-        return [r for r in rows if not mentions(r.get("text", ""), negatives)]
-
-    def _vectors(self, paths: list[str]) -> dict[str, dict]:
-        """The backbone and semantic vectors of a few result rows (explanations, floors)."""
-        got = self.table.rows_by_path(paths, ("path", "vector", "semantic"))
-        return {
-            p: {
-                k: (np.asarray(v, np.float32) if v is not None else None)
-                for k, v in r.items()
-                if k != "path"
-            }
-            for p, r in got.items()
-        }
 
     def floor(self, mode: str) -> float | None:
         """The relevance floor of a mode's scores (chosen at index time on training data)."""
@@ -441,14 +507,7 @@ class SearchEngine:
 
     # --- images -------------------------------------------------------------------------------
 
-    def similar(self, *args: Any, **kw: Any) -> SearchResponse:
-        """Images like an indexed one or a feature vector; see `_similar`."""
-        from core.search.maintenance import table_reads
-
-        with single_threaded(), table_reads(self.index_dir):
-            return self._similar(*args, **kw)
-
-    def _similar(
+    def similar(
         self,
         path: str | None = None,
         feature: np.ndarray | None = None,
@@ -456,112 +515,50 @@ class SearchEngine:
         category: str | None = None,
         exclude_self: bool = True,
     ) -> SearchResponse:
-        """Images ranked by backbone-feature cosine similarity (vector search on `vector`)."""
-        start = time.perf_counter()
-        k = check_k(k)
-        self.check(DEFAULT_MODE if self.table.has_semantic() else "keyword", category)
-        src = None
-        if feature is None:
-            got = self.table.rows_by_path([str(path)], ("path", "vector", "top_labels", "category"))
-            if not got:
-                raise QueryError(f"{path}: not in the index")
-            src = got[str(path)]
-            feature = np.asarray(src["vector"], np.float32)
-        where = where_clause(category=category)
-        hits = self.image_retriever.retrieve_vector(feature, k + (1 if src else 0), where)
-        rows = [r for r in hits.rows if not (exclude_self and src and r["path"] == path)][:k]
-        results = []
-        for i, r in enumerate(rows):
-            res = self._result(i + 1, r, None, "image")
-            res.why = image_why(r, src)
-            results.append(res)
-        return SearchResponse(
-            query=path or "(image)",
-            mode="image",
-            results=results,
-            pool=self.pool(where),
-            seconds=time.perf_counter() - start,
-            search=hits.search,
-            search_detail=hits.detail,
-        )
-
-    def search_image_text(
-        self,
-        info: dict,
-        text: str,
-        k: int = 10,
-        category: str | None = None,
-        weight: float = IMAGE_TEXT_WEIGHT,
-    ) -> SearchResponse:
-        """A photo steered by words: the photo's semantic vector (`classify_image(...)
-        ["semantic"]`) blended with the text's embedding, searched on the semantic column."""
-        with single_threaded():
+        """Images like an indexed one (`path`) or a feature vector, ranked by backbone-feature
+        cosine similarity (vector search on `vector`)."""
+        with self._serving():
             start = time.perf_counter()
             k = check_k(k)
-            self.check("semantic", category)
-            if info.get("semantic") is None:
-                raise QueryError("this index cannot place a photo in the sentence space")
-            q = self.analyze(text)
-            v = np.asarray(info["semantic"], np.float32)
-            if q.embedding is not None:
-                v = weight * v + (1 - weight) * q.embedding
-            v = v / max(float(np.linalg.norm(v)), 1e-12)
+            self.check(DEFAULT_MODE if self.table.has_semantic() else "keyword", category)
+            src = None
+            if feature is None:
+                got = self.table.rows_by_path(
+                    [str(path)], ("path", "vector", "top_labels", "category")
+                )
+                if not got:
+                    raise QueryError(f"{path}: not in the index")
+                src = got[str(path)]
+                feature = np.asarray(src["vector"], np.float32)
             where = where_clause(category=category)
-            fetch = k * NEGATIVE_OVERFETCH + 20 if q.negatives else k
-            hits = self.retrievers["semantic"].retrieve_vector(v, min(fetch, self.n), where)
-            rows = self._exclude(hits.rows, q.negatives)[:k]
-            combined = Query(
-                q.text or "(image)",
-                q.tokens,
-                q.keywords,
-                q.class_weights,
-                q.category_why,
-                v,
-                q.word_embeddings,
-                q.nearest,
-                q.notes,
-                False,
-                q.negatives,
+            image = feature
+            rows, hits = self._retrieve(
+                lambda n: self.image_retriever.retrieve_vector(image, n, where),
+                k + (1 if src else 0),
+                (),
             )
-            extra = self._vectors([r["path"] for r in rows])
+            rows = [r for r in rows if not (exclude_self and src and r["path"] == path)][:k]
             results = []
             for i, r in enumerate(rows):
-                res = self._result(
-                    i + 1, r, combined, "semantic", extra.get(r["path"], {}).get("vector")
-                )
-                res.why.insert(
-                    0, f"photo ({weight:.0%}) + words ({1 - weight:.0%}) ~ image: {r['score']:.2f}"
-                )
+                res = self._result(i + 1, r, None, "image")
+                res.why = image_why(r, src)
                 results.append(res)
-            notes = [n for n in q.notes if not n.startswith("Empty query")]
             return SearchResponse(
-                query=q.text,
-                mode="image+text",
+                query=path or "(image)",
+                mode="image",
                 results=results,
-                keywords=list(q.keywords),
-                nearest_categories=q.nearest,
-                notes=notes,
                 pool=self.pool(where),
                 seconds=time.perf_counter() - start,
                 search=hits.search,
                 search_detail=hits.detail,
-                negatives=q.negatives,
             )
 
-    def encoder(self) -> Any:
+    def encoder(self) -> ImageEncoder | ClipEncoder:
         """The image encoder the index was built with (loaded on first use: an upload)."""
         if self._encoder is None:
-            from core.search.embed import load_encoder
+            from core.search.encoders import create_image_encoder
 
-            e = self.meta.get("encoder", {})
-            if (self.meta.get("semantic") or {}).get("source") == "encoder":
-                from core.search import clip  # type: ignore[attr-defined]
-
-                self._encoder = clip.encoder_for_index("clip", None, None, self.meta)
-            else:
-                self._encoder = load_encoder(
-                    e.get("backbone", "efficientnet_lite0"), e.get("run"), e.get("image_size")
-                )
+            self._encoder = create_image_encoder(self.meta.get("encoder", {}))
         return self._encoder
 
     def classify_image(self, image: Any) -> dict:
@@ -622,84 +619,6 @@ class SearchEngine:
         if q is not None:
             res.why = self.explainer.explain(r, q, mode, feature)
         return res
-
-    # --- evaluation: whole-pool rankings through the same retrievers ---------------------------
-
-    @functools.cached_property
-    def rows(self) -> dict[str, list]:
-        """path, split, label, captions, category of every row (evaluation only: memory grows
-        with the table; a query never touches this)."""
-        t = self.table.columns_table(["path", "split", "label", "captions", "category"])
-        return t.to_pydict()
-
-    @property
-    def paths(self) -> list[str]:
-        return self.rows["path"]
-
-    @functools.cached_property
-    def labels(self) -> np.ndarray:
-        return np.array(self.rows["label"])
-
-    @functools.cached_property
-    def splits(self) -> np.ndarray:
-        return np.array(self.rows["split"])
-
-    @functools.cached_property
-    def pred(self) -> np.ndarray:
-        return np.array(self.rows["category"])
-
-    @functools.cached_property
-    def tiebreak(self) -> np.ndarray:
-        return np.array([tiebreak(p) for p in self.paths])
-
-    @functools.cached_property
-    def _row_of(self) -> dict[str, int]:
-        return {p: i for i, p in enumerate(self.paths)}
-
-    def mask(
-        self, category: str | None = None, split: str | None = None, label: str | None = None
-    ) -> np.ndarray:
-        m = np.ones(len(self.paths), dtype=bool)
-        if category:
-            m &= self.pred == category
-        if split:
-            m &= self.splits == split
-        if label:
-            m &= self.labels == label
-        return m
-
-    def mode_scores(self, q: Query, mode: str) -> np.ndarray:
-        """Every row's score for one mode (aligned with `paths`; rows a mode did not return
-        score 0), computed by the same retrievers a query uses, asked for the whole table.
-        For evaluation: the pool's ranks need every row."""
-        self.check(mode)
-        s = np.zeros(len(self.paths), np.float32)
-        if q.empty:
-            return s
-        if mode == "hybrid":  # fused over the same top-200 lists a query fuses
-            rows, _ = self.retrievers["hybrid"].fused(q, None, self.retrievers["hybrid"].candidates)
-            hits = Hits(rows, "")
-        else:
-            hits = self.retrievers[mode].retrieve(q, len(self.paths), None, ("path",))
-        for r in hits.rows:
-            s[self._row_of[r["path"]]] = r["score"]
-        return s  # unreturned rows score 0: below every returned one (BM25, RRF, P, cos>0)
-
-    def semantic_vectors(self) -> np.ndarray:
-        """(N, D) semantic column aligned with `paths` (evaluation only)."""
-        t = self.table.columns_table(["path", "semantic"])
-        where = {p: i for i, p in enumerate(t.column("path").to_pylist())}
-        vec = np.array(t.column("semantic").to_pylist(), np.float32)
-        return vec[[where[p] for p in self.paths]]
-
-    def top_k(self, scores: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarray:
-        """Positions of the k best scores (ties by the fixed pseudo-random order)."""
-        s = scores.astype(np.float64, copy=True)
-        if mask is not None:
-            s[~mask] = -np.inf
-        idx = np.flatnonzero(np.isfinite(s))
-        order = idx[np.lexsort((self.tiebreak[idx], -s[idx]))]
-        return order[:k]
 
 
 def _load_keyword_model(table: IndexTable) -> Any:

@@ -19,7 +19,9 @@ average precision, with ties broken by a fixed pseudo-random order.
 from __future__ import annotations
 
 import csv
+import functools
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +29,111 @@ from typing import Any
 
 import numpy as np
 
-from core.search.engine import single_threaded
+from core.search.engine import SearchEngine, single_threaded
+from core.search.query import Query
+from core.search.retrievers import tiebreak
+from core.search.table import Hits
 
 EVALUATION_KINDS = {"queries": "category queries", "captions": "caption queries"}
 
 
 class EvaluationError(ValueError):
     """Nothing to evaluate (no queries, empty pool, unknown category)."""
+
+
+# --- the whole table, scored through the query path's retrievers -------------------------------
+
+
+class WholeTable:
+    """What evaluation needs beyond a query: path, split, label, captions and predicted
+    category of every row, and every row's score for a mode, from the same retrievers a
+    query uses asked for the whole table. Memory grows with the table, so a query never
+    touches this; `whole_table` keeps one per engine."""
+
+    def __init__(self, engine: SearchEngine) -> None:
+        self.engine = engine
+        self.meta = engine.meta
+        self.semantic = engine.semantic
+        self.analyze = engine.analyze
+        self.prime = engine.prime
+
+    @functools.cached_property
+    def rows(self) -> dict[str, list]:
+        t = self.engine.table.columns_table(["path", "split", "label", "captions", "category"])
+        return t.to_pydict()
+
+    @property
+    def paths(self) -> list[str]:
+        return self.rows["path"]
+
+    @functools.cached_property
+    def labels(self) -> np.ndarray:
+        return np.array(self.rows["label"])
+
+    @functools.cached_property
+    def splits(self) -> np.ndarray:
+        return np.array(self.rows["split"])
+
+    @functools.cached_property
+    def pred(self) -> np.ndarray:
+        return np.array(self.rows["category"])
+
+    @functools.cached_property
+    def tiebreak(self) -> np.ndarray:
+        return np.array([tiebreak(p) for p in self.paths])
+
+    @functools.cached_property
+    def _row_of(self) -> dict[str, int]:
+        return {p: i for i, p in enumerate(self.paths)}
+
+    def mask(
+        self, category: str | None = None, split: str | None = None, label: str | None = None
+    ) -> np.ndarray:
+        m = np.ones(len(self.paths), dtype=bool)
+        if category:
+            m &= self.pred == category
+        if split:
+            m &= self.splits == split
+        if label:
+            m &= self.labels == label
+        return m
+
+    def mode_scores(self, q: Query, mode: str) -> np.ndarray:
+        """Every row's score for one mode (aligned with `paths`; rows a mode did not return
+        score 0): the pool's ranks need every row."""
+        e = self.engine
+        e.check(mode)
+        s = np.zeros(len(self.paths), np.float32)
+        if q.empty:
+            return s
+        if mode == "hybrid":  # fused over the same top-200 lists a query fuses
+            rows, _ = e.hybrid_retriever.fused(q, None, e.hybrid_retriever.candidates)
+            hits = Hits(rows, "")
+        else:
+            hits = e.retrievers[mode].retrieve(q, len(self.paths), None, ("path",))
+        for r in hits.rows:
+            s[self._row_of[r["path"]]] = r["score"]
+        return s  # unreturned rows score 0: below every returned one (BM25, RRF, P, cos>0)
+
+    def semantic_vectors(self) -> np.ndarray:
+        """(N, D) semantic column aligned with `paths`."""
+        t = self.engine.table.columns_table(["path", "semantic"])
+        where = {p: i for i, p in enumerate(t.column("path").to_pylist())}
+        vec = np.array(t.column("semantic").to_pylist(), np.float32)
+        return vec[[where[p] for p in self.paths]]
+
+
+_WHOLE: weakref.WeakKeyDictionary[SearchEngine, WholeTable] = weakref.WeakKeyDictionary()
+
+
+def whole_table(engine: Any) -> Any:
+    """A SearchEngine's WholeTable (one per engine: its columns are read once); anything
+    else (an engine offering `ranking`, a test's stand-in) as it is."""
+    if not isinstance(engine, SearchEngine):
+        return engine
+    if engine not in _WHOLE:
+        _WHOLE[engine] = WholeTable(engine)
+    return _WHOLE[engine]
 
 
 # --- metrics (pure) -----------------------------------------------------------------------------
@@ -93,6 +193,7 @@ def evaluate_queries(
     engine: Any, path: str | Path, modes: Sequence[str], split: str | None = None, k: int = 10
 ) -> dict:
     """P@k and AP per mode for category queries, over the `split` pool (default test)."""
+    engine = whole_table(engine)
     queries = read_queries(path)
     if split is None:
         split = "test" if (engine.splits == "test").any() else ""
@@ -319,6 +420,7 @@ def evaluate_captions(
     pool="all" ranks every indexed image; "heldout" only the captioned photos the mapping
     never saw. Captions of photos the mapping was fitted on are never mixed in: they are
     counted as refused, or scored apart under "fitted" with `fitted_apart`."""
+    engine = whole_table(engine)
     paths = _engine_paths(engine)
     by_name = caption_file_map(captions_file) if captions_file else _index_captions(engine, paths)
     fitted = fitted_images(engine)

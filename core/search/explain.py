@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from core.search.query import Query, word_forms
+
+if TYPE_CHECKING:
+    from core.search.semantic_map import SemanticMap
 
 WORD_TAG_MIN = 0.35  # a query word is said to match a tag from this cosine on
 NO_KEYWORD = "no keyword matched"
@@ -20,7 +23,7 @@ NO_KEYWORD = "no keyword matched"
 @dataclass
 class Explainer:
     classes: list[str]
-    model: Any = None  # core.search.image_to_text.SemanticMap (None: CLIP or no mapping)
+    model: SemanticMap | None = None  # None: CLIP or no mapping
 
     def explain(
         self, row: dict, q: Query, mode: str, feature: np.ndarray | None = None

@@ -157,7 +157,9 @@ class _EncoderActor:
     """One per actor: loads the backbone once, then encodes decoded batches."""
 
     def __init__(self, spec: EncoderSpec):  # any backend's spec (core.search.backend)
-        self.encoder = spec.load()
+        from core.search.encoders import create_image_encoder
+
+        self.encoder = create_image_encoder(spec)
         # Fault injection ($SCENESEEK_RAY_BATCH_DELAY): a worker can be killed while a batch is
         # in flight. Read in the actor, i.e. on the worker node.
         self.delay = ray_batch_delay()
@@ -195,10 +197,12 @@ def encode_batches(
     index exactly once)."""
     import ray
 
-    from core.search.embed import Encoded
+    from core.search.backend import Encoded
 
     if transform is None:  # the driver passes its encoder's; this loads the model once more
-        transform = spec.load().transform()
+        from core.search.encoders import create_image_encoder
+
+        transform = create_image_encoder(spec).transform()
     resources = opts.resources or None
     ds = ray.data.from_arrow(_blocks({"i": list(idx), "path": list(paths)}, batch_size))
     ds = ds.map_batches(

