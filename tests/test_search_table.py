@@ -161,8 +161,9 @@ def test_ann_above_the_threshold_and_said_so(folder: Path, encoder, tmp_path: Pa
     exact = {whole_table(e).paths[i] for i in np.argsort(-(sem @ q))[:5]}
     got = {r.path for r in e.search("snow and ice", mode="semantic", k=5).results}
     assert len(exact & got) >= 4  # refine re-ranks with the full vectors
-    like = e.similar(path=e.paths[0], k=3)
-    assert like.search == "approximate" and e.paths[0] not in [r.path for r in like.results]
+    first = whole_table(e).paths[0]
+    like = e.similar(path=first, k=3)
+    assert like.search == "approximate" and first not in [r.path for r in like.results]
     assert e.search("glacier", mode="keyword").search == "full-text"
     assert e.search("glacier", mode="category").search == "exact"  # 3-d probabilities
 
@@ -385,7 +386,8 @@ def test_a_search_process_never_imports_torch(exact_index: Path) -> None:
         f"e = SearchEngine.load({str(exact_index)!r})\n"
         "for m in MODES:\n"
         "    assert e.search('snow and ice on a glacier', mode=m, k=5).results, m\n"
-        "e.similar(path=e.paths[0], k=3)\n"
+        "first = e.table.columns_table(['path']).column('path')[0].as_py()\n"
+        "e.similar(path=first, k=3)\n"
         "print(sorted(m for m in ('torch', 'torchvision', 'timm') if m in sys.modules))\n"
     )
     out = subprocess.run(
