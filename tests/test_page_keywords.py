@@ -201,6 +201,21 @@ def test_mapping_editor_names_the_field_at_fault(
     assert "mapping_json" not in at.session_state  # the packaged table stays in use
 
 
+def test_broken_mapping_file_is_named_and_the_page_goes_on(
+    small_captions: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bad = tmp_path / "mapping.json"
+    bad.write_text('{"categories": {"sea": ["sea"]}, "exact": null}', encoding="utf-8")
+    monkeypatch.setenv("SCENESEEK_MAPPING", str(bad))
+    at = _run(monkeypatch, small_captions)
+    assert not at.exception, at.exception
+    assert any(
+        f"mapping table {bad}: exact: expected a list of words, got null" in e.value
+        for e in at.error
+    ), [e.value for e in at.error]
+    assert {m.label: m.value for m in at.metric}["Captions"] == "800"  # the packaged table
+
+
 def test_upload_finds_its_photos_next_to_the_data_set_captions(
     small_captions: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

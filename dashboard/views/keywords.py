@@ -124,10 +124,10 @@ st.caption(
 
 try:
     mapping = tabs.current_mapping()
-except MappingError as exc:
-    st.error(f"Mapping table: {exc}")
+except MappingError as exc:  # a broken saved or $SCENESEEK_MAPPING file: say so, go on
+    st.error(f"{exc}. Using the packaged table until this one is mended.")
     st.session_state.pop(tabs.MAPPING_KEY, None)
-    mapping = Mapping.load()
+    mapping = Mapping.default()
 
 with st.expander("Captions source and settings", expanded=True):
     c1, c2 = st.columns(2)
