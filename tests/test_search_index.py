@@ -195,3 +195,21 @@ def test_review_is_applied_before_anything_is_derived(folder: Path, tmp_path: Pa
     assert (out["review"]["removed"], out["review"]["relabelled"]) == (2, 3)
     assert out["rows"] == 14
     _assert_derived_from_review(index, relabelled, removed)
+
+
+def test_review_of_an_existing_index_derives_again(folder: Path, tmp_path: Path, encoder) -> None:
+    """`apply_review_to_index` on a built index: rows deleted and relabelled, then the map,
+    categories and floors fitted again on the reviewed labels; a re-index without the review
+    gives the folder's labels and the removed photos back (without re-encoding anything)."""
+    from core.search.review_index import apply_review_to_index
+
+    index = tmp_path / "idx"
+    _build(folder, index, encoder)
+    assert read_json(index / "index.json")["classes"] == ["forest", "sea"]
+    file, relabelled, removed = _review_of(folder, tmp_path)
+    applied = apply_review_to_index(index, file)
+    assert (len(applied.removed), len(applied.relabelled)) == (2, 3)
+    _assert_derived_from_review(index, relabelled, removed)
+    again = _build(folder, index, encoder)
+    assert (again.encoded, again.relabelled, again.rows) == (2, 3, 16)
+    assert read_json(index / "index.json")["classes"] == ["forest", "sea"]
