@@ -91,6 +91,7 @@ def index_cmd(
     )
     if captions is not None and not captions.is_file():
         fail(f"{captions}: no such captions file")
+    reviewed = _review(review)  # checked before any work
     clip_encoder = _clip_encoder(encoder, clip_model, clip_weights, index, device)
     if clip_encoder is None and encoder not in (None, "clip"):
         backbone = backbone or encoder  # --encoder NAME is --backbone NAME for backbones
@@ -107,7 +108,7 @@ def index_cmd(
         ray_options=ray_options,
         ann_min_rows=ann_min_rows if ann_min_rows is not None else ANN_MIN_ROWS,
         derive=not no_mapping,
-        review=_review(review),  # applied before any row is written or anything derived
+        review=reviewed,  # applied before any row is written or anything derived
     )
     # Ray's driver prints cluster messages (retries, dead workers) on stdout; keep stdout for
     # the report, so --json stays one JSON object.
@@ -117,13 +118,20 @@ def index_cmd(
             stats = build_index(images, index, config, encoder=clip_encoder, progress=progress)
     except (SearchIndexError, FileNotFoundError, ValueError, RuntimeError) as exc:
         fail(str(exc))
+    _index_report(stats, index, review, prune, not no_mapping, as_json)
+
+
+def _index_report(
+    stats, index: Path, review: Path | None, prune: bool, derived: bool, as_json: bool
+) -> None:
+    """What `index` did (and --prune after it), as JSON or lines."""
     out = stats.to_dict()
     out.pop("review")
     if stats.review is not None:
         out["review"] = {"file": str(review), **stats.review}
     if prune:
         out["prune"] = _prune(index, as_json, quiet=True)
-    if not no_mapping:
+    if derived:
         out.update(_derived_summary(index))
     if as_json:
         emit_json(out)
@@ -231,7 +239,9 @@ def _clip_encoder(
     encoder: str | None, model: str | None, weights: str | None, index: Path, device: str | None
 ):
     """The CLIP encoder for `--encoder clip` (or an index built with it), else None."""
-    has_meta = (index / "index.json").exists()
+    from core.search.index_format import meta_path
+
+    has_meta = meta_path(index).exists()
     if encoder is None and model is None and weights is None and not has_meta:
         return None
     from core.search.clip import ClipWeightsError, encoder_for_index
