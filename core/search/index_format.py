@@ -43,29 +43,27 @@ def read_meta(location: str | Path) -> dict:
     if is_uri(location):
         from core.search.uri import read_bytes
 
+        where = f"{location.rstrip('/')}/{META_FILE}"
         try:
-            raw = read_bytes(f"{location.rstrip('/')}/{META_FILE}")
+            raw = read_bytes(where)
         except (FileNotFoundError, OSError) as exc:
             raise SearchIndexError(f"{location}: not an index (no {META_FILE}: {exc})") from exc
     else:
         if not Path(location).is_dir():
             raise SearchIndexError(f"{location}: not an index (no such folder)")
-        path = meta_path(location)
-        if not path.exists():
+        where = str(meta_path(location))
+        if not Path(where).exists():
             raise SearchIndexError(f"{location}: not an index (no {META_FILE}); {BUILD_HINT}")
-        raw = path.read_bytes()
+        raw = Path(where).read_bytes()
+    rebuild = REBUILD.format(index=location)
     try:
         meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise SearchIndexError(
-            f"{location}: {META_FILE} is unreadable ({exc.__class__.__name__}); "
-            + REBUILD.format(index=location)
-        ) from None
+        why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "not valid JSON"
+        why = "empty" if not raw.strip() else why
+        raise SearchIndexError(f"{where} is unreadable ({why}); {rebuild}") from None
     if not isinstance(meta, dict):
-        raise SearchIndexError(
-            f"{location}: {META_FILE} is not an index description (a JSON object); "
-            + REBUILD.format(index=location)
-        )
+        raise SearchIndexError(f"{where} is not an index description (a JSON object); {rebuild}")
     return meta
 
 
