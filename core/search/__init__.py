@@ -7,8 +7,9 @@ modes with explanations, image similarity, and retrieval evaluation.
     engine.search("A serene lake surrounded by forest.", mode="hybrid", k=10)
 
 Modules: backend (the encoder protocols both indexing engines use), embed (images ->
-features, ImageNet top-5, run probabilities), store (the LanceDB table, its metadata and
-indexes), ray_engine (encoding on a Ray cluster), derive (what indexing computes for queries:
+features, ImageNet top-5, run probabilities), index_format (the on-disk contract), files (the
+images under a root), writer (build_index), ann (index upkeep), store (the index as the
+library reads it), ray_engine (encoding on a Ray cluster), derive (what indexing computes for queries:
 semantic column, categories, keyword model, relevance floors), image_to_text (MiniLM and
 the image -> text-space mapping), textonnx (the query-side sentence encoder on ONNX Runtime),
 table (the index opened read-only for queries), query (query analysis), retrievers (one per
@@ -17,6 +18,14 @@ AP).
 """
 
 from core.search.engine import MODES, SearchEngine, SearchResponse, SearchResult
-from core.search.store import IndexStats, build_index
+from core.search.writer import IndexConfig, IndexStats, build_index
 
-__all__ = ["MODES", "IndexStats", "SearchEngine", "SearchResponse", "SearchResult", "build_index"]
+__all__ = [
+    "MODES",
+    "IndexConfig",
+    "IndexStats",
+    "SearchEngine",
+    "SearchResponse",
+    "SearchResult",
+    "build_index",
+]

@@ -169,7 +169,7 @@ def single_threaded() -> Iterator[None]:
 def query_text_backend(meta: dict) -> Any:
     """The text encoder of the index's semantic space, as light as available."""
     if (meta.get("semantic") or {}).get("source") == "encoder":
-        from core.search import clip  # type: ignore[attr-defined]  # CLIP (issue 11)
+        import core.search.clip as clip
 
         return clip.load_text_backend(meta)
     from core.search.textonnx import load_query_encoder
@@ -555,7 +555,7 @@ class SearchEngine:
 
             e = self.meta.get("encoder", {})
             if (self.meta.get("semantic") or {}).get("source") == "encoder":
-                from core.search import clip  # type: ignore[attr-defined]
+                import core.search.clip as clip
 
                 self._encoder = clip.encoder_for_index("clip", None, None, self.meta)
             else:

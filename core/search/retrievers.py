@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from core.search import category_index
+import core.search.category_index as category_index
 from core.search.query import Query, word_forms
 from core.search.table import RESULT_COLUMNS, ROWID, Hits, IndexTable
 
