@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint format browser-deps bench clean
+.PHONY: setup run test test-fast lint format browser-deps bench clean
 
 $(STAMP): $(wildcard requirements*.txt) pyproject.toml
 	@test -n "$(PYTHON)" || { echo 'SceneSeek needs Python 3.11 or newer (python3.11, python3.12, python3.13 or python3 on PATH)' >&2; exit 1; }
@@ -36,6 +36,11 @@ format: setup
 test: setup browser-deps
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+
+# The edit loop: leaves out the slow, Ray and browser tests (CI runs everything: `make test`).
+test-fast: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -m "not slow and not ray and not browser" -q
 
 bench: setup
 	$(PY) benchmarks/pca.py

@@ -193,7 +193,7 @@ def duplicates(args: argparse.Namespace) -> None:
 def probe_c(args: argparse.Namespace) -> None:
     from sklearn.metrics import log_loss
 
-    from core.curate.labels import out_of_fold_probs
+    from core.curate.label_issues import out_of_fold_probs
     from core.curate.vectors import collection_vectors, load_collection, vector_source
 
     cache = resolve_cache_dir()

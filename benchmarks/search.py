@@ -7,7 +7,7 @@ by the index, each mode's results against exact search on the same data.
    (384-d), both unit length around 1,000 cluster centres; six-class probabilities and the
    predicted category; ImageNet top-5 ids, labels and probabilities; a caption for one row in
    five; the `text` column -- written as one LanceDB table, then indexed exactly as
-   `python -m core index` does (core.search.store._maintain: full-text, bitmap, and IVF_PQ
+   `python -m core index` does (core.search.ann.maintain: full-text, bitmap, and IVF_PQ
    on both vector columns once N >= --ann-min-rows). While generating, the exact answers of
    every benchmark query are kept: top-200 by cosine (semantic, image), by probability
    (category) and by BM25 computed here from the token counts (keyword); hybrid's reference is
@@ -200,7 +200,8 @@ def build(folder: Path, n: int, n_queries: int, ann_min_rows: int) -> dict:
     from core.io import atomic_write_json
     from core.resources import imagenet_classes
     from core.search import category_index
-    from core.search.store import INDEX_VERSION, TABLE, _maintain
+    from core.search.ann import maintain as _maintain
+    from core.search.index_format import INDEX_VERSION, TABLE
 
     labels = imagenet_classes()
     from core.search.sentence import ensure_export

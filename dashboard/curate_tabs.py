@@ -19,7 +19,7 @@ from core.curate.audit import Audit, audit_at
 from core.curate.duplicates import DEFAULT_THRESHOLD
 from core.curate.embedmap import METHODS, MapParams, cached_map
 from core.curate.export import ExportError, export_folder, export_zip
-from core.curate.labels import LabelIssue
+from core.curate.label_issues import LabelIssue
 from core.curate.vectors import imagenet_top1
 from core.data.review import (
     ACTIONS,

@@ -20,7 +20,8 @@ from dashboard import plots_text as pt
 from dashboard.common import thumbnail
 
 MAPPING_KEY = "mapping_json"  # the table in use (JSON text), once edited in this session
-EDITOR_KEY = "mapping_editor"
+EDITOR_KEY = "mapping_editor"  # the editor widget
+DRAFT_KEY = "mapping_draft"  # the editor's text, kept apart from the widget (see mapping_tab)
 PER_PAGE = 12
 WIDE = {"hide_index": True, "width": "stretch"}
 TABS = ["Overview", "Words", "Word pairs (PMI)", "Mapping table", "HMM", "Categories", "Classifier"]
@@ -50,12 +51,17 @@ def use_mapping(m: Mapping, editor: bool = False) -> None:
     """Make `m` the table in use (and the editor's text)."""
     st.session_state[MAPPING_KEY] = m.to_json()
     if editor:
-        st.session_state[EDITOR_KEY] = m.to_json()
+        st.session_state[DRAFT_KEY] = m.to_json()
+
+
+def _keep_draft() -> None:
+    st.session_state[DRAFT_KEY] = st.session_state[EDITOR_KEY]
 
 
 def _apply_editor() -> None:
+    _keep_draft()
     try:
-        m = Mapping.from_json(st.session_state[EDITOR_KEY])
+        m = Mapping.from_json(st.session_state[DRAFT_KEY], source="edited in this session")
     except MappingError as exc:
         st.session_state["mapping_error"] = str(exc)
         return
@@ -113,7 +119,11 @@ def words_tab(report: KeywordReport) -> None:
         "Labels come from the mapping table, so its own words (in_mapping) top their category "
         "by construction; the others are what the table does not yet know."
     )
-    st.dataframe(pd.DataFrame(report.chi2.top_per_category.get(cat, [])), **WIDE)
+    st.dataframe(
+        pd.DataFrame(report.chi2.top_per_category.get(cat, [])),
+        column_config=pt.P_VALUE_COLUMNS,
+        **WIDE,
+    )
 
 
 def pmi_tab(report: KeywordReport) -> None:
@@ -129,9 +139,11 @@ def mapping_tab(report: KeywordReport, mapping: Mapping) -> None:
         "forms (trees ↔ tree) except those under `exact`. Edit, apply (re-runs the analysis), "
         f"then save to `{user_mapping_path()}`, which later runs and the CLI pick up."
     )
-    if EDITOR_KEY not in st.session_state:
-        st.session_state[EDITOR_KEY] = mapping.to_json()
-    st.text_area("Mapping table (JSON)", key=EDITOR_KEY, height=320)
+    # The browser forgets a widget's text while the widget is not drawn (an upload run stops
+    # before the tabs), and Streamlit resends only a value set through the session state: so
+    # the text lives in DRAFT_KEY and is set on the widget on every run.
+    st.session_state[EDITOR_KEY] = st.session_state.get(DRAFT_KEY) or mapping.to_json()
+    st.text_area("Mapping table (JSON)", key=EDITOR_KEY, height=320, on_change=_keep_draft)
     b1, b2, b3 = st.columns(3)
     b1.button("Apply", on_click=_apply_editor, key="apply_mapping")
     if b2.button("Save the applied table", key="save_mapping"):
@@ -203,11 +215,26 @@ def hmm_tab(report: KeywordReport, mapping: Mapping, texts: Sequence[str]) -> No
         st.code(demo.generate(160, random_state=int(time.time()) % 1000))
 
 
-def categories_tab(report: KeywordReport, cs: CaptionSet, captions_file: Path | None) -> None:
+def categories_tab(
+    report: KeywordReport, cs: CaptionSet, captions_file: Path | None, photos_why: str
+) -> None:
+    """`captions_file`: the file whose `Images/` folder holds the photos (for an upload, the
+    data set's captions file); `photos_why` says where that is, or why there is none."""
     cat = st.selectbox("Category", report.categories, key="cat_view")
     idx = report.captions_labelled(cat)
+    folder = Path(captions_file).parent / "Images" if captions_file else None
+    if folder is not None and folder.is_dir():
+        st.caption(f"Photos are looked up in `{folder}`, {photos_why}.")
+    else:
+        st.caption(f"No photos to show: {photos_why if folder is None else f'no {folder}'}.")
     if st.checkbox("Only captions whose photo is here", key="with_photo"):
+        n_all = len(idx)
         idx = [i for i in idx if photo_path(captions_file, cs.captions[i].image)]
+        if n_all and not idx:
+            st.info(
+                f"None of the {n_all} captions labelled {cat} has its photo in "
+                f"{f'`{folder}`' if folder else 'a photo folder'}."
+            )
     n_pages = max(1, -(-len(idx) // PER_PAGE))
     page = st.number_input("Page", 1, n_pages, 1, key="cat_page")
     chunk = idx[(page - 1) * PER_PAGE : page * PER_PAGE]

@@ -8,6 +8,11 @@ import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+import streamlit as st
+
+# p-values reach 1e-300: in full decimals they overflow their cell, so they are shown in
+# scientific notation (1.2e-37); the column stays numeric, so it still sorts.
+P_VALUE_COLUMNS = {"p_value": st.column_config.NumberColumn("p_value", format="%.1e")}
 
 
 def category_bar(counts: dict[str, int], n_uncategorised: int | None = None) -> go.Figure:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.data.captions import upload_problem
 from core.text.categories import Mapping
-from tests.helpers import PAGES, require_shared
+from tests.helpers import PAGES, REPO, require_shared
 
 PAGE = str(PAGES / "keywords.py")
 
@@ -138,12 +140,121 @@ def test_page_upload_without_usable_captions(
     assert any("no content words" in e.value for e in at.error)
 
 
-def test_upload_cap_message() -> None:
-    """The size cap, through the function the page calls (a 50 MB upload through AppTest
-    would only slow the suite)."""
+def test_upload_cap_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """One upload limit: the label says the server's limit (.streamlit/config.toml), which
+    the widget enforces; the size check is the function the page calls (a 50 MB upload
+    through AppTest would only slow the suite)."""
+    limit = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())["server"][
+        "maxUploadSize"
+    ]
+    at = _run(monkeypatch, tmp_path / "absent.txt")
+    at.radio(key="source").set_value("Upload a file").run()
+    labels = [w.label for w in at.get("file_uploader")]
+    assert labels and f"up to {limit} MB)" in labels[0], labels
+    msg = upload_problem(60 * 1024 * 1024, "big.txt", limit)
+    assert (
+        "60 MB" in msg and f"limit here is {limit} MB" in msg and "python -m core keywords" in msg
+    )
+    assert upload_problem(0, "e.txt", limit) == "e.txt is empty: no captions to read."
+    assert upload_problem(10, "ok.txt", limit) is None
 
-    msg = upload_problem(60 * 1024 * 1024, "big.txt", 50)
-    assert "60 MB" in msg and "limit here is 50 MB" in msg and "python -m core keywords" in msg
-    assert upload_problem(0, "e.txt", 50) == "e.txt is empty: no captions to read."
-    assert upload_problem(10, "ok.txt", 50) is None
-    assert "MAX_UPLOAD_MB = 50" in Path(PAGE).read_text()
+
+def _shown_after_remount(at: AppTest, key: str) -> str:
+    """What the browser draws in a text area it had unmounted (and so forgotten): the value
+    the server sends with the element when one was set this run, else the widget's default
+    (Streamlit's frontend; AppTest itself keeps the server-side value)."""
+    proto = at.text_area(key=key).proto
+    return proto.value if proto.set_value else proto.default
+
+
+def test_mapping_editor_survives_upload_and_back(
+    small_captions: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19: after Captions -> "Upload a file" -> back, the editor was empty."""
+    at = _run(monkeypatch, small_captions)
+    table = Mapping.default().to_json()
+    assert _shown_after_remount(at, "mapping_editor") == table
+    # An edit (not yet applied) is kept through the round trip too.
+    edited = table.replace('"alley"', '"alley", "lane"')
+    at.text_area(key="mapping_editor").set_value(edited).run()
+    for source in ("Upload a file", "Data set's captions file"):
+        at.radio(key="source").set_value(source).run()
+        assert not at.exception
+    assert _shown_after_remount(at, "mapping_editor") == edited
+    at.button(key="apply_mapping").click().run()
+    assert "lane" in Mapping.from_json(at.session_state["mapping_json"]).categories["street"]
+
+
+def test_mapping_editor_names_the_field_at_fault(
+    small_captions: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22 item 8 in the app: a table of the wrong shape is refused with the field."""
+    at = _run(monkeypatch, small_captions)
+    bad = Mapping.default().to_dict() | {"exact": "beach"}
+    at.text_area(key="mapping_editor").set_value(json.dumps(bad)).run()
+    at.button(key="apply_mapping").click().run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any(
+        "Not applied: exact: expected a list of words, got a string ('beach')" in e for e in errors
+    ), errors
+    assert "mapping_json" not in at.session_state  # the packaged table stays in use
+
+
+def test_broken_mapping_file_is_named_and_the_page_goes_on(
+    small_captions: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bad = tmp_path / "mapping.json"
+    bad.write_text('{"categories": {"sea": ["sea"]}, "exact": null}', encoding="utf-8")
+    monkeypatch.setenv("SCENESEEK_MAPPING", str(bad))
+    at = _run(monkeypatch, small_captions)
+    assert not at.exception, at.exception
+    assert any(
+        f"mapping table {bad}: exact: expected a list of words, got null" in e.value
+        for e in at.error
+    ), [e.value for e in at.error]
+    assert {m.label: m.value for m in at.metric}["Captions"] == "800"  # the packaged table
+
+
+def test_upload_finds_its_photos_next_to_the_data_set_captions(
+    small_captions: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19: an upload whose photos are all in the data set's Images/ showed 0 captions
+    under "Only captions whose photo is here", with no reason."""
+    at = _run(monkeypatch, small_captions)
+    at.radio(key="source").set_value("Upload a file").run()
+    lines = small_captions.read_text(encoding="utf-8").splitlines(keepends=True)[:401]
+    at.file_uploader(key="captions_upload").set_value(
+        ("mine.txt", "".join(lines).encode(), "text/plain")
+    ).run()
+    assert not at.exception, at.exception
+    at.selectbox(key="cat_view").set_value("street").run()
+    at.checkbox(key="with_photo").check().run()
+    assert not at.exception
+    assert any(f"`{small_captions.parent / 'Images'}`" in c.value for c in at.caption)
+    shown = [c.value for c in at.caption if " captions labelled street" in c.value]
+    assert shown and not shown[0].startswith("0 "), shown
+    assert len(at.get("image")) >= 1
+
+
+def test_upload_without_a_photo_folder_says_why(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    at = _run(monkeypatch, tmp_path / "absent.txt")
+    at.radio(key="source").set_value("Upload a file").run()
+    data = "".join(f"{i}.jpg| 0| Snow covers the mountain road {i} .\n" for i in range(40))
+    at.file_uploader(key="captions_upload").set_value(("r.csv", data.encode(), "text/csv")).run()
+    at.checkbox(key="with_photo").check().run()
+    assert not at.exception
+    assert any("no folder of its own" in c.value for c in at.caption)
+
+
+def test_chi_square_p_values_are_readable(
+    small_captions: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19: p-values like 1e-37 overflowed their cell in full decimals."""
+    at = _run(monkeypatch, small_captions)
+    table = next(df for df in at.dataframe if "p_value" in df.value.columns)
+    assert table.value["p_value"].min() < 1e-10  # the tiny values the issue was about
+    config = json.loads(table.proto.columns)
+    assert config["p_value"]["type_config"]["format"] == "%.1e"

@@ -147,3 +147,69 @@ def test_index_with_a_trained_run(intel_small: Path, folder: Path, tmp_path: Pat
     assert read_json(index / "index.json")["encoder"]["run"] == str(run.resolve())
     again = build_index(folder, index, workers=0)  # an update keeps the index's run
     assert (again.encoded, again.unchanged) == (0, 16)
+
+
+def _review_of(folder: Path, tmp_path: Path) -> tuple[Path, list[Path], list[Path]]:
+    """A review of the two-class folder: three forest photos relabelled glacier, two sea
+    photos removed. (review file, relabelled, removed)"""
+    from core.data.review import Review, save_review
+
+    forest = sorted((folder / "forest").glob("*.jpg"))[:3]
+    sea = sorted((folder / "sea").glob("*.jpg"))[:2]
+    review = Review(str(folder))
+    for p in forest:
+        review.decide(p, "relabel", "glacier")
+    for p in sea:
+        review.decide(p, "remove")
+    return save_review(tmp_path / "review.json", review), forest, sea
+
+
+def _assert_derived_from_review(index: Path, relabelled: list[Path], removed: list[Path]) -> None:
+    """Everything indexing fits from `label` saw the reviewed labels and none of the removed
+    photos: the rows, the category head's classes and columns, the mapping's training rows and
+    the category floor's positives (14 = 16 photos - 2 removed)."""
+    from core.search.category_index import column_names
+
+    meta = read_json(index / "index.json")
+    rows = load_rows(index).to_pydict()
+    label = dict(zip(rows["path"], rows["label"], strict=True))
+    assert len(label) == 14 and not {str(p.resolve()) for p in removed} & set(label)
+    assert all(label[str(p.resolve())] == "glacier" for p in relabelled)
+    assert meta["classes"] == ["forest", "glacier", "sea"]
+    assert set(rows["category"]) <= set(meta["classes"])
+    assert set(column_names(3)) <= set(rows)
+    config = read_json(index / meta["semantic"]["mapping"] / "config.json")
+    assert config["train_labelled_images"] == 14
+    assert meta["floor"]["category"]["positives"] == 14
+
+
+def test_review_is_applied_before_anything_is_derived(folder: Path, tmp_path: Path) -> None:
+    """`index --apply-review`: the semantic map, the category head and the floors are fitted
+    on the reviewed labels (issue 21: they followed the folder labels the user rejected)."""
+    file, relabelled, removed = _review_of(folder, tmp_path)
+    index = tmp_path / "idx"
+    out = cli_json(
+        "index", "--images", folder, "--index", index, "--workers", 0,
+        "--image-size", IMAGE_SIZE, "--apply-review", file,
+    )  # fmt: skip
+    assert (out["review"]["removed"], out["review"]["relabelled"]) == (2, 3)
+    assert out["rows"] == 14
+    _assert_derived_from_review(index, relabelled, removed)
+
+
+def test_review_of_an_existing_index_derives_again(folder: Path, tmp_path: Path, encoder) -> None:
+    """`apply_review_to_index` on a built index: rows deleted and relabelled, then the map,
+    categories and floors fitted again on the reviewed labels; a re-index without the review
+    gives the folder's labels and the removed photos back (without re-encoding anything)."""
+    from core.search.review_index import apply_review_to_index
+
+    index = tmp_path / "idx"
+    _build(folder, index, encoder)
+    assert read_json(index / "index.json")["classes"] == ["forest", "sea"]
+    file, relabelled, removed = _review_of(folder, tmp_path)
+    applied = apply_review_to_index(index, file)
+    assert (len(applied.removed), len(applied.relabelled)) == (2, 3)
+    _assert_derived_from_review(index, relabelled, removed)
+    again = _build(folder, index, encoder)
+    assert (again.encoded, again.relabelled, again.rows) == (2, 3, 16)
+    assert read_json(index / "index.json")["classes"] == ["forest", "sea"]

@@ -64,7 +64,7 @@ def test_pipeline_on_subset() -> None:
     train_imgs = {im for im, h in zip(cs.images, held, strict=True) if not h}
     test_imgs = {im for im, h in zip(cs.images, held, strict=True) if h}
     assert train_imgs and test_imgs and not train_imgs & test_imgs
-    assert len(rep.tokens) == 2000 and rep.labels.shape == (2000, 7)
+    assert len(rep.tokens) == 2000 and rep.labels.shape == (2000, 6)  # one column per class
     # Per-caption TF-IDF keywords: caption 1 is about a painted rainbow.
     assert (
         set(rep.caption_keywords(0, 3)) <= set(rep.tokens[0]) and len(rep.caption_keywords(0)) == 3

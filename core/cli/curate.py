@@ -37,7 +37,7 @@ def audit_cmd(
     """Likely label mistakes, near-duplicates and train/test leakage of a collection."""
     from core.curate.audit import run_audit
     from core.curate.duplicates import DEFAULT_THRESHOLD
-    from core.curate.labels import LabelAuditError
+    from core.curate.label_issues import LabelAuditError
     from core.data.dataset import DatasetError
     from core.vision.backbones import BackboneWeightsError
 

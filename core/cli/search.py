@@ -75,8 +75,7 @@ def index_cmd(
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Index a folder of images; re-running only processes new or changed files."""
-    from core.search.store import ANN_MIN_ROWS, ENGINES, SearchIndexError, build_index
-    from core.search.uri import is_uri
+    from core.search.store import ANN_MIN_ROWS, IndexConfig, SearchIndexError, build_index
 
     setup_logging(verbose)
     if index.exists() and not index.is_dir():
@@ -86,6 +85,81 @@ def index_cmd(
             fail("give --images DIR to index a folder, or --prune to drop rows of deleted files")
         _prune(index, as_json)
         return
+    _check_images(images)
+    ray_options = _ray_options(
+        engine, address, workers, gpus_per_worker, cpus_per_worker, ray_resources
+    )
+    if captions is not None and not captions.is_file():
+        fail(f"{captions}: no such captions file")
+    reviewed = _review(review)  # checked before any work
+    clip_encoder = _clip_encoder(encoder, clip_model, clip_weights, index, device)
+    if clip_encoder is None and encoder not in (None, "clip"):
+        backbone = backbone or encoder  # --encoder NAME is --backbone NAME for backbones
+    config = IndexConfig(
+        run_dir=run,
+        captions_file=captions,
+        backbone=backbone,
+        image_size=image_size,
+        batch_size=batch_size,
+        workers=workers,
+        chunk=chunk,
+        device=device,
+        engine=engine,
+        ray_options=ray_options,
+        ann_min_rows=ann_min_rows if ann_min_rows is not None else ANN_MIN_ROWS,
+        derive=not no_mapping,
+        review=reviewed,  # applied before any row is written or anything derived
+    )
+    # Ray's driver prints cluster messages (retries, dead workers) on stdout; keep stdout for
+    # the report, so --json stays one JSON object.
+    quiet = contextlib.redirect_stdout(sys.stderr) if engine == "ray" else contextlib.nullcontext()
+    try:
+        with quiet, progress_bar("indexing", as_json) as progress:
+            stats = build_index(images, index, config, encoder=clip_encoder, progress=progress)
+    except (SearchIndexError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        fail(str(exc))
+    _index_report(stats, index, review, prune, not no_mapping, as_json)
+
+
+def _index_report(
+    stats, index: Path, review: Path | None, prune: bool, derived: bool, as_json: bool
+) -> None:
+    """What `index` did (and --prune after it), as JSON or lines."""
+    out = stats.to_dict()
+    out.pop("review")
+    if stats.review is not None:
+        out["review"] = {"file": str(review), **stats.review}
+    if prune:
+        out["prune"] = _prune(index, as_json, quiet=True)
+    if derived:
+        out.update(_derived_summary(index))
+    if as_json:
+        emit_json(out)
+        return
+    _echo_index(stats, index, out)
+
+
+def _check_images(images: str) -> None:
+    """--images: a URI, or a local folder that holds image files."""
+    from core.search.uri import is_uri
+
+    if not is_uri(images) and not Path(images).expanduser().is_dir():
+        fail(f"{images}: no such folder")
+    if not is_uri(images) and not _has_images(Path(images).expanduser()):
+        fail(f"{images}: no image files found (.jpg, .png, ...); nothing to index")
+
+
+def _ray_options(
+    engine: str,
+    address: str | None,
+    workers: int | None,
+    gpus_per_worker: float,
+    cpus_per_worker: float,
+    ray_resources: str | None,
+):
+    """--engine and the ray options, checked; RayOptions for --engine ray, else None."""
+    from core.search.store import ENGINES
+
     check_choice("--engine", engine, ENGINES)
     for name, value in (
         ("--gpus-per-worker", gpus_per_worker),
@@ -93,73 +167,30 @@ def index_cmd(
     ):
         if not (math.isfinite(value) and value >= 0):  # click's range lets nan through
             fail(f"{name} must be 0 or more, not {value}")
-    if not is_uri(images) and not Path(images).expanduser().is_dir():
-        fail(f"{images}: no such folder")
-    if not is_uri(images) and not _has_images(Path(images).expanduser()):
-        fail(f"{images}: no image files found (.jpg, .png, ...); nothing to index")
-    ray_options = None
-    if engine == "ray":
-        try:
-            resources = json.loads(ray_resources) if ray_resources else {}
-        except json.JSONDecodeError as exc:
-            fail(f"--ray-resources: not JSON ({exc})")
-        from core.search.ray_engine import RayOptions  # imports no Ray until it runs
-
-        try:
-            ray_options = RayOptions(
-                address, workers or 1, gpus_per_worker, cpus_per_worker, resources
-            )
-        except ValueError as exc:
-            fail(str(exc))
-    if captions is not None and not captions.is_file():
-        fail(f"{captions}: no such captions file")
-    reviewed = _review(review)
-    clip_encoder = _clip_encoder(encoder, clip_model, clip_weights, index, device)
-    if clip_encoder is None and encoder not in (None, "clip"):
-        backbone = backbone or encoder  # --encoder NAME is --backbone NAME for backbones
-    # Ray's driver prints cluster messages (retries, dead workers) on stdout; keep stdout for
-    # the report, so --json stays one JSON object.
-    quiet = contextlib.redirect_stdout(sys.stderr) if engine == "ray" else contextlib.nullcontext()
+    if engine != "ray":
+        return None
     try:
-        with quiet, progress_bar("indexing", as_json) as progress:
-            stats = build_index(
-                images,
-                index,
-                run,
-                captions,
-                backbone,
-                image_size,
-                batch_size,
-                workers,
-                chunk,
-                device,
-                progress,
-                engine=engine,
-                ray_options=ray_options,
-                ann_min_rows=ann_min_rows if ann_min_rows is not None else ANN_MIN_ROWS,
-                encoder=clip_encoder,
-                derive=not no_mapping,
-            )
-    except (SearchIndexError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        fail(str(exc))
-    out = stats.to_dict()
-    if reviewed is not None:
-        from core.search.review_index import apply_review_to_index
+        resources = json.loads(ray_resources) if ray_resources else {}
+    except json.JSONDecodeError as exc:
+        fail(f"--ray-resources: not JSON ({exc})")
+    from core.search.ray_engine import RayOptions  # imports no Ray until it runs
 
-        out["review"] = {"file": str(review), **apply_review_to_index(index, reviewed).to_dict()}
-    if prune:
-        out["prune"] = _prune(index, as_json, quiet=True)
-    if not no_mapping:
-        out.update(_derived_summary(index))
-    if as_json:
-        emit_json(out)
-        return
+    try:
+        return RayOptions(address, workers or 1, gpus_per_worker, cpus_per_worker, resources)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def _echo_index(stats, index: Path, out: dict) -> None:
     typer.echo(
         f"{stats.root}: {stats.found} images, {stats.encoded} encoded, "
         f"{stats.unchanged} unchanged, {stats.moved} moved, {stats.deleted} removed, "
         f"{len(stats.skipped)} skipped; {stats.rows} rows in {index} "
         f"({stats.images_per_second} img/s)"
     )
+    if stats.review is not None:
+        r = stats.review
+        typer.echo(f"  review: {r['removed']} removed, {r['relabelled']} relabelled")
     for s in stats.skipped:
         typer.echo(f"  skipped {s['path']}: {s['reason']}")
     for s in stats.ignored:
@@ -208,7 +239,9 @@ def _clip_encoder(
     encoder: str | None, model: str | None, weights: str | None, index: Path, device: str | None
 ):
     """The CLIP encoder for `--encoder clip` (or an index built with it), else None."""
-    has_meta = (index / "index.json").exists()
+    from core.search.index_format import meta_path
+
+    has_meta = meta_path(index).exists()
     if encoder is None and model is None and weights is None and not has_meta:
         return None
     from core.search.clip import ClipWeightsError

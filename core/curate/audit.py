@@ -24,7 +24,7 @@ from core.curate.duplicates import (
     find_near_duplicates,
     regroup,
 )
-from core.curate.labels import (
+from core.curate.label_issues import (
     DEFAULT_C,
     DEFAULT_FOLDS,
     LabelIssue,

@@ -13,7 +13,7 @@ import numpy as np
 
 from core.curate.audit import Audit
 from core.curate.export import UNLABELLED, ExportItem, of_labels, reviewed
-from core.curate.labels import LabelIssue
+from core.curate.label_issues import LabelIssue
 from core.data.review import Review
 
 COLOUR_BY = ("class", "prediction", "label-issue score", "search score")

@@ -10,15 +10,24 @@ Modules: backend (EncoderSpec, Encoded and the encoder protocols), encoders (the
 factory: create_image_encoder, create_text_encoder), embed (backbone images -> features,
 ImageNet top-5, run probabilities), clip (CLIP images and text), sentence (the MiniLM sentence
 encoder, on torch or ONNX Runtime), semantic_map (each image's vector in the sentence space:
-the fitted ridge map and label path), imagenet_labels (text of the ImageNet labels), store
-(the LanceDB table, its metadata and indexes), ray_engine (encoding on a Ray cluster), derive
-(what indexing computes for queries: semantic column, categories, keyword model, relevance
-floors), table (the index opened read-only for queries), query (query analysis), retrievers
-(one per mode), explain (the why of each result), engine (SearchEngine, the query server),
-evaluate (R@k, MRR, P@10, AP over the whole table).
+the fitted ridge map and label path), imagenet_labels (text of the ImageNet labels),
+index_format (the on-disk contract), files (the images under a root), writer (build_index),
+ann (index upkeep), store (the index as the library reads it), ray_engine (encoding on a Ray
+cluster), derive (what indexing computes for queries: semantic column, categories, keyword
+model, relevance floors), table (the index opened read-only for queries), query (query
+analysis), retrievers (one per mode), explain (the why of each result), engine (SearchEngine,
+the query server), evaluate (R@k, MRR, P@10, AP over the whole table).
 """
 
 from core.search.engine import MODES, SearchEngine, SearchResponse, SearchResult
-from core.search.store import IndexStats, build_index
+from core.search.writer import IndexConfig, IndexStats, build_index
 
-__all__ = ["MODES", "IndexStats", "SearchEngine", "SearchResponse", "SearchResult", "build_index"]
+__all__ = [
+    "MODES",
+    "IndexConfig",
+    "IndexStats",
+    "SearchEngine",
+    "SearchResponse",
+    "SearchResult",
+    "build_index",
+]

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from core.search import category_index
+import core.search.category_index as category_index
+from core.search.index_format import tag_text
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ FLOOR_NEGATIVES = 8  # other photos scored per caption
 
 @dataclasses.dataclass
 class Derived:
-    """What `finalize` computed for every row (aligned with `paths`)."""
+    """What `write_derived` computed for every row (aligned with `paths`)."""
 
     paths: list[str]
     semantic: np.ndarray  # (N, D)
@@ -83,7 +84,7 @@ def _imagenet_groups() -> Any:
         return ImagenetGroups.default()
 
 
-def finalize(
+def write_derived(
     index_dir: Path,
     tbl: Any,
     meta: dict,
@@ -91,85 +92,25 @@ def finalize(
     map_config: Any = None,
     text_factory: Callable[[], Any] | None = None,
 ) -> bool:
-    """Write the derived columns and side files; True when rows were rewritten (their
-    vector and full-text indexes must then be rebuilt)."""
-    from core.search.store import tag_text
-
+    """Fit and write what queries read from the whole collection (the module's list): the
+    derived columns, the side files and index.json's `semantic`, `classes`, `floor`... True
+    when every row was rewritten (their vector and full-text indexes must then be rebuilt)."""
     meta.setdefault("semantic", {})["source"] = semantic_source(encoder)
-    factory = text_factory or text_backend_for(meta)
-    text_cache: dict[str, Any] = {}
-
-    def text() -> Any:  # load the (large) sentence encoder at most once, and only if needed
-        if "t" not in text_cache:
-            text_cache["t"] = factory()
-        return text_cache["t"]
-
-    cols = [
-        "path",
-        "sha256",
-        "split",
-        "label",
-        "captions",
-        "top_ids",
-        "top_labels",
-        "top_probs",
-        "probs",
-        "category",
-        "text",
-        SEMANTIC,
-    ]
-    rows = _columns(tbl, cols)
+    text = _once(text_factory or text_backend_for(meta))
+    rows = _columns(tbl, ROW_COLUMNS)
     d = tbl.schema.field("vector").type.list_size
     feats = tbl.to_arrow().column("vector").combine_chunks().values.to_numpy().reshape(-1, d)
-    fit = None
-    if meta["semantic"]["source"] == "encoder":
-        vectors = np.array(rows[SEMANTIC], np.float32)
-        key = (
-            "encoder:"
-            + hashlib.sha256(repr(sorted(encoder.identity().items())).encode()).hexdigest()[:16]
-        )
-        model = None
-    else:
-        from core.search.semantic_map import fit_semantic_map
-
-        fit = fit_semantic_map(feats, rows, meta, text, map_config, index_dir)
-        if fit is None:
-            return False
-        vectors, key, model = fit.vectors, fit.key, fit.model
+    sem = _semantic(index_dir, encoder, feats, rows, meta, text, map_config)
+    if sem is None:
+        return False
+    vectors, key, model, fit = sem
     classes, probs, source = _categories(encoder, rows, feats, model)
     category = [classes[int(i)] for i in probs.argmax(1)] if classes else [""] * len(vectors)
-    # Captions of the photos held out for evaluation stay out of the full-text column: a
-    # caption query must not find its photo by its own words (evaluate-retrieval's pool).
     held = set(fit.heldout_images) if fit is not None else set()
-    groups = _imagenet_groups()
-    # The ImageNet-label groups ("church" -> building) add their category words, so a keyword
-    # query for "building" finds an image whose top label is "church".
-    texts = [
-        tag_text(c, [*labels, *groups.tags(labels)], [] if Path(p).name in held else caps or [])
-        for c, labels, caps, p in zip(
-            category, rows["top_labels"], rows["captions"], rows["path"], strict=True
-        )
-    ]
+    texts = _full_text(rows, category, held)
     derived = Derived(rows["path"], vectors, classes, probs, category, texts, key)
-    old = meta.get("semantic", {})
-    full = (
-        old.get("key") != key
-        or meta.get("classes") != classes
-        or (bool(classes) and not _has(tbl, CLASS_PROBS))
-        or (bool(classes) and not _has(tbl, category_index.column_of((0,))))
-    )
-    if full:
-        todo = np.arange(len(vectors))
-    else:
-        stale = {int(i) for i, v in enumerate(rows[SEMANTIC]) if v is None}
-        stale |= {
-            i
-            for i, (a, b, t, u) in enumerate(
-                zip(rows["category"], category, rows["text"], texts, strict=True)
-            )
-            if a != b or t != u
-        }
-        todo = np.array(sorted(stale), dtype=int)
+    full = _full_rewrite(tbl, meta, key, classes)
+    todo = np.arange(len(vectors)) if full else _stale(rows, category, texts)
     if len(todo):
         _write(tbl, derived, todo, len(classes))
     meta["semantic"] = {
@@ -198,6 +139,103 @@ def finalize(
         atomic_write_json(Path(index_dir) / LABELS_FILE, list(encoder.imagenet_classes))
     log.info("derived columns written for %d of %d rows (key %s)", len(todo), len(vectors), key)
     return bool(full and len(todo))
+
+
+ROW_COLUMNS = (
+    "path",
+    "sha256",
+    "split",
+    "label",
+    "captions",
+    "top_ids",
+    "top_labels",
+    "top_probs",
+    "probs",
+    "category",
+    "text",
+    SEMANTIC,
+)
+
+
+def _once(factory: Callable[[], Any]) -> Callable[[], Any]:
+    """`factory` called at most once, and only when needed (the sentence encoder is large)."""
+    cache: dict[str, Any] = {}
+
+    def get() -> Any:
+        if "t" not in cache:
+            cache["t"] = factory()
+        return cache["t"]
+
+    return get
+
+
+def _semantic(
+    index_dir: Path,
+    encoder: Any,
+    feats: np.ndarray,
+    rows: dict,
+    meta: dict,
+    text: Callable[[], Any],
+    map_config: Any,
+) -> tuple[np.ndarray, str, Any, Any] | None:
+    """(semantic vectors, their key, the mapping model or None, the fit or None); None when
+    there is nothing to fit a mapping on. An encoder with its own image-text space (CLIP)
+    wrote the vectors while encoding."""
+    if meta["semantic"]["source"] == "encoder":
+        ident = repr(sorted(encoder.identity().items())).encode()
+        key = "encoder:" + hashlib.sha256(ident).hexdigest()[:16]
+        return np.array(rows[SEMANTIC], np.float32), key, None, None
+    fit = _fit_mapping(index_dir, feats, rows, meta, text, map_config)
+    if fit is None:
+        return None
+    return fit.vectors, fit.key, fit.model, fit
+
+
+def _fit_mapping(
+    index_dir: Path, feats: np.ndarray, rows: dict, meta: dict, text: Any, map_config: Any
+) -> Any:
+    """The one call into the semantic map's fitting (loaded instead when saved)."""
+    from core.search.semantic_map import fit_semantic_map
+
+    return fit_semantic_map(feats, rows, meta, text, map_config, index_dir)
+
+
+def _full_text(rows: dict, category: list[str], held: set[str]) -> list[str]:
+    """The `text` column. Captions of the photos held out for evaluation stay out of it: a
+    caption query must not find its photo by its own words (evaluate-retrieval's pool). The
+    ImageNet-label groups ("church" -> building) add their category words, so a keyword
+    query for "building" finds an image whose top label is "church"."""
+    groups = _imagenet_groups()
+    return [
+        tag_text(c, [*labels, *groups.tags(labels)], [] if Path(p).name in held else caps or [])
+        for c, labels, caps, p in zip(
+            category, rows["top_labels"], rows["captions"], rows["path"], strict=True
+        )
+    ]
+
+
+def _full_rewrite(tbl: Any, meta: dict, key: str, classes: list[str]) -> bool:
+    """Every row is rewritten when the mapping or the class list changed (an index never
+    mixes vectors of two mappings), or a class column is missing."""
+    return (
+        (meta.get("semantic") or {}).get("key") != key
+        or meta.get("classes") != classes
+        or (bool(classes) and not _has(tbl, CLASS_PROBS))
+        or (bool(classes) and not _has(tbl, category_index.column_of((0,))))
+    )
+
+
+def _stale(rows: dict, category: list[str], texts: list[str]) -> np.ndarray:
+    """The rows whose derived values are missing or changed."""
+    stale = {int(i) for i, v in enumerate(rows[SEMANTIC]) if v is None}
+    stale |= {
+        i
+        for i, (a, b, t, u) in enumerate(
+            zip(rows["category"], category, rows["text"], texts, strict=True)
+        )
+        if a != b or t != u
+    }
+    return np.array(sorted(stale), dtype=int)
 
 
 def _has(tbl: Any, name: str) -> bool:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core.io import atomic_write_text
+from core.search.index_format import quoted as _quoted
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +101,6 @@ def file_missing(path: str) -> bool:
         return True
 
 
-def _quoted(paths: Sequence[str]) -> str:
-    return ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-
-
 @dataclass
 class PruneResult:
     checked: int
@@ -117,7 +114,7 @@ def prune(index_dir: str | Path, dry_run: bool = False) -> PruneResult:
     """Delete the rows whose files are gone (holding the writer lock); index.json's row
     count is updated. Returns what was (or, with dry_run, would be) removed."""
     from core.io import atomic_write_json
-    from core.search.store import meta_path, open_table, read_meta
+    from core.search.index_format import delete_paths, meta_path, open_table, read_meta
 
     index_dir = Path(index_dir)
     with index_lock(index_dir):
@@ -127,8 +124,7 @@ def prune(index_dir: str | Path, dry_run: bool = False) -> PruneResult:
         paths = paths.column("path").to_pylist()
         gone = sorted(p for p in paths if file_missing(p))
         if gone and not dry_run:
-            for k in range(0, len(gone), 500):  # keep the filter expression small
-                tbl.delete(f"path IN ({_quoted(gone[k : k + 500])})")
+            delete_paths(tbl, gone)
             meta = read_meta(index_dir)
             meta["rows"] = tbl.count_rows()
             meta["table_version"] = tbl.version
@@ -162,7 +158,7 @@ def find_moves(
 
 def apply_moves(
     tbl: Any,
-    files: Sequence[Any],  # store.ImageFile
+    files: Sequence[Any],  # files.ImageFile
     todo: list[int],
     gone: list[str],
     shas: Sequence[str],
@@ -223,7 +219,7 @@ def is_lance_damage(exc: BaseException) -> bool:
 
 def damaged_table_error(where: Any, exc: BaseException) -> Exception:
     """The SearchIndexError that names a damaged table and what to do about it."""
-    from core.search.store import SearchIndexError
+    from core.search.index_format import SearchIndexError
 
     first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
     return SearchIndexError(
@@ -303,7 +299,7 @@ def read_meta_for_update(index_dir: str | Path, warn: bool = True) -> dict:
     """index.json for a run of `index`: {} when there is none, and also when it is unreadable
     (garbage, truncated): the run then rebuilds it from the table (the encoder and roots it
     keeps, the roots of its rows), and says so, naming the file (`warn`)."""
-    from core.search.store import SearchIndexError, meta_path, read_meta
+    from core.search.index_format import SearchIndexError, meta_path, read_meta
 
     if not meta_path(index_dir).exists():
         return {}
@@ -327,9 +323,11 @@ def _rebuilt_meta(index_dir: str | Path) -> dict:
     """index.json rebuilt from the table: its rows' roots, and what it keeps (KEPT_KEY)."""
     import lancedb
 
+    from core.search.index_format import TABLE
+
     try:
         db = lancedb.connect(str(index_dir))
-        tbl = db.open_table("images")
+        tbl = db.open_table(TABLE)
         t = tbl.search().select(["root"]).limit(max(1, tbl.count_rows())).to_arrow()
     except Exception as exc:  # no table yet, or a damaged one: the run says so later
         log.warning("no roots recovered from the table of %s: %s", index_dir, exc)

@@ -3,12 +3,12 @@
 Only the encoding moves to the cluster; deciding what needs work and writing the index stay
 in core.search.store, shared with the local engine, so both produce the same rows. This
 module imports nothing from store: the driver hands it the encoder's `spec()` (any
-core.search.backend.EncoderBackend), so store -> ray_engine is the only direction:
+core.search.backend.EncoderBackend), so writer -> ray_engine is the only direction:
 
-    paths (Arrow blocks) --map_batches(hash tasks)--> sha256        -> store.plan (driver)
+    paths (Arrow blocks) --map_batches(hash tasks)--> sha256        -> writer.plan (driver)
     todo paths --map_batches(decode tasks, CPU)--> input tensors, ok, reason
                --map_batches(_EncoderActor pool, concurrency=N, num_gpus=G)--> features...
-               --iter_batches--> driver: store._Writer.commit per chunk (merge_insert on path)
+               --iter_batches--> driver: writer._Writer.commit per chunk (merge_insert on path)
 
 Why this shape:
 - Decoding runs in stateless CPU tasks and the model in an actor pool, Ray's batch-inference

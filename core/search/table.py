@@ -10,7 +10,6 @@ then copied once into a private temporary folder.
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import shutil
 import tempfile
@@ -21,7 +20,14 @@ from typing import Any
 import numpy as np
 
 from core.config import index_cache_mb
-from core.search.store import INDEX_VERSION, META_FILE, TABLE, SearchIndexError
+from core.search.index_format import (
+    INDEX_VERSION,
+    META_FILE,
+    REBUILD,
+    TABLE,
+    SearchIndexError,
+    read_meta,
+)
 from core.search.uri import is_uri
 
 log = logging.getLogger(__name__)
@@ -39,7 +45,6 @@ RESULT_COLUMNS = (
     "captions",
     "text",
 )
-REBUILD = "re-run `python -m core index --images DIR --index {index}` to rebuild it"
 ROWID = "_rowid"  # ask a search for it (columns=(ROWID,)) to skip reading any column
 REFINE_ROWS = 400  # full-vector re-ranks per ANN query, whatever k (see refine_factor)
 
@@ -71,36 +76,6 @@ def _run(q: Any, k: int, where: str | None, columns: tuple[str, ...], score: str
     return q.limit(int(k)).select([*columns, score]).to_arrow().to_pylist()
 
 
-def _read_meta(location: str) -> dict:
-    if is_uri(location):
-        from core.search.uri import read_bytes
-
-        try:
-            raw = read_bytes(f"{location.rstrip('/')}/{META_FILE}")
-        except (FileNotFoundError, OSError) as exc:
-            raise SearchIndexError(f"{location}: not an index (no {META_FILE}: {exc})") from exc
-    else:
-        path = Path(location) / META_FILE
-        if not Path(location).is_dir():
-            raise SearchIndexError(f"{location}: not an index (no such folder)")
-        if not path.exists():
-            raise SearchIndexError(
-                f"{location}: not an index (no {META_FILE}); build one with "
-                "`python -m core index --images DIR --index INDEX_DIR`"
-            )
-        raw = path.read_bytes()
-    try:
-        meta = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SearchIndexError(
-            f"{location}: {META_FILE} is unreadable ({exc.__class__.__name__}); "
-            + REBUILD.format(index=location)
-        ) from exc
-    if not isinstance(meta, dict):
-        raise SearchIndexError(f"{location}: {META_FILE} is not an index description")
-    return meta
-
-
 class IndexTable:
     """One opened index. `open` checks it is complete and of this version."""
 
@@ -123,7 +98,7 @@ class IndexTable:
         import lancedb
 
         location = str(index)
-        meta = _read_meta(location)
+        meta = read_meta(location)
         version = int(meta.get("version", 1) or 1)
         if version < INDEX_VERSION:
             raise SearchIndexError(

@@ -12,23 +12,21 @@ when the user has saved one from the app, else the packaged default
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from core.config import MAPPING_ENV, mapping_env, resolve_cache_dir, resolve_table_path
-from core.io import atomic_write_json
+from core.config import MAPPING_ENV, mapping_env
+from core.text.category_table import CategoryTable, TableError
 
 USER_MAPPING_NAME = "mapping.json"
 WORD_OK = re.compile(r"^[a-z]+$")
 
 
-class MappingError(ValueError):
+class MappingError(TableError):
     """The mapping table is not valid JSON or breaks a rule (see `Mapping.validate`)."""
 
 
@@ -60,105 +58,59 @@ def singular_forms(word: str) -> set[str]:
     return set()
 
 
-@dataclass
-class Mapping:
-    categories: dict[str, list[str]]
-    exact: set[str] = field(default_factory=set)
-    description: str = ""
-    source: str = "(in memory)"
-    _forms: dict[str, tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
+class Mapping(CategoryTable):
+    """Caption word -> category (the study's Table 1); `exact` words match only as written."""
 
-    # --- loading and saving ------------------------------------------------------------------
+    KIND = "mapping table"
+    ITEM = "word"
+    FILE_NAME = USER_MAPPING_NAME
+    ENV = MAPPING_ENV
+    ERROR = MappingError
+    FIELDS: ClassVar[dict[str, str]] = {**CategoryTable.FIELDS, "exact": "items"}
 
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "(in memory)") -> Mapping:
-        if not isinstance(d, dict) or not isinstance(d.get("categories"), dict):
-            raise MappingError('expected a JSON object with "categories": {category: [words]}')
-        cats: dict[str, list[str]] = {}
-        for cat, words in d["categories"].items():
-            if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-                raise MappingError(f"category {cat!r}: expected a list of words")
-            cats[str(cat).strip().lower()] = [w.strip().lower() for w in words if w.strip()]
-        m = cls(
-            categories=cats,
-            exact={str(w).strip().lower() for w in d.get("exact", [])},
-            description=str(d.get("description", "")),
-            source=source,
-        )
-        m.validate()
-        return m
+    def __init__(
+        self,
+        categories: dict[str, list[str]],
+        exact: Iterable[str] | None = None,
+        description: str = "",
+        source: str = "(in memory)",
+    ) -> None:
+        super().__init__(categories, description, source)
+        self.exact = set(exact or ())
+        self._forms: dict[str, tuple[str, ...]] | None = None
 
     @classmethod
-    def from_json(cls, text: str, source: str = "(in memory)") -> Mapping:
-        try:
-            d = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise MappingError(f"not valid JSON: {exc}") from None
-        return cls.from_dict(d, source)
-
-    @classmethod
-    def load(cls, path: str | Path | None = None) -> Mapping:
-        """The mapping at `path`, or the one `resolve_mapping_path` finds."""
-        if path is None:
-            path = resolve_mapping_path()
-        if path is None:
-            return cls.default()
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise MappingError(f"mapping table {path}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise MappingError(
-                f"mapping table {path} is not UTF-8 text; save it as UTF-8 JSON"
-            ) from None
-        try:
-            return cls.from_json(text, source=str(path))
-        except MappingError as exc:
-            raise MappingError(f"mapping table {path}: {exc}") from None
-
-    @classmethod
-    def default(cls) -> Mapping:
-        """The packaged table (core/resources/mapping.json)."""
-        text = resources.files("core.resources").joinpath("mapping.json").read_text("utf-8")
-        return cls.from_json(text, source="default (core/resources/mapping.json)")
+    def build(cls, d: dict, source: str) -> Mapping:
+        # Case and spaces are forgiven; everything else is checked by validate().
+        cats = {
+            c.strip().lower(): list(dict.fromkeys(w.strip().lower() for w in ws if w.strip()))
+            for c, ws in d["categories"].items()
+        }
+        exact = {w.strip().lower() for w in d.get("exact", [])}
+        return cls(cats, exact, d.get("description", ""), source)
 
     def to_dict(self) -> dict:
-        return {
-            "description": self.description,
-            "categories": {c: list(ws) for c, ws in self.categories.items()},
-            "exact": sorted(self.exact),
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
-
-    def save(self, path: str | Path) -> Path:
-        """Validate, then write atomically (a crash never leaves half a table)."""
-        self.validate()
-        return atomic_write_json(path, self.to_dict())
+        return {**super().to_dict(), "exact": sorted(self.exact)}
 
     def validate(self) -> None:
-        if not self.categories:
-            raise MappingError("the table has no categories")
+        super().validate()
         seen: dict[str, str] = {}
         for cat, words in self.categories.items():
             if not WORD_OK.match(cat):
                 raise MappingError(f"category name {cat!r}: use lower-case letters only")
-            if not words:
-                raise MappingError(f"category {cat!r} has no words")
-            for w in words:
+            for i, w in enumerate(words):
                 if not WORD_OK.match(w):
-                    raise MappingError(f"{cat}: word {w!r} — use single lower-case words a-z")
+                    raise MappingError(
+                        f"categories.{cat}[{i}]: word {w!r} — use single lower-case words a-z"
+                    )
                 if w in seen and seen[w] != cat:
                     raise MappingError(f"word {w!r} is listed under both {seen[w]} and {cat}")
                 seen[w] = cat
+        for w in sorted(self.exact):
+            if not WORD_OK.match(w):
+                raise MappingError(f"exact: {w!r} — use single lower-case words a-z")
 
     # --- matching ----------------------------------------------------------------------------
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.categories)
 
     def forms(self) -> dict[str, tuple[str, ...]]:
         """{word form: categories it signals}, inflections included."""
@@ -200,24 +152,24 @@ class Mapping:
 
     def with_words(self, additions: dict[str, Iterable[str]]) -> Mapping:
         """A copy with accepted suggestions added (duplicates ignored)."""
-        cats = {c: list(ws) for c, ws in self.categories.items()}
-        for cat, words in additions.items():
-            for w in words:
-                if w not in cats.setdefault(cat, []):
-                    cats[cat].append(w)
-        m = Mapping(cats, set(self.exact), self.description, self.source)
+        m = Mapping(self.added(additions), set(self.exact), self.description, self.source)
         m.validate()
         return m
 
 
 def user_mapping_path() -> Path:
     """Where the app saves the user's edited table."""
-    return resolve_cache_dir() / USER_MAPPING_NAME
+    return Mapping.user_path()
 
 
 def resolve_mapping_path(explicit: str | Path | None = None) -> Path | None:
     """Explicit path, else $SCENESEEK_MAPPING, else a saved user table, else None (default)."""
-    return resolve_table_path(USER_MAPPING_NAME, MAPPING_ENV, explicit)
+    return Mapping.resolve_path(explicit)
+
+
+def load_mapping(path: str | Path | None = None) -> Mapping:
+    """The mapping table in use (`Mapping.load`)."""
+    return Mapping.load(path)
 
 
 def mapping_source(explicit: str | Path | None = None) -> str:

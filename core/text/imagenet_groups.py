@@ -12,20 +12,17 @@ The keyword search mode uses `ImagenetGroups.tags(top_labels)`: an image whose t
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
-from core.config import GROUPS_ENV, resolve_cache_dir, resolve_table_path
-from core.io import atomic_write_json
+from core.config import GROUPS_ENV
+from core.text.category_table import CategoryTable, TableError
 
 USER_GROUPS_NAME = "imagenet_groups.json"
 
 
-class GroupsError(ValueError):
+class GroupsError(TableError):
     """The table is not valid JSON, or names a label that is not an ImageNet class."""
 
 
@@ -35,60 +32,25 @@ def imagenet_names() -> list[str]:
     return imagenet_classes()
 
 
-@dataclass
-class ImagenetGroups:
-    categories: dict[str, list[str]]
-    description: str = ""
-    source: str = "(in memory)"
-    _index: dict[str, list[str]] | None = field(default=None, repr=False, compare=False)
+class ImagenetGroups(CategoryTable):
+    """Top-1 ImageNet label -> category; an image carries the categories of its labels."""
 
-    @classmethod
-    def from_dict(
-        cls, d: object, source: str = "(in memory)", known: Iterable[str] | None = None
-    ) -> ImagenetGroups:
-        """Validate and build; `known` (default: the 1000 ImageNet names) bounds the labels."""
-        if not isinstance(d, dict) or not isinstance(d.get("categories"), dict):
-            raise GroupsError('expected a JSON object with "categories": {category: [labels]}')
-        names = set(known if known is not None else imagenet_names())
-        cats: dict[str, list[str]] = {}
-        for cat, labels in d["categories"].items():
-            if not isinstance(cat, str) or not cat.strip():
-                raise GroupsError("category names must be non-empty strings")
-            if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-                raise GroupsError(f"{cat}: expected a list of ImageNet label names")
+    KIND = "ImageNet-label groups table"
+    ITEM = "label"
+    FILE_NAME = USER_GROUPS_NAME
+    ENV = GROUPS_ENV
+    ERROR = GroupsError
+
+    def validate(self) -> None:
+        super().validate()
+        for cat in self.categories:
+            if not cat:
+                raise GroupsError("categories: a category name is empty")
+        names = set(imagenet_names())
+        for cat, labels in self.categories.items():
             unknown = [x for x in labels if x not in names]
             if unknown:
-                raise GroupsError(f"{cat}: not ImageNet class names: {unknown[:5]}")
-            cats[cat.strip()] = list(dict.fromkeys(labels))
-        return cls(cats, str(d.get("description", "")), source)
-
-    @classmethod
-    def from_json(cls, text: str, source: str = "(in memory)") -> ImagenetGroups:
-        try:
-            return cls.from_dict(json.loads(text), source)
-        except json.JSONDecodeError as exc:
-            raise GroupsError(f"{source}: not valid JSON ({exc})") from exc
-
-    @classmethod
-    def default(cls) -> ImagenetGroups:
-        text = resources.files("core.resources").joinpath(USER_GROUPS_NAME).read_text("utf-8")
-        return cls.from_json(text, source="default (core/resources/imagenet_groups.json)")
-
-    def to_dict(self) -> dict:
-        return {"description": self.description, "categories": self.categories}
-
-    def save(self, path: str | Path) -> Path:
-        return atomic_write_json(path, self.to_dict())
-
-    def index(self) -> dict[str, list[str]]:
-        """label -> categories listing it."""
-        if self._index is None:
-            idx: dict[str, list[str]] = {}
-            for cat, labels in self.categories.items():
-                for lab in labels:
-                    idx.setdefault(lab, []).append(cat)
-            self._index = idx
-        return self._index
+                raise GroupsError(f"categories.{cat}: not ImageNet class names: {unknown[:5]}")
 
     def tags(self, labels: Sequence[str]) -> list[str]:
         """The categories of an image's ImageNet labels (in label order, no repeats)."""
@@ -96,31 +58,21 @@ class ImagenetGroups:
         return list(dict.fromkeys(c for lab in labels for c in idx.get(lab, ())))
 
     def with_labels(self, additions: dict[str, Iterable[str]]) -> ImagenetGroups:
-        cats = {c: list(v) for c, v in self.categories.items()}
-        for cat, labels in additions.items():
-            cats[cat] = list(dict.fromkeys([*cats.get(cat, []), *labels]))
-        return ImagenetGroups(cats, self.description, self.source)
+        return ImagenetGroups(self.added(additions), self.description, self.source)
 
 
 def user_groups_path() -> Path:
-    return resolve_cache_dir() / USER_GROUPS_NAME
+    return ImagenetGroups.user_path()
 
 
 def resolve_groups_path(explicit: str | Path | None = None) -> Path | None:
     """The table to load: explicit, $SCENESEEK_IMAGENET_GROUPS, the user's saved copy, or None
     (the packaged default)."""
-    return resolve_table_path(USER_GROUPS_NAME, GROUPS_ENV, explicit)
+    return ImagenetGroups.resolve_path(explicit)
 
 
 def load_groups(path: str | Path | None = None) -> ImagenetGroups:
-    p = resolve_groups_path(path)
-    if p is None:
-        return ImagenetGroups.default()
-    try:
-        text = Path(p).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise GroupsError(f"{p}: cannot read ({exc.strerror or exc})") from exc
-    return ImagenetGroups.from_json(text, source=str(p))
+    return ImagenetGroups.load(path)
 
 
 def cooccurrence(top1: Sequence[str], predicted: Sequence[str | None]) -> dict[str, Counter]:

@@ -14,7 +14,7 @@ import streamlit as st
 from core.config import resolve_runs_dir
 from core.curate.audit import Audit, run_audit
 from core.curate.explore import audit_command
-from core.curate.labels import LabelAuditError
+from core.curate.label_issues import LabelAuditError
 from core.data.dataset import DatasetError
 from core.vision.runs import list_runs
 from dashboard import curate_tabs as tabs

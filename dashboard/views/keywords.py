@@ -16,7 +16,6 @@ from core.text import Mapping, MappingError, PipelineConfig, report_on_file
 from dashboard import keywords_tabs as tabs
 from dashboard.common import current_data_dir
 
-MAX_UPLOAD_MB = 50
 CAPTIONS_KEY = "captions_path"
 
 
@@ -42,23 +41,42 @@ def analyze_upload(
 # --- inputs -----------------------------------------------------------------------------------
 
 
+def max_upload_mb() -> int:
+    """The one upload limit: the server's (.streamlit/config.toml `maxUploadSize`), which the
+    widget enforces; the label and the size check say the same number."""
+    return int(st.get_option("server.maxUploadSize"))
+
+
+def _photos_for_upload() -> tuple[Path | None, str]:
+    """An upload has no folder of its own: its photos are looked up next to the data set's
+    captions file (Flickr8k's Images/), the file the other source would read."""
+    path, why = resolve_captions_path(st.session_state.get(CAPTIONS_KEY), current_data_dir())
+    if path is None or not path.is_file():
+        return None, (
+            "an uploaded file has no folder of its own, and no data set captions file was "
+            "found whose Images/ folder could hold its photos (set SCENESEEK_CAPTIONS)"
+        )
+    return path, f"next to the data set's captions file `{path}` ({why})"
+
+
 def _choose_source(mapping_json: str, sample: int, yake: bool) -> tuple:
-    """(captions, report, captions file or None) for the source picked; stops the page when
-    there is nothing to analyse."""
+    """(captions, report, (captions file whose Images/ holds the photos or None, why)) for
+    the source picked; stops the page when there is nothing to analyse."""
     source = st.radio(
         "Captions", ["Data set's captions file", "Upload a file"], horizontal=True, key="source"
     )
     if source == "Upload a file":
+        limit = max_upload_mb()
         up = st.file_uploader(
             f"Captions file (captions.txt, results.csv, Flickr8k.token.txt or one caption per "
-            f"line; up to {MAX_UPLOAD_MB} MB)",
+            f"line; up to {limit} MB)",
             type=["txt", "csv", "tsv"],
             key="captions_upload",
         )
         if up is None:
             st.info("Upload a captions file to analyse it.")
             st.stop()
-        problem = upload_problem(up.size, up.name, MAX_UPLOAD_MB)
+        problem = upload_problem(up.size, up.name, limit)
         if problem:
             st.error(problem)
             st.stop()
@@ -66,7 +84,8 @@ def _choose_source(mapping_json: str, sample: int, yake: bool) -> tuple:
         try:
             with st.spinner("Analysing the upload…"):
                 digest = hashlib.sha256(data).hexdigest()
-                return (*analyze_upload(digest, up.name, data, mapping_json, sample, yake), None)
+                result = analyze_upload(digest, up.name, data, mapping_json, sample, yake)
+            return (*result, _photos_for_upload())
         except (CaptionFileError, ValueError) as exc:
             st.error(f"Cannot analyse {up.name}: {exc}")
             st.stop()
@@ -89,7 +108,8 @@ def _choose_source(mapping_json: str, sample: int, yake: bool) -> tuple:
     try:
         stamp = path.stat().st_mtime if path.exists() else 0.0
         with st.spinner("Analysing captions… (the whole Flickr8k file takes a few seconds)"):
-            return (*analyze_file(str(path), stamp, mapping_json, sample, yake), path)
+            result = analyze_file(str(path), stamp, mapping_json, sample, yake)
+        return (*result, (path, f"next to the captions file `{path}`"))
     except (CaptionFileError, ValueError) as exc:
         st.error(f"Cannot analyse `{path}`: {exc}")
         st.stop()
@@ -104,10 +124,10 @@ st.caption(
 
 try:
     mapping = tabs.current_mapping()
-except MappingError as exc:
-    st.error(f"Mapping table: {exc}")
+except MappingError as exc:  # a broken saved or $SCENESEEK_MAPPING file: say so, go on
+    st.error(f"{exc}. Using the packaged table until this one is mended.")
     st.session_state.pop(tabs.MAPPING_KEY, None)
-    mapping = Mapping.load()
+    mapping = Mapping.default()
 
 with st.expander("Captions source and settings", expanded=True):
     c1, c2 = st.columns(2)
@@ -115,7 +135,7 @@ with st.expander("Captions source and settings", expanded=True):
         c1.number_input("Held-out captions compared", 100, 10_000, 2000, step=100, key="sample")
     )
     use_yake = c2.checkbox("Include YAKE (slower)", value=True, key="use_yake")
-    cs, report, captions_file = _choose_source(mapping.to_json(), sample, use_yake)
+    cs, report, photos = _choose_source(mapping.to_json(), sample, use_yake)
 
 if report is None:
     st.error(
@@ -151,6 +171,6 @@ with table:
 with hmm:
     tabs.hmm_tab(report, mapping, cs.texts)
 with categories:
-    tabs.categories_tab(report, cs, captions_file)
+    tabs.categories_tab(report, cs, *photos)
 with classifier:
     tabs.classifier_tab(report)
