@@ -52,8 +52,7 @@ def _stage_bars(quiet: bool, header: str = "") -> Iterator[Any]:
         if not quiet:
             tqdm.write(
                 f"epoch {r['epoch']}: train loss {r['train_loss']:.4f}, validation "
-                f"accuracy {r['val_accuracy']:.4f}, test accuracy {r['accuracy']:.4f}, "
-                f"lr {r['lr']:.2e}, {r['seconds']:.1f} s"
+                f"accuracy {r['val_accuracy']:.4f}, lr {r['lr']:.2e}, {r['seconds']:.1f} s"
             )
 
     with bars:

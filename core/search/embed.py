@@ -132,7 +132,7 @@ class ImageEncoder:
         )
 
     def _forward(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        from core.vision.features import autocast
+        from core.vision.device import autocast
 
         if self.inference is not None:
             return self._run_inference(x)
@@ -241,7 +241,7 @@ def load_encoder(
     amp: bool = True,
 ) -> ImageEncoder:
     """A backbone by name, or a trained run's backbone and head (the run decides the backbone)."""
-    from core.vision.features import pick_device
+    from core.vision.device import pick_device
 
     dev = pick_device(device)
     if run_dir is not None:

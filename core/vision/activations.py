@@ -35,8 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.vision.backbones import Backbone
-from core.vision.features import make_loader, weights_stamp
+from core.vision.backbones import Backbone, weights_stamp
+from core.vision.device import TrainingStopped
+from core.vision.features import make_loader
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +147,6 @@ def _compute(
     with torch.inference_mode():
         for x, _ in loader:
             if should_stop is not None and should_stop():
-                from core.vision.train import TrainingStopped
-
                 raise TrainingStopped("stopped while caching activations; resume to continue")
             x = x.to(device, non_blocking=True)
             # The preprocessing is a centred crop, so flipping the tensor equals flipping the
@@ -300,8 +299,6 @@ def _derive(
     with torch.inference_mode():
         for i in range(0, n, batch_size):
             if should_stop is not None and should_stop():
-                from core.vision.train import TrainingStopped
-
                 raise TrainingStopped("stopped while caching activations; resume to continue")
             x = torch.from_numpy(np.array(source[i : i + batch_size]))  # a writable copy
             b = x.shape[0]

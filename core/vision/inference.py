@@ -159,7 +159,7 @@ class TorchRunner:
         self.amp = amp
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
-        from core.vision.features import autocast
+        from core.vision.device import autocast
 
         x = torch.as_tensor(x).to(self.device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -563,7 +563,7 @@ def planned_numerics(
 ) -> str:
     """The numerics `load_inference` is expected to give (before exporting anything): lets a
     feature cache be found without loading a model."""
-    from core.vision.features import pick_device
+    from core.vision.device import pick_device
 
     dev = pick_device(str(device) if device is not None else None)
     for engine, prec in _plan(dev, backend, precision, amp):
@@ -590,7 +590,8 @@ def load_inference(
     weights: the export is keyed by that file) ready to run: outputs "features" and
     "imagenet" (when it has an ImageNet head). Kept per backbone object and settings while the
     backbone lives, so repeated calls (train, validation, test features) load it once."""
-    from core.vision.features import pick_device, weights_stamp
+    from core.vision.backbones import weights_stamp
+    from core.vision.device import pick_device
 
     dev = pick_device(str(device) if device is not None else None)
     size = int(image_size or backbone.default_size)
@@ -670,7 +671,7 @@ def load_run_inference(
 ) -> Inference:
     """A trained run (core.vision.runs.TrainedModel) ready to run: "features", "logits" (its
     classes) and, for a linear probe (whose trunk is the pretrained one), "imagenet"."""
-    from core.vision.features import weights_stamp
+    from core.vision.backbones import weights_stamp
 
     bb = trained.backbone
     size = int(image_size or trained.config.image_size)

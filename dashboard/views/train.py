@@ -135,8 +135,9 @@ if start:
         rows.append(record)
         df = pd.DataFrame(rows).set_index("epoch")
         chart.line_chart(
-            df[["train_loss", "val_accuracy", "accuracy"]].rename(
-                columns={"val_accuracy": "validation accuracy", "accuracy": "test accuracy"}
+            # Validation only: the test set is scored once, after training.
+            df[["train_loss", "val_accuracy"]].rename(
+                columns={"train_loss": "train loss", "val_accuracy": "validation accuracy"}
             )
         )
 
