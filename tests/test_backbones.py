@@ -64,8 +64,13 @@ def test_the_registry_is_the_one_list() -> None:
     assert params == sorted(params) and 4.5e6 < params[0] < 4.8e6  # Lite0: 4.65 M
     with pytest.raises(ValueError, match="choose one of"):
         bb.spec_of("efficientnet_lite9")
+    # The CLI help lists every backbone with what benchmarks/backbones.py measured here.
     help_text = bb.backbone_help()
-    assert all(n in help_text for n in bb.BACKBONES) and "260 px" in help_text
+    assert all(n in help_text for n in bb.BACKBONES)
+    measured = bb.measured_speed()["backbones"]
+    assert measured["efficientnet_lite2"]["input_px"] == 260
+    assert f"{measured['efficientnet_lite2']['images_per_second']:.1f} img/s" in help_text
+    assert measured["efficientnet_lite0"]["parameters"] == params[0]
 
 
 @pytest.mark.slow

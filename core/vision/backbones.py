@@ -519,15 +519,22 @@ def describe_backbones() -> list[dict[str, Any]]:
 
 
 def backbone_help() -> str:
-    """The --backbone help: every backbone with its input size and the speed measured here."""
+    """The --backbone help: every backbone with its size, input resolution and speed as
+    measured here (the speed resource; read without importing timm or torchvision, so the
+    CLI starts fast). A backbone not measured is listed by name."""
     speed = measured_speed()
+    rows = speed.get("backbones") or {}
     parts = []
-    for spec in BACKBONE_SPECS.values():
-        measured = (speed.get("backbones") or {}).get(spec.name) or {}
-        ips = measured.get("images_per_second")
-        rate = f", {ips:.1f} img/s" if ips else ""
-        parts.append(f"{spec.name} ({spec.resolution} px{rate})")
-    where = f" (img/s measured {speed.get('date')} on {speed.get('cpu')})" if speed else ""
+    for name in BACKBONES:
+        m = rows.get(name)
+        if m:
+            parts.append(
+                f"{name} ({m['parameters'] / 1e6:.1f} M parameters, {m['input_px']} px, "
+                f"{m['images_per_second']:.1f} img/s)"
+            )
+        else:
+            parts.append(f"{name} (not measured here)")
+    where = f" [img/s measured {speed.get('date')} on {speed.get('cpu')}]" if rows else ""
     return " | ".join(parts) + where
 
 

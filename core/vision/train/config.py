@@ -13,7 +13,7 @@ import torch
 
 from core.data.split import DEFAULT_VAL_FRACTION
 from core.io import read_json
-from core.vision.backbones import IMAGENET
+from core.vision.backbones import BACKBONE_SPECS, IMAGENET
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +61,24 @@ def partial_defaults(backbone: str = "efficientnet_lite0") -> dict[str, Any]:
         log.warning("no partial-mode search record (%s); using built-in defaults", exc)
     if backbone == "resnet50":
         chosen["unfreeze"] = RESNET_UNFREEZE
+    if backbone != "efficientnet_lite0":  # the search chose its image size for Lite0 only
+        chosen["image_size"] = _resolution(backbone)
     return chosen
 
 
+def _resolution(backbone: str) -> int:
+    """The backbone's own input resolution (its weights' config); 224 for unknown names, which
+    TrainConfig's checks then refuse by name."""
+    spec = BACKBONE_SPECS.get(backbone)
+    return spec.resolution if spec is not None else 224
+
+
 def mode_defaults(mode: str, backbone: str = "efficientnet_lite0") -> dict[str, Any]:
-    """Defaults that depend on the mode (the rest are TrainConfig's field defaults)."""
+    """Defaults that depend on the mode and the backbone (the image size: the backbone's own
+    resolution; the rest are TrainConfig's field defaults)."""
     if mode == "partial":
         return partial_defaults(backbone)
-    return {}
+    return {"image_size": _resolution(backbone)}
 
 
 @dataclass
