@@ -65,7 +65,7 @@ def _line(exc: BaseException) -> str:
 
 
 def _backbone_help() -> str:
-    from core.vision.backbones import backbone_help
+    from core.vision.catalog import backbone_help
 
     return (
         f"{backbone_help()}. Default: resnet50 when its weights are on disk, else "

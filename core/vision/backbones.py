@@ -38,6 +38,12 @@ import torch
 from torch import nn
 
 from core.io import file_stamp
+from core.vision.catalog import (  # noqa: F401 (re-exported: the registry's one list)
+    BACKBONES,
+    SPEED_RESOURCE,
+    backbone_help,
+    measured_speed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +52,6 @@ IMAGENET = "imagenet"
 # ResNet-50's is layer4; EfficientNet-Lite splits its stride-32 stage into blocks.5 and
 # blocks.6, so both are taken, as layer4 would be.
 _LITE_LAST_STAGE = ("blocks.5", "blocks.6", "conv_head", "bn2")
-SPEED_RESOURCE = "backbone_speed.json"  # written by benchmarks/backbones.py --write
 
 
 class BackboneWeightsError(RuntimeError):
@@ -451,23 +456,21 @@ def _lite(n: int) -> BackboneSpec:
     )
 
 
-BACKBONE_SPECS: dict[str, BackboneSpec] = {
-    spec.name: spec
-    for spec in (
-        _lite(0),
-        _lite(1),
-        _lite(2),
-        BackboneSpec(
-            name="resnet50",
-            family="resnet",
-            network="resnet50",
-            builder=_resnet50,
-            weights_source="torchvision (torch hub cache or download; not offline)",
-            last_stage=("layer4",),
-        ),
+def _spec(name: str) -> BackboneSpec:
+    if name.startswith("efficientnet_lite"):
+        return _lite(int(name.removeprefix("efficientnet_lite")))
+    return BackboneSpec(
+        name=name,
+        family="resnet",
+        network=name,
+        builder=_resnet50,
+        weights_source="torchvision (torch hub cache or download; not offline)",
+        last_stage=("layer4",),
     )
-}
-BACKBONES = tuple(BACKBONE_SPECS)
+
+
+# The registry: one spec per name of the one list (core.vision.catalog.BACKBONES).
+BACKBONE_SPECS: dict[str, BackboneSpec] = {name: _spec(name) for name in BACKBONES}
 
 
 def spec_of(name: str) -> BackboneSpec:
@@ -488,17 +491,6 @@ def create_backbone(
     return bb
 
 
-def measured_speed() -> dict[str, Any]:
-    """The img/s of each backbone measured here (core/resources/backbone_speed.json, written
-    by benchmarks/backbones.py --write, with the date and CPU); {} when not measured."""
-    from core.resources import resource_path
-
-    try:
-        return dict(json.loads(resource_path(SPEED_RESOURCE).read_text("utf-8")))
-    except (OSError, ValueError):
-        return {}
-
-
 def describe_backbones() -> list[dict[str, Any]]:
     """One row per registered backbone: size, input resolution, weights and measured speed."""
     speed = measured_speed()
@@ -516,26 +508,6 @@ def describe_backbones() -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def backbone_help() -> str:
-    """The --backbone help: every backbone with its size, input resolution and speed as
-    measured here (the speed resource; read without importing timm or torchvision, so the
-    CLI starts fast). A backbone not measured is listed by name."""
-    speed = measured_speed()
-    rows = speed.get("backbones") or {}
-    parts = []
-    for name in BACKBONES:
-        m = rows.get(name)
-        if m:
-            parts.append(
-                f"{name} ({m['parameters'] / 1e6:.1f} M parameters, {m['input_px']} px, "
-                f"{m['images_per_second']:.1f} img/s)"
-            )
-        else:
-            parts.append(f"{name} (not measured here)")
-    where = f" [img/s measured {speed.get('date')} on {speed.get('cpu')}]" if rows else ""
-    return " | ".join(parts) + where
 
 
 def default_backbone() -> tuple[str, str]:
