@@ -40,7 +40,8 @@ if str(REPO) not in sys.path:
 
 from benchmarks.common import default_data, pick_images  # noqa: E402
 from core.vision.backbones import create_backbone  # noqa: E402
-from core.vision.features import CPU_BATCH, cached_features, default_workers, pick_device  # noqa: E402
+from core.vision.device import pick_device  # noqa: E402
+from core.vision.features import CPU_BATCH, cached_features, default_workers  # noqa: E402
 from core.vision.inference import load_inference  # noqa: E402
 
 GOAL = 5.0

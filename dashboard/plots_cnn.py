@@ -18,12 +18,14 @@ SCORES = {
     "macro_f1": "F1",
 }
 VAL_SCORES = {"val_accuracy": "validation accuracy", "val_macro_f1": "validation F1"}
-METRICS = [*SCORES, *VAL_SCORES, "train_loss", "val_loss", "test_loss"]  # per-epoch columns
+# Per-epoch columns: epochs are scored on validation only (the test set once, at the end).
+METRICS = [*VAL_SCORES, "train_loss", "val_loss"]
 
 
 def training_curves(metrics: Sequence[Mapping], title: str = "") -> go.Figure:
-    """Loss (left) and scores (right) per epoch: validation (which chooses the checkpoint,
-    dashed) and test (which only reports)."""
+    """Loss (left) and scores (right) per epoch: training and validation (which chooses the
+    checkpoint, dashed). Runs written before epochs saw validation only also carry per-epoch
+    test figures, drawn when present."""
     df = pd.DataFrame(list(metrics))
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "scores"))
     if df.empty:
@@ -110,7 +112,8 @@ def probability_bars(probs: Mapping[str, float], title: str = "") -> go.Figure:
 def eigen_vs_cnn(
     cnn: Sequence[Mapping], eigen: Mapping[int, Mapping[str, float]], cnn_name: str
 ) -> go.Figure:
-    """The study's comparison: CNN scores per epoch beside eigen-image scores per k."""
+    """The study's comparison: CNN scores per epoch (validation; runs written before epochs
+    saw validation only: test) beside eigen-image scores per k."""
     fig = make_subplots(
         rows=1,
         cols=2,
@@ -121,10 +124,11 @@ def eigen_vs_cnn(
     keys = ("accuracy", "macro_precision", "macro_recall")
     colors = dict(zip(keys, px.colors.qualitative.Plotly, strict=False))
     for key in keys:
-        if key in df:
+        column = f"val_{key}" if f"val_{key}" in df else key
+        if column in df:
             fig.add_trace(
                 go.Scatter(
-                    x=df["epoch"], y=df[key], name=SCORES[key], line=dict(color=colors[key])
+                    x=df["epoch"], y=df[column], name=SCORES[key], line=dict(color=colors[key])
                 ),
                 1,
                 1,

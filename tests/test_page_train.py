@@ -32,6 +32,17 @@ def test_train_page_trains_a_run(env: Path) -> None:
     at = AppTest.from_file(TRAIN, default_timeout=180).run()
     _no_errors(at)
     assert any("efficientnet_lite0" in i.value for i in at.info)  # which backbone and why
+    # The registry: every backbone with its size, input resolution and measured speed.
+    table = at.dataframe[0].value.set_index("backbone")
+    assert list(table.index) == [
+        "efficientnet_lite0",
+        "efficientnet_lite1",
+        "efficientnet_lite2",
+        "resnet50",
+    ]
+    assert table.loc["efficientnet_lite2", "input (px)"] == 260
+    assert table.loc["efficientnet_lite1", "img/s here"] > 0
+    assert any("benchmarks/backbones.py" in c.value for c in at.caption)
     at.selectbox[1].set_value("linear-probe")
     at.number_input[0].set_value(3)
     at.selectbox[2].set_value(64).run()
@@ -45,7 +56,7 @@ def test_train_page_trains_a_run(env: Path) -> None:
     at.run()
     _no_errors(at)
     assert (env / "tiny" / "checkpoint_last.pt").stat().st_mtime_ns == stamp
-    assert "tiny" in at.dataframe[0].value["run"].tolist()
+    assert "tiny" in at.dataframe[1].value["run"].tolist()
 
 
 def test_train_page_without_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

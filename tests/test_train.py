@@ -76,10 +76,7 @@ def test_linear_probe_beats_chance_and_writes_a_run(probe_run: dict) -> None:
     for m in metrics:
         for key in (
             "train_loss",
-            "accuracy",
-            "macro_precision",
-            "macro_recall",
-            "macro_f1",
+            "train_accuracy",
             "val_accuracy",
             "val_loss",
             "val_macro_f1",
@@ -109,7 +106,7 @@ def test_linear_probe_beats_chance_and_writes_a_run(probe_run: dict) -> None:
     best = max(metrics, key=lambda m: (m["val_accuracy"], -m["val_loss"]))
     assert probe_run["best_epoch"] == best["epoch"] == probe_run["evaluated_epoch"]
     assert torch.load(run.best, weights_only=True)["epoch"] == best["epoch"]
-    assert probe_run["accuracy"] == pytest.approx(best["accuracy"])
+    assert probe_run["best_accuracy"] == probe_run["accuracy"]
     assert probe_run["val_accuracy"] == pytest.approx(best["val_accuracy"])
     assert sum(map(sum, probe_run["confusion_matrix"])) == 48
 
@@ -158,7 +155,7 @@ def test_resume_after_interrupt_loses_no_finished_epoch(
 
     # Seeds per epoch: the resumed run ends exactly where an uninterrupted one does.
     straight = run_training(_cfg(), data, tmp_path / "straight", cache_dir=cache)
-    keys = ("train_loss", "accuracy", "macro_f1", "lr")
+    keys = ("train_loss", "val_accuracy", "val_loss", "lr")
     flat = [m[k] for m in resumed["epochs"] for k in keys]
     assert flat == pytest.approx([m[k] for m in straight["epochs"] for k in keys])
 
@@ -300,25 +297,27 @@ def test_best_checkpoint_is_chosen_on_validation_not_test(
     part = make_partition(data.train_paths, data.train_labels, [], [], 0.1, 0)
     val_y, test_y = np.asarray(part.val_labels), np.asarray(data.test_labels)
 
-    def scripted(*args, **kwargs):
+    def scripted(ctx):
         def onehot(y: np.ndarray, right: bool) -> np.ndarray:
             out = np.zeros((len(y), 6), dtype=np.float32)
             out[np.arange(len(y)), y if right else (y + 1) % 6] = 5.0
             return out
 
         def step(epoch, criterion, optimizer):
-            good_val = epoch == 1
+            return tr.EpochOutput(1.0 / epoch, 0.5, onehot(val_y, epoch == 1))
+
+        def test(record):  # the test set is scored once, for the chosen epoch
+            scored.append(record["epoch"])
             feats = np.zeros((len(test_y), 4), dtype=np.float32)
-            return tr.EpochOutput(
-                1.0 / epoch, 0.5, onehot(val_y, good_val), onehot(test_y, not good_val), feats
-            )
+            return onehot(test_y, record["epoch"] != 1), feats
 
-        return step
+        return tr.Strategy(step, test)
 
-    monkeypatch.setattr(tr, "_linear_probe_steps", scripted)
+    scored: list[int] = []
+    monkeypatch.setitem(tr.STRATEGIES, "linear-probe", scripted)
     res = run_training(_cfg(epochs=2), data, tmp_path / "run", cache_dir=cache)
     assert [m["val_accuracy"] for m in res["epochs"]] == [1.0, 0.0]
-    assert [m["accuracy"] for m in res["epochs"]] == [0.0, 1.0]
+    assert scored == [1]
     assert res["best_epoch"] == 1 and res["evaluated_epoch"] == 1
     assert res["accuracy"] == 0.0 and res["val_accuracy"] == 1.0  # test reports, never chooses
     assert torch.load(RunFiles(tmp_path / "run").best, weights_only=True)["epoch"] == 1
@@ -334,15 +333,17 @@ def test_early_stopping_watches_validation(
 
     n_val = 12
 
-    def scripted(*args, **kwargs):
+    def scripted(ctx):
         def step(epoch, criterion, optimizer):
             val = np.zeros((n_val, 6), dtype=np.float32)  # never improves after epoch 1
-            test = np.zeros((48, 6), dtype=np.float32)
-            return tr.EpochOutput(1.0, 0.5, val, test, np.zeros((48, 2), dtype=np.float32))
+            return tr.EpochOutput(1.0, 0.5, val)
 
-        return step
+        def test(record):
+            return np.zeros((48, 6), dtype=np.float32), np.zeros((48, 2), dtype=np.float32)
 
-    monkeypatch.setattr(tr, "_linear_probe_steps", scripted)
+        return tr.Strategy(step, test)
+
+    monkeypatch.setitem(tr.STRATEGIES, "linear-probe", scripted)
     res = run_training(_cfg(epochs=10, patience=2), data, tmp_path / "run", cache_dir=cache)
     assert res["epochs_done"] == 3 and res["stopped_early"]
     assert "validation" in res["stop_reason"]
@@ -459,3 +460,45 @@ def test_fine_tune_validates_and_resumes_with_its_optimizer(
         resume=True,
     )
     assert [m["epoch"] for m in more["epochs"]] == [1, 2]
+
+
+# --- epochs see validation only ------------------------------------------------------------------
+
+# Every figure of the test set a record could carry (plain, mirror-averaged, macro scores).
+TEST_KEYS = {
+    "accuracy",
+    "test_loss",
+    "macro_precision",
+    "macro_recall",
+    "macro_f1",
+    "accuracy_plain",
+    "accuracy_mirror",
+}
+
+
+def test_epochs_see_validation_only(data: SplitData, cache: Path, tmp_path: Path) -> None:
+    """No epoch scores the test set: the records (returned, metrics.jsonl, the checkpoint's
+    history) hold training and validation figures only; the test set is scored once, for the
+    validation-chosen checkpoint, after training, and that figure is what the saved model
+    scores on the test images now."""
+    import numpy as np
+
+    from core.vision.runs import score_images
+
+    out = tmp_path / "run"
+    res = run_training(_cfg(epochs=3), data, out, cache_dir=cache)
+    files = RunFiles(out)
+    history = torch.load(files.last, weights_only=True)["history_json"]
+    for records in (res["epochs"], read_jsonl(files.metrics), json.loads(history)):
+        assert [r["epoch"] for r in records] == [1, 2, 3]
+        for r in records:
+            assert "val_accuracy" in r and "val_loss" in r
+            assert not TEST_KEYS & set(r), sorted(TEST_KEYS & set(r))
+    ev = np.load(files.eval)
+    assert int(ev["epoch"]) == res["best_epoch"] == res["evaluated_epoch"]
+    assert res["accuracy"] == pytest.approx(float((ev["logits"].argmax(1) == ev["labels"]).mean()))
+    names = data.class_names
+    scored, _, _ = score_images(
+        load_trained(out), data.test_paths, [names[y] for y in data.test_labels], workers=0
+    )
+    assert scored.accuracy == pytest.approx(res["accuracy"], abs=1e-9)

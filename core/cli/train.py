@@ -52,8 +52,7 @@ def _stage_bars(quiet: bool, header: str = "") -> Iterator[Any]:
         if not quiet:
             tqdm.write(
                 f"epoch {r['epoch']}: train loss {r['train_loss']:.4f}, validation "
-                f"accuracy {r['val_accuracy']:.4f}, test accuracy {r['accuracy']:.4f}, "
-                f"lr {r['lr']:.2e}, {r['seconds']:.1f} s"
+                f"accuracy {r['val_accuracy']:.4f}, lr {r['lr']:.2e}, {r['seconds']:.1f} s"
             )
 
     with bars:
@@ -65,132 +64,163 @@ def _line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def _backbone_help() -> str:
+    from core.vision.catalog import backbone_help
+
+    return (
+        f"{backbone_help()}. Default: resnet50 when its weights are on disk, else "
+        "efficientnet_lite0."
+    )
+
+
+# The train command's options (module level: the command itself stays short).
+TRAIN_DIR = typer.Option(..., "--train", help="Folder of <class>/ sub-folders to train on.")
+TEST_DIR = typer.Option(
+    ..., "--test", help="Folder of <class>/ sub-folders, scored once after training."
+)
+OUT_DIR = typer.Option(..., "--out", help="Run folder (created; --resume continues it).")
+VAL_DIR = typer.Option(
+    None,
+    "--val",
+    help="Validation folder (default: a val/ or seg_val/ folder beside "
+    "--train, else --val-fraction of the training images).",
+)
+VAL_FRACTION = typer.Option(
+    0.1,
+    "--val-fraction",
+    help="Share of training images held out for validation, which "
+    "alone scores the epochs, chooses the best checkpoint and stops early (stratified, seeded).",
+)
+BACKBONE = typer.Option("", "--backbone", help=_backbone_help())
+MODE = typer.Option("linear-probe", "--mode", help="linear-probe | fine-tune | partial")
+EPOCHS = typer.Option(None, "--epochs", help="Default 20; partial: the count chosen on validation.")
+IMAGE_SIZE = typer.Option(None, "--image-size", help="Pixels (default 224).")
+UNFREEZE = typer.Option(
+    None,
+    "--unfreeze",
+    help="partial: first trained block, e.g. blocks.5.0 or layer4.0 "
+    "(default: chosen on validation).",
+)
+LR = typer.Option(None, "--lr", help="Default 1e-3; partial: the rate chosen on validation.")
+SCHEDULE = typer.Option(
+    None, "--schedule", help="step (StepLR) | cosine (default: step; partial: chosen)."
+)
+PATIENCE = typer.Option(
+    None, "--patience", help="Stop after this many epochs without a better validation score."
+)
+WEIGHTS = typer.Option("imagenet", "--weights", help="imagenet, a state-dict file, or none")
+MAX_MINUTES = typer.Option(None, "--max-minutes", help="Stop after the epoch that passes this.")
+TTA = typer.Option(
+    "auto",
+    "--tta",
+    help="auto | none | mirror: average each photo with its mirror image (partial mode; "
+    "auto: when validation says so).",
+)
+MEMBERS = typer.Option(
+    None,
+    "--members",
+    help="partial: tails trained side by side on one frozen trunk, their probabilities "
+    "averaged (default: chosen on validation).",
+)
+
+
 @app.command("train")
 def train_cmd(
-    train: Path = typer.Option(..., "--train", help="Folder of <class>/ sub-folders to train on."),
-    test: Path = typer.Option(..., "--test", help="Folder of <class>/ sub-folders to score."),
-    out: Path = typer.Option(..., "--out", help="Run folder (created; --resume continues it)."),
-    val: Path | None = typer.Option(
-        None,
-        "--val",
-        help="Validation folder (default: a val/ or seg_val/ folder beside "
-        "--train, else --val-fraction of the training images).",
-    ),
-    val_fraction: float = typer.Option(
-        0.1,
-        "--val-fraction",
-        help="Share of training images held out for validation, which "
-        "alone chooses the best checkpoint and early stopping (stratified, seeded).",
-    ),
-    backbone: str = typer.Option(
-        "",
-        "--backbone",
-        help="efficientnet_lite0 | resnet50 (default: resnet50 when its "
-        "weights are on disk, else efficientnet_lite0)",
-    ),
-    mode: str = typer.Option("linear-probe", "--mode", help="linear-probe | fine-tune | partial"),
-    epochs: int | None = typer.Option(
-        None, "--epochs", help="Default 20; partial: the count chosen on validation."
-    ),
-    image_size: int | None = typer.Option(None, "--image-size", help="Pixels (default 224)."),
-    unfreeze: str | None = typer.Option(
-        None,
-        "--unfreeze",
-        help="partial: first trained block, e.g. blocks.5.0 or layer4.0 "
-        "(default: chosen on validation).",
-    ),
+    train: Path = TRAIN_DIR,
+    test: Path = TEST_DIR,
+    out: Path = OUT_DIR,
+    val: Path | None = VAL_DIR,
+    val_fraction: float = VAL_FRACTION,
+    backbone: str = BACKBONE,
+    mode: str = MODE,
+    epochs: int | None = EPOCHS,
+    image_size: int | None = IMAGE_SIZE,
+    unfreeze: str | None = UNFREEZE,
     batch_size: int = typer.Option(32, "--batch-size"),
-    lr: float | None = typer.Option(
-        None, "--lr", help="Default 1e-3; partial: the rate chosen on validation."
-    ),
+    lr: float | None = LR,
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
-    schedule: str | None = typer.Option(
-        None, "--schedule", help="step (StepLR) | cosine (default: step; partial: chosen)."
-    ),
+    schedule: str | None = SCHEDULE,
     step_size: int = typer.Option(5, "--step-size", help="StepLR step in epochs."),
     gamma: float = typer.Option(0.1, "--gamma", help="StepLR factor."),
     label_smoothing: float | None = typer.Option(None, "--label-smoothing"),
     rotation: float = typer.Option(10.0, "--rotation", help="Random rotation in degrees."),
     hflip: bool = typer.Option(True, "--hflip/--no-hflip"),
-    patience: int | None = typer.Option(
-        None, "--patience", help="Stop after this many epochs without a better validation score."
-    ),
-    weights: str = typer.Option(
-        "imagenet", "--weights", help="imagenet, a state-dict file, or none"
-    ),
+    patience: int | None = PATIENCE,
+    weights: str = WEIGHTS,
     seed: int = typer.Option(0, "--seed"),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader workers."),
     device: str | None = typer.Option(None, "--device", help="Default: cuda when available."),
-    max_minutes: float | None = typer.Option(
-        None, "--max-minutes", help="Stop after the epoch that passes this."
-    ),
+    max_minutes: float | None = MAX_MINUTES,
     no_amp: bool = typer.Option(False, "--no-amp", help="float32 on CUDA too (CPU always is)."),
-    tta: str = typer.Option(
-        "auto",
-        "--tta",
-        help="auto | none | mirror: average each photo with its mirror image (partial mode; "
-        "auto: when validation says so).",
-    ),
-    members: int | None = typer.Option(
-        None,
-        "--members",
-        help="partial: tails trained side by side on one frozen trunk, their probabilities "
-        "averaged (default: chosen on validation).",
-    ),
+    tta: str = TTA,
+    members: int | None = MEMBERS,
     resume: bool = typer.Option(False, "--resume", help="Continue from checkpoint_last.pt."),
     cache: Path | None = CACHE_OPTION,
     review: Path | None = REVIEW,
     as_json: bool = JSON_OPTION,
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
-    """Train (or resume) a CNN classifier; the checkpoint is chosen on validation, the test
-    set is scored for the report."""
-    from core.config import resolve_cache_dir
-    from core.data.dataset import DatasetError
-    from core.data.split import split_data
-    from core.vision.activations import SplitPointError
-    from core.vision.backbones import BACKBONES, BackboneWeightsError, default_backbone
-    from core.vision.runs import scores_of
-    from core.vision.train import RunExistsError, TrainConfig, check_device, run_training
-
+    """Train (or resume) a CNN classifier: every epoch is scored on validation, which chooses
+    the checkpoint; the test set is scored once, for that checkpoint, after training."""
+    # Every option but the paths and output switches is a TrainConfig setting.
+    settings = {k: v for k, v in locals().items() if k not in _NOT_SETTINGS}
     setup_logging(verbose)
-    reason = "chosen with --backbone"
+    backbone, reason = _choose_backbone(backbone)
+    cfg = _train_config(mode, {**settings, "backbone": backbone}, weights, no_amp)
+    from core.config import resolve_cache_dir
+
+    cache_dir = resolve_cache_dir(cache)
+    data, applied = _split(train, test, val, review, cache_dir)
+    header = (
+        f"backbone {backbone} ({reason}); {len(data.train_paths)} train"
+        f"{' + ' + str(len(data.val_paths)) + ' validation' if data.val_paths else ''}"
+        f", {len(data.test_paths)} test images (scored once, after training)"
+    )
+    result = _run(cfg, data, out, resume, cache_dir, as_json, header)
+    result["backbone_reason"] = reason
+    if review is not None:
+        result["review"] = {"file": str(review), **applied.to_dict()}
+    _report(result, out, as_json)
+
+
+_NOT_SETTINGS = {"train", "test", "out", "val", "mode", "resume", "cache", "review", "as_json"}
+_NOT_SETTINGS |= {"verbose", "no_amp", "weights"}
+
+
+def _choose_backbone(backbone: str) -> tuple[str, str]:
+    from core.vision.backbones import BACKBONES, default_backbone
+
     if not backbone:
-        backbone, reason = default_backbone()
+        return default_backbone()
     check_choice("--backbone", backbone, BACKBONES)
+    return backbone, "chosen with --backbone"
+
+
+def _train_config(mode: str, settings: dict[str, Any], weights: str, no_amp: bool) -> Any:
+    """The run's TrainConfig from the command's options (every range checked)."""
+    from core.vision.train import TrainConfig, check_device
+
     try:
         cfg = TrainConfig.for_mode(
             mode,
-            backbone=backbone,
+            **settings,
             weights=None if weights.lower() == "none" else weights,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            schedule=schedule,
-            step_size=step_size,
-            gamma=gamma,
-            image_size=image_size,
-            hflip=hflip,
-            rotation=rotation,
-            label_smoothing=label_smoothing,
-            unfreeze=unfreeze,
-            val_fraction=val_fraction,
-            patience=patience,
-            seed=seed,
-            workers=workers,
-            device=device,
             amp=not no_amp,
-            max_minutes=max_minutes,
-            tta=tta,
-            members=members,
         )
         check_device(cfg.device)
-        if cfg.weights not in (None, "imagenet") and not Path(cfg.weights).is_file():
-            fail(f"--weights {cfg.weights}: no such file (use imagenet, none or a state-dict file)")
     except ValueError as exc:
         fail(_line(exc))
-    cache_dir = resolve_cache_dir(cache)
+    if cfg.weights not in (None, "imagenet") and not Path(cfg.weights).is_file():
+        fail(f"--weights {cfg.weights}: no such file (use imagenet, none or a state-dict file)")
+    return cfg
+
+
+def _split(train: Path, test: Path, val: Path | None, review: Path | None, cache_dir: Path) -> Any:
+    """(SplitData, the review applied or None); a bad folder or review is one line."""
+    from core.data.dataset import DatasetError
+    from core.data.split import split_data
+
+    applied = None
     try:
         data = split_data(train, test, cache_dir, val_dir=val)
         if review is not None:
@@ -199,21 +229,30 @@ def train_cmd(
             data, applied = apply_review_split(data, review)
     except (DatasetError, ValueError) as exc:  # core.data.review.ReviewError is a ValueError
         fail(_line(exc))
-    header = (
-        f"backbone {backbone} ({reason}); {len(data.train_paths)} train"
-        f"{' + ' + str(len(data.val_paths)) + ' validation' if data.val_paths else ''}"
-        f", {len(data.test_paths)} test images"
-    )
-    with _stage_bars(quiet=as_json, header=header) as hooks:
+    return data, applied
+
+
+def _run(
+    cfg: Any, data: Any, out: Path, resume: bool, cache_dir: Path, quiet: bool, header: str
+) -> dict[str, Any]:
+    from core.vision.activations import SplitPointError
+    from core.vision.backbones import BackboneWeightsError
+    from core.vision.train import RunExistsError, run_training
+
+    with _stage_bars(quiet=quiet, header=header) as hooks:
         try:
-            result = run_training(cfg, data, out, resume=resume, cache_dir=cache_dir, hooks=hooks)
+            return run_training(cfg, data, out, resume=resume, cache_dir=cache_dir, hooks=hooks)
         except (RunExistsError, BackboneWeightsError, SplitPointError, ValueError, OSError) as exc:
             fail(_line(exc))
         except KeyboardInterrupt:
             fail(f"interrupted; continue with the same command plus --resume (run {out})", 130)
-    result["backbone_reason"] = reason
-    if review is not None:
-        result["review"] = {"file": str(review), **applied.to_dict()}
+    raise AssertionError("unreachable: fail() exits")
+
+
+def _report(result: dict[str, Any], out: Path, as_json: bool) -> None:
+    """The test figures, printed once: those of the checkpoint validation chose."""
+    from core.vision.runs import scores_of
+
     if as_json:
         emit_json(result)
         return

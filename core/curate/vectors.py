@@ -94,7 +94,7 @@ class VectorSource:
     run: str | None = None
 
     def key(self) -> dict[str, Any]:
-        from core.vision.features import weights_stamp
+        from core.vision.backbones import weights_stamp
 
         return {
             "backbone": self.backbone.name,
@@ -143,7 +143,8 @@ def collection_vectors(
 ) -> np.ndarray:
     """(n, d) float32 penultimate features of `paths`, in order; cached per real folder."""
     from core.config import resolve_cache_dir
-    from core.vision.features import cached_features, pick_device
+    from core.vision.device import pick_device
+    from core.vision.features import cached_features
 
     cache = resolve_cache_dir(cache_dir)
     dev = pick_device(device)

@@ -161,7 +161,7 @@ def load_clip(
 ) -> ClipModel:
     """open_clip model + preprocessing + tokenizer; see the module doc for where weights come
     from. Raises ClipWeightsError (one clear line) when they cannot be had."""
-    from core.vision.features import pick_device
+    from core.vision.device import pick_device
 
     oc = _open_clip()
     if model not in oc.list_models():

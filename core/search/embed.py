@@ -134,7 +134,7 @@ class ImageEncoder:
         )
 
     def _forward(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        from core.vision.features import autocast
+        from core.vision.device import autocast
 
         if self.inference is not None:
             return self._run_inference(x)
@@ -224,7 +224,7 @@ def encode_loader(encoder: ImageEncoder, loader: DataLoader) -> Encoded:
 def backbone_encoder(spec: EncoderSpec) -> ImageEncoder:
     """A backbone by name, or a trained run's backbone and head (the run decides the backbone).
     Reached through core.search.encoders.create_image_encoder."""
-    from core.vision.features import pick_device
+    from core.vision.device import pick_device
 
     run_dir, image_size, amp = spec.run, spec.image_size, spec.amp
     dev = pick_device(spec.device)

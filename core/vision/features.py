@@ -26,6 +26,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from core.data.images import check_image, load_rgb
 from core.io import atomic_path, file_stamp
+from core.vision.backbones import weights_stamp
+from core.vision.device import autocast
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +36,6 @@ FEATURE_CACHE_VERSION = 1
 # Images per OpenVINO / ONNX Runtime call on a CPU, chosen by measurement
 # (benchmarks/features.py --sweep; see the README's CNN inference section).
 CPU_BATCH = 16
-
-
-def pick_device(explicit: str | None = None) -> torch.device:
-    """The explicit device, else cuda when available, else cpu."""
-    if explicit:
-        return torch.device(explicit)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """Mixed precision where it is fast: bf16 on CPUs with bf16 kernels, fp16 on CUDA."""
-    if not enabled:
-        return contextlib.nullcontext()
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def default_workers() -> int:
@@ -206,18 +190,6 @@ def feature_cache_key(backbone_id: dict[str, Any], paths: Sequence[str | Path]) 
     for p in paths:
         h.update(json.dumps(file_stamp(str(p))).encode())
     return h.hexdigest()[:24]
-
-
-def weights_stamp(weights: str | None) -> str:
-    """Identifies the weights file version (path + size + mtime) for the cache key."""
-    from core.vision.backbones import IMAGENET, lite0_package_file, resnet50_cached_file
-
-    if weights is None:
-        return "random"
-    if weights == IMAGENET:
-        files = [p for p in (resnet50_cached_file(), lite0_package_file()) if p is not None]
-        return json.dumps([file_stamp(str(p)) for p in files])
-    return json.dumps(file_stamp(str(weights)))
 
 
 def run_outputs(

@@ -1,9 +1,9 @@
 """Inference for backbones and trained runs: OpenVINO / ONNX Runtime on CPUs, PyTorch on CUDA.
 
 `load_inference(backbone, image_size)` (or `load_run_inference(trained)` for a trained run)
-returns an `Inference`: the matching eval preprocessing (`transform`, PIL image -> float32 CHW
-tensor, the numbers of `Backbone.preprocess(False, size)` to within one 8-bit level on a few
-pixels, without torch's intra-op threads, which stall on a busy machine) and `run(x)` giving named float32 outputs: "features"
+returns an `Inference`: the backbone's one eval transform (`transform`, PIL image -> float32
+CHW tensor, core.vision.transforms, without torch's intra-op threads, which stall on a busy
+machine) and `run(x)` giving named float32 outputs: "features"
 (penultimate, pooled), "imagenet" (the pretrained ImageNet logits) and, for a run, "logits"
 (its class head). A caller cannot pair a model with the wrong normalisation, input size or
 backend.
@@ -46,6 +46,7 @@ from torch import nn
 
 from core.config import inference_backend, inference_precision
 from core.io import atomic_path, atomic_write_json
+from core.vision.transforms import EvalTransform, eval_transform  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -55,75 +56,6 @@ EXPORT_VERSION = 1
 OPSET = 18
 PARITY_COSINE = 0.999  # fp32 export against PyTorch fp32, per image
 REDUCED_COSINE = 0.98  # bf16/int8 against fp32, mean over the check photos: a sanity floor
-_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
-
-
-# --- preprocessing ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EvalTransform:
-    """PIL image -> normalised float32 CHW tensor: torchvision's Resize(size / crop_pct) +
-    CenterCrop(size) + ToTensor + Normalize, in one PIL resize of the crop box (the same
-    sampling positions; float rounding of the filter weights moves about one pixel value in
-    10,000 by one 8-bit level) and one fused numpy pass, with no torch threads (measured: 400-550
-    images/s on one thread, as torchvision's; 2-4x torchvision's when torch's threads compete
-    with other processes). Picklable, for DataLoader workers and Ray tasks."""
-
-    size: int
-    crop_pct: float
-    interpolation: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def box(self, w: int, h: int) -> tuple[float, float, float, float]:
-        """The centre crop in source coordinates, as torchvision computes it."""
-        short = round(self.size / self.crop_pct)
-        # torchvision's Resize(int): short side -> `short`, long side truncated (not rounded).
-        if w <= h:
-            new_w, new_h = short, int(short * h / w)
-        else:
-            new_w, new_h = int(short * w / h), short
-        left = round((new_w - self.size) / 2.0)
-        top = round((new_h - self.size) / 2.0)
-        sx, sy = w / new_w, h / new_h
-        return (
-            max(0.0, left * sx),
-            max(0.0, top * sy),
-            min(float(w), (left + self.size) * sx),
-            min(float(h), (top + self.size) * sy),
-        )
-
-    def pixels(self, im: Image.Image) -> np.ndarray:
-        """The resized, cropped RGB pixels (size, size, 3) uint8."""
-        if im.mode != "RGB":
-            im = im.convert("RGB")
-        resample = _RESAMPLE[self.interpolation]
-        out = im.resize((self.size, self.size), resample, box=self.box(*im.size))
-        return np.asarray(out)
-
-    def __call__(self, im: Image.Image) -> torch.Tensor:
-        u8 = self.pixels(im)
-        scale = np.asarray([1.0 / (255.0 * s) for s in self.std], np.float32)[:, None, None]
-        shift = np.asarray([m / s for m, s in zip(self.mean, self.std, strict=True)], np.float32)
-        out = np.empty((3, self.size, self.size), np.float32)
-        np.multiply(u8.transpose(2, 0, 1), scale, out=out, casting="unsafe")
-        out -= shift[:, None, None]
-        return torch.from_numpy(out)
-
-
-def eval_transform(backbone: Any, image_size: int) -> Callable[[Image.Image], torch.Tensor]:
-    """The fast eval transform for `backbone` at `image_size` (torchvision's own when the crop
-    is larger than the resized image, which the box form does not cover)."""
-    if backbone.crop_pct > 1.0 or backbone.interpolation not in _RESAMPLE:
-        return backbone.preprocess(False, image_size)
-    return EvalTransform(
-        int(image_size),
-        float(backbone.crop_pct),
-        backbone.interpolation,
-        tuple(backbone.mean),
-        tuple(backbone.std),
-    )
 
 
 # --- runners ---------------------------------------------------------------------------------
@@ -159,7 +91,7 @@ class TorchRunner:
         self.amp = amp
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
-        from core.vision.features import autocast
+        from core.vision.device import autocast
 
         x = torch.as_tensor(x).to(self.device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -563,7 +495,7 @@ def planned_numerics(
 ) -> str:
     """The numerics `load_inference` is expected to give (before exporting anything): lets a
     feature cache be found without loading a model."""
-    from core.vision.features import pick_device
+    from core.vision.device import pick_device
 
     dev = pick_device(str(device) if device is not None else None)
     for engine, prec in _plan(dev, backend, precision, amp):
@@ -590,7 +522,8 @@ def load_inference(
     weights: the export is keyed by that file) ready to run: outputs "features" and
     "imagenet" (when it has an ImageNet head). Kept per backbone object and settings while the
     backbone lives, so repeated calls (train, validation, test features) load it once."""
-    from core.vision.features import pick_device, weights_stamp
+    from core.vision.backbones import weights_stamp
+    from core.vision.device import pick_device
 
     dev = pick_device(str(device) if device is not None else None)
     size = int(image_size or backbone.default_size)
@@ -670,7 +603,7 @@ def load_run_inference(
 ) -> Inference:
     """A trained run (core.vision.runs.TrainedModel) ready to run: "features", "logits" (its
     classes) and, for a linear probe (whose trunk is the pretrained one), "imagenet"."""
-    from core.vision.features import weights_stamp
+    from core.vision.backbones import weights_stamp
 
     bb = trained.backbone
     size = int(image_size or trained.config.image_size)

@@ -77,10 +77,11 @@ class RunInfo:
 
     @property
     def accuracy(self) -> float | None:
-        """Test accuracy of the reported checkpoint: the result's, else the latest epoch's."""
+        """Test accuracy of the reported checkpoint (result.json; None until the run is scored
+        after training: epochs see validation only)."""
         if self.result is not None:
             return self.result.get("accuracy")
-        return self.metrics[-1]["accuracy"] if self.metrics else None
+        return None
 
     @property
     def state(self) -> str:
@@ -191,7 +192,7 @@ def load_trained(
     from the pretrained weights; other modes carry every layer in the checkpoint).
 
     The one way every part of SceneSeek loads a run: the checkpoint is read with
-    weights_only=True (core.vision.train.load_checkpoint); a checkpoint holding anything but
+    weights_only=True (core.vision.train.checkpoint.load_checkpoint); a checkpoint holding anything but
     tensors and plain values, a truncated or a foreign file raises CheckpointError."""
     path = checkpoint_path(run_dir, which)
     ckpt = load_checkpoint(path)

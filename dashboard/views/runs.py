@@ -185,7 +185,7 @@ with tab_compare:
     st.plotly_chart(plots.compare_runs(series, metric))
 with tab_eigen:
     st.caption(
-        "The study's comparison: the CNN's test accuracy, precision and recall per epoch "
+        "The study's comparison: the CNN's validation accuracy, precision and recall per epoch "
         f"beside the grayscale eigen-image model's per component count (1..{EIGEN_K}, "
         f"{EIGEN_SIZE} px, nearest training image), on the current data set."
     )

@@ -14,13 +14,13 @@ import streamlit as st
 from core.config import resolve_runs_dir
 from core.data.dataset import DatasetError
 from core.data.split import manifest_split
-from core.vision.backbones import BACKBONES, default_backbone
+from core.vision.backbones import BACKBONES, default_backbone, describe_backbones, measured_speed
 from core.vision.runs import list_runs, new_run_dir
 from core.vision.train import MODES, Hooks, TrainConfig, TrainingStopped, run_training
 from dashboard.common import cache_dir, current_data_dir, load_manifest, progress, require_dataset
 
 STOP_KEY = "cnn_stop_requested"
-SIZES = [64, 96, 128, 150, 192, 224]
+SIZES = [64, 96, 128, 150, 192, 224, 240, 260]  # 240/260: Lite1/Lite2's own resolutions
 MODE_HELP = {
     "linear-probe": "frozen backbone; features extracted once and cached, head trained in "
     "seconds (no augmentation: it cannot apply to cached features)",
@@ -34,6 +34,12 @@ MODE_HELP = {
 @st.cache_data(show_spinner=False)
 def _default_backbone() -> tuple[str, str]:
     return default_backbone()
+
+
+@st.cache_data(show_spinner="Reading the backbone registry…")
+def _backbones() -> pd.DataFrame:
+    """The registry with sizes, input resolutions and the speed measured here."""
+    return pd.DataFrame(describe_backbones())
 
 
 def _request_stop() -> None:
@@ -51,6 +57,15 @@ except DatasetError as exc:  # no labelled train/test images, or test classes tr
 runs_dir = resolve_runs_dir()
 default_name, reason = _default_backbone()
 st.info(f"Default backbone: **{default_name}** — {reason}.")
+with st.expander("Backbones: size, input resolution, speed measured here"):
+    st.dataframe(_backbones(), hide_index=True)
+    speed = measured_speed()
+    st.caption(
+        f"img/s: the network alone, measured {speed['date']} on {speed['cpu']} "
+        f"({speed['method']}; benchmarks/backbones.py)."
+        if speed
+        else "Speed not measured here yet: run `python benchmarks/backbones.py --write`."
+    )
 
 c1, c2, c3, c4 = st.columns(4)
 backbone = c1.selectbox("Backbone", BACKBONES, index=BACKBONES.index(default_name))
@@ -135,8 +150,9 @@ if start:
         rows.append(record)
         df = pd.DataFrame(rows).set_index("epoch")
         chart.line_chart(
-            df[["train_loss", "val_accuracy", "accuracy"]].rename(
-                columns={"val_accuracy": "validation accuracy", "accuracy": "test accuracy"}
+            # Validation only: the test set is scored once, after training.
+            df[["train_loss", "val_accuracy"]].rename(
+                columns={"train_loss": "train loss", "val_accuracy": "validation accuracy"}
             )
         )
 
