@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import math
 import sys
@@ -18,6 +19,7 @@ from core.cli._app import (
     emit_json,
     fail,
     progress_bar,
+    refuse_inside_inputs,
     setup_logging,
 )
 
@@ -97,6 +99,8 @@ def index_cmd(
         fail(f"{images}: no such folder")
     if not is_uri(images) and not _has_images(Path(images).expanduser()):
         fail(f"{images}: no image files found (.jpg, .png, ...); nothing to index")
+    refuse_inside_inputs(index, "--index", images)  # it would index itself next time
+    _check_key(index)
     ray_options = None
     if engine == "ray":
         try:
@@ -166,6 +170,16 @@ def index_cmd(
         typer.echo(f"  not indexed {s['path']}: {s['reason']}")
     if out.get("mapping"):
         typer.echo(f"  text mapping: {out['mapping']['path']}")
+
+
+def _check_key(index: Path) -> None:
+    """A damaged signing key would drop the keyword model without a word: refused up front."""
+    from core.io import SigningKeyError, check_signing_key
+
+    try:
+        check_signing_key([index])
+    except SigningKeyError as exc:
+        fail(str(exc))
 
 
 def _review(review: Path | None):
@@ -255,10 +269,14 @@ def _engine(index: Path):
         fail(str(exc))
 
 
-@app.command("search")
+# A query may start with `-word` (an excluded word): an unknown option is the query's text.
+@app.command("search", context_settings={"ignore_unknown_options": True})
 def search_cmd(
     query: str = typer.Argument(
-        ..., help="What to look for, in words; `-word` excludes a word (beach -people)."
+        "",
+        help="What to look for, in words; `-word` excludes a word (beach -people). "
+        "Optional with --like.",
+        show_default=False,
     ),
     index: str = typer.Option(..., "--index", help="Index folder or URI (s3://, gs://)."),
     k: int = typer.Option(10, "--k", help="Number of results (1 to 1000)."),
@@ -281,6 +299,8 @@ def search_cmd(
     check_choice("--mode", mode, MODES)
     if not 1 <= k <= MAX_K:
         fail(f"--k must be from 1 to {MAX_K}, not {k}")
+    if query.startswith("--"):  # a mistyped option, not a query's excluded word
+        fail(f"no such option: {query.split()[0]} (an excluded word takes one dash: -word)")
     if len(query) > MAX_QUERY_CHARS:
         fail(
             f"the query is {len(query):,} characters long; at most {MAX_QUERY_CHARS} are used "
@@ -392,6 +412,8 @@ def evaluate_retrieval_cmd(
             out = evaluate_captions(engine, captions, mode_list, max_queries, pool, fitted_apart)
         else:
             out = evaluate_queries(engine, queries, mode_list, split)
+    except csv.Error as exc:  # e.g. a field over the csv module's 128 KB limit
+        fail(f"{queries or captions}: not a readable CSV file ({exc})")
     except (EvaluationError, ValueError, OSError) as exc:
         fail(str(exc))
     if as_json:

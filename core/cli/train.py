@@ -19,6 +19,8 @@ from core.cli._app import (
     check_choice,
     emit_json,
     fail,
+    hold_writer_lock,
+    refuse_inside_inputs,
     setup_logging,
 )
 
@@ -190,6 +192,9 @@ def train_cmd(
             fail(f"--weights {cfg.weights}: no such file (use imagenet, none or a state-dict file)")
     except ValueError as exc:
         fail(_line(exc))
+    refuse_inside_inputs(out, "--out", train, test, val)
+    refuse_inside_inputs(cache, "--cache", train, test, val)
+    hold_writer_lock(out, "run")  # two `--resume` at once would interleave one metrics.jsonl
     cache_dir = resolve_cache_dir(cache)
     try:
         data = split_data(train, test, cache_dir, val_dir=val)
