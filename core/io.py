@@ -64,10 +64,11 @@ class SigningKeyError(RuntimeError):
     """The cache signing key file is unusable (damaged, a folder, or inside a shared folder)."""
 
 
-def read_regular(path: str | Path, limit: int = MAX_READ_BYTES) -> bytes:
-    """The bytes of a regular file of at most `limit` bytes; OSError otherwise. A device, a
-    FIFO or a folder (even behind a symlink) is refused before anything is read: opening
-    with O_NONBLOCK keeps a FIFO from blocking, fstat says what was opened."""
+def open_regular(path: str | Path, limit: int = MAX_READ_BYTES) -> IO[bytes]:
+    """`path` opened for reading in binary when it is a regular file of at most `limit` bytes;
+    OSError otherwise. A device, a FIFO or a folder (even behind a symlink) is refused before
+    anything is read: O_NONBLOCK keeps opening a FIFO from waiting for a writer, fstat says
+    what was opened."""
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(path, flags)
     try:
@@ -76,13 +77,20 @@ def read_regular(path: str | Path, limit: int = MAX_READ_BYTES) -> bytes:
             raise OSError(errno.EINVAL, "not a regular file (a device, pipe or folder)", str(path))
         if st.st_size > limit:
             raise OSError(errno.EFBIG, f"larger than {limit:,} bytes", str(path))
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            data = fh.read(limit + 1)
-        if len(data) > limit:  # grew while being read
-            raise OSError(errno.EFBIG, f"larger than {limit:,} bytes", str(path))
-        return data
-    finally:
+        return os.fdopen(fd, "rb")
+    except BaseException:
         os.close(fd)
+        raise
+
+
+def read_regular(path: str | Path, limit: int = MAX_READ_BYTES) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (`open_regular`); OSError
+    otherwise."""
+    with open_regular(path, limit) as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:  # grew while being read
+        raise OSError(errno.EFBIG, f"larger than {limit:,} bytes", str(path))
+    return data
 
 
 def _forms(path: str | Path) -> set[str]:
@@ -242,7 +250,7 @@ def read_json(path: str | Path, rebuild_hint: str = "") -> Any:
     """Parse a JSON file; a file that is not UTF-8 JSON raises MetadataError naming it (with
     `rebuild_hint`, how to recreate it). A missing file raises FileNotFoundError as usual."""
     path = Path(path)
-    data = path.read_bytes()
+    data = read_regular(path)  # a review named /dev/zero must not fill memory
     try:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:

@@ -346,3 +346,17 @@ def test_a_refused_train_leaves_no_run_folder(hostile, tmp_path: Path) -> None:
     with writer_lock(run, "run"):
         pass
     assert sorted(p.name for p in run.iterdir()) == [".writer.lock", "notes.txt"]
+
+
+@pytest.mark.parametrize("name", ["devzero", "fifo"])
+def test_a_review_or_captions_file_that_is_a_device_is_refused_unread(hostile, name) -> None:
+    """--apply-review and --captions read JSON and text files: a /dev/zero link must not fill
+    memory, a FIFO must not block."""
+    from core.data.captions import CaptionFileError, read_captions
+
+    with pytest.raises(ReviewError, match="not a regular file"):
+        load_review(hostile[name])
+    with pytest.raises(CaptionFileError, match="not a regular file"):
+        read_captions(hostile[name])
+    res = run_cli("keywords", "--captions", hostile[name], "--json")
+    assert "not a regular file" in one_error_line(res)
