@@ -120,6 +120,9 @@ def test_export_refuses_an_item_outside_the_roots(hostile, tmp_path: Path) -> No
         assert not (tmp_path / f"x_{mode}").exists()
     with pytest.raises(ExportError, match="outside the folders"):
         export_zip(items, roots=[hostile["data"]])
+    with pytest.raises(ExportError, match="inside the input"):  # what the Curate page calls
+        export_folder(items[:1], hostile["train"] / "exported", roots=[hostile["data"]])
+    assert not (hostile["train"] / "exported").exists()
     # Inside the roots it still exports, as one folder renamed into place.
     csv_path = export_folder(items[:1], tmp_path / "ok", roots=[hostile["data"]])
     assert (tmp_path / "ok" / "sea" / "good0.jpg").read_bytes() == hostile["good"].read_bytes()

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.io import OutsideRootsError, atomic_write_text, confine
+from core.io import (
+    InsideInputError,
+    OutsideRootsError,
+    atomic_write_text,
+    confine,
+    refuse_inside,
+)
 
 if TYPE_CHECKING:
     from core.data.review import Review
@@ -135,6 +141,10 @@ def export_folder(
     out = Path(out_dir).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out}: exists and is not an empty folder; choose a new one")
+    try:  # written inside a data folder, an export becomes part of it (a seventh class)
+        refuse_inside(out, roots or (), "the export folder")
+    except InsideInputError as exc:
+        raise ExportError(str(exc)) from None
     items = _checked(items, roots)
     names = plan_names(items)
     out.parent.mkdir(parents=True, exist_ok=True)
