@@ -10,7 +10,7 @@ the baseline is the same subprocess loading a normal 150x150 JPEG. Images are ge
 temporary folder: a 150000x8 PNG (a few KB), a 20000x400 PNG (a side limit case), a 6000x4000
 JPEG (decoded reduced now), a 16-bit 3000x3000 PNG, and (issue 22) a `z.jpg` link to /dev/zero
 and a FIFO named f.jpg: "before" reads them as `Path.read_bytes` did, under a smaller
-address-space cap (--device-cap-mb) and a time limit, since reading /dev/zero never ends and
+address-space cap (--device-cap-mb beyond what the imports mapped) and a time limit, since reading /dev/zero never ends and
 opening a FIFO waits for a writer.
 """
 
@@ -29,7 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, resource, sys, time
 # A cap on address space: a blow-up ends in MemoryError here, not in the machine's OOM killer.
-resource.setrlimit(resource.RLIMIT_AS, ({cap_mb} * 2**20, {cap_mb} * 2**20))
+# Devices: the cap is set after the imports, at what they mapped plus cap_mb (torch alone maps
+# more than a small cap).
+if not {late}:
+    resource.setrlimit(resource.RLIMIT_AS, ({cap_mb} * 2**20, {cap_mb} * 2**20))
 sys.path.insert(0, {repo!r})
 from core.data import images
 if {old}:
@@ -44,6 +47,10 @@ from core.vision.inference import eval_transform
 bb = create_backbone("efficientnet_lite0")
 # before: torchvision Resize(short side) + CenterCrop, what predict used; now: the crop-box one
 transform = bb.preprocess(False, {size}) if {old} else eval_transform(bb, {size})
+if {late}:
+    vm_kb = int(next(ln for ln in open("/proc/self/status") if ln.startswith("VmSize")).split()[1])
+    cap = vm_kb * 1024 + {cap_mb} * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 check = images.check_image({path!r})
@@ -92,7 +99,10 @@ DEVICES = ("/dev/zero link z.jpg", "FIFO f.jpg")
 
 
 def run(path: Path, old: bool, size: int, cap_mb: int, timeout: float = 600) -> dict:
-    code = CHILD.format(repo=str(REPO), old=old, size=size, path=str(path), cap_mb=cap_mb)
+    late = path.name in ("z.jpg", "f.jpg")  # the devices: capped after the imports
+    code = CHILD.format(
+        repo=str(REPO), old=old, size=size, path=str(path), cap_mb=cap_mb, late=late
+    )
     try:
         res = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout
