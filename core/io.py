@@ -4,11 +4,17 @@ A reader never sees a half-written file, and a crash mid-write leaves the old fi
 JSON written here is strict (NaN and infinities become null), so any parser reads it.
 Pickled caches are signed with a per-user key kept outside every shared folder: a cache
 file someone else wrote is refitted, never unpickled (`save_signed_pickle`).
+
+Guards for data from elsewhere: `read_regular` reads only regular files, up to a size
+(a `/dev/zero` link named z.jpg never fills memory); `confine` follows a path an index or a
+review names only inside the roots it belongs to; `refuse_inside` keeps an output folder out
+of every input; `writer_lock` lets one process at a time write a folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import hmac
 import io
@@ -18,9 +24,10 @@ import math
 import os
 import pickle
 import secrets
+import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,6 +42,136 @@ SIGNATURE_MAGIC = b"SCENESEEK-HMAC-SHA256\n"
 
 class MetadataError(ValueError):
     """A metadata file (JSON) is unreadable: not UTF-8, not JSON, or truncated."""
+
+
+# The largest file read whole (an image, a review, a key): a 50 MP uncompressed TIFF is 150 MB.
+MAX_READ_BYTES = 256 * 1024 * 1024
+
+
+class OutsideRootsError(ValueError):
+    """A path named by data (an index row, a review) lies outside the folders it belongs to."""
+
+
+class InsideInputError(ValueError):
+    """An output folder lies inside one of the command's inputs."""
+
+
+class FolderBusyError(RuntimeError):
+    """Another process is writing this folder."""
+
+
+class SigningKeyError(RuntimeError):
+    """The cache signing key file is unusable (damaged, a folder, or inside a shared folder)."""
+
+
+def open_regular(path: str | Path, limit: int = MAX_READ_BYTES) -> IO[bytes]:
+    """`path` opened for reading in binary when it is a regular file of at most `limit` bytes;
+    OSError otherwise. A device, a FIFO or a folder (even behind a symlink) is refused before
+    anything is read: O_NONBLOCK keeps opening a FIFO from waiting for a writer, fstat says
+    what was opened."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a device, pipe or folder)", str(path))
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit:,} bytes", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | Path, limit: int = MAX_READ_BYTES) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (`open_regular`); OSError
+    otherwise."""
+    with open_regular(path, limit) as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:  # grew while being read
+        raise OSError(errno.EFBIG, f"larger than {limit:,} bytes", str(path))
+    return data
+
+
+def _forms(path: str | Path) -> set[str]:
+    """The absolute path as written (`..` folded) and with symlinks resolved."""
+    text = os.path.expanduser(str(path))
+    return {os.path.normpath(os.path.abspath(text)), os.path.realpath(text)}
+
+
+def _within(inner: str, outer: str) -> bool:
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
+def is_within(path: str | Path, roots: Iterable[str | Path]) -> bool:
+    """Whether `path` lies in (or is) one of `roots`, written or resolved: a `..` cannot
+    climb out, and neither can a symlink the path goes through (its target must be inside too,
+    unless the path as written already is)."""
+    outer = [form for root in roots for form in _forms(root)]
+    return any(_within(p, r) for p in _forms(path) for r in outer)
+
+
+def confine(path: str | Path, roots: Iterable[str | Path], what: str = "the index") -> Path:
+    """`path` (a string from data: an index row, a review) when it lies inside one of `roots`;
+    OutsideRootsError otherwise. Data from elsewhere must not make a command read, copy or
+    link /etc/shadow."""
+    roots = [r for r in roots if str(r)]
+    if not roots or not is_within(path, roots):
+        raise OutsideRootsError(
+            f"{path}: outside the folders {what} was built from "
+            f"({', '.join(str(r) for r in roots) or 'none recorded'}); not followed"
+        )
+    return Path(path)
+
+
+def refuse_inside(out: str | Path, inputs: Iterable[str | Path | None], option: str) -> None:
+    """InsideInputError when the folder `out` (given as `option`) lies inside an input folder:
+    written there, it would become part of that input (a seventh class, an indexed index)."""
+    for src in inputs:
+        if src is None or "://" in str(src) or not os.path.isdir(os.path.expanduser(str(src))):
+            continue
+        if is_within(out, [src]):
+            raise InsideInputError(
+                f"{option} {out} is inside the input {src}; write it somewhere else, or it "
+                "becomes part of what it was made from"
+            )
+
+
+@contextlib.contextmanager
+def writer_lock(folder: str | Path, what: str = "folder") -> Iterator[None]:
+    """Hold `folder`'s one-writer lock (an OS file lock the kernel drops when the holder dies)
+    for the block; FolderBusyError naming the holder's PID when another process has it."""
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FolderBusyError(f"{folder} is a file, not a {what} folder")
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    pid_file, lock_name = folder / ".writer.pid", ".writer.lock"
+    lock = FileLock(str(folder / lock_name))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            pid = pid_file.read_text(encoding="utf-8").strip() or "?"
+        except OSError:
+            pid = "?"
+        raise FolderBusyError(
+            f"{what} {folder} is being written by PID {pid}; wait for it to finish and run again"
+        ) from None
+    try:
+        atomic_write_text(pid_file, f"{os.getpid()}\n")
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            pid_file.unlink()
+        lock.release()
+        # A command that failed before writing leaves no folder it made only to lock it.
+        if created and [p.name for p in folder.iterdir()] == [lock_name]:
+            with contextlib.suppress(OSError):
+                (folder / lock_name).unlink()
+                folder.rmdir()
 
 
 @contextlib.contextmanager
@@ -113,7 +250,7 @@ def read_json(path: str | Path, rebuild_hint: str = "") -> Any:
     """Parse a JSON file; a file that is not UTF-8 JSON raises MetadataError naming it (with
     `rebuild_hint`, how to recreate it). A missing file raises FileNotFoundError as usual."""
     path = Path(path)
-    data = path.read_bytes()
+    data = read_regular(path)  # a review named /dev/zero must not fill memory
     try:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
@@ -170,29 +307,72 @@ def read_jsonl(path: str | Path) -> list[Any]:
 # --- signed pickles -------------------------------------------------------------------------------
 
 
+def _check_key_place(path: Path) -> None:
+    """A key inside an index or run folder travels with it when the folder is shared (and
+    a folder from elsewhere may bring its own key): refuse it."""
+    for folder in path.parents:
+        for marker, kind in (("index.json", "an index"), ("checkpoint_last.pt", "a run")):
+            if (folder / marker).exists():
+                raise SigningKeyError(
+                    f"the cache signing key {path} is inside {kind} folder ({folder}), which "
+                    "may be shared; set SCENESEEK_KEY_FILE to a file outside it"
+                )
+
+
 def _signing_key(create: bool) -> bytes | None:
+    """The user's key; None when there is none (and `create` is False or it cannot be made).
+    A key file that exists but is unusable is a SigningKeyError, never a silent "no key":
+    the caches it signs (the keyword model) would be dropped without a word."""
     path = key_file()
-    try:
-        key = path.read_bytes()
-        if len(key) >= 32:
-            return key
-    except OSError:
-        pass
+    _check_key_place(path)
+    if os.path.lexists(path):
+        try:
+            key = read_regular(path, 4096)
+        except OSError as exc:
+            raise SigningKeyError(
+                f"the cache signing key {path} is unreadable ({exc.strerror or exc}); "
+                "delete it (a new one is made) or set SCENESEEK_KEY_FILE"
+            ) from None
+        if len(key) < 32:
+            raise SigningKeyError(
+                f"the cache signing key {path} is damaged ({len(key)} bytes, at least 32 "
+                "needed); delete it (a new one is made) or set SCENESEEK_KEY_FILE"
+            )
+        return key
     if not create:
         return None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         key = secrets.token_bytes(32)
-        # O_EXCL: two processes creating it at once agree on the first one written.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
+        # Written whole beside it, then linked in: link() fails when the name exists, so two
+        # processes creating it at once agree on the first, and no one reads a half key.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(key)
+            os.chmod(tmp, 0o600)
+            os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
         return key
     except FileExistsError:
         return _signing_key(create=False)
     except OSError as exc:
         log.warning("cannot create the cache signing key %s: %s", path, exc)
         return None
+
+
+def check_signing_key(shared: Iterable[str | Path] = ()) -> None:
+    """SigningKeyError, before any work, when the key file is damaged or lies inside an index
+    or run folder or one of `shared` (the folder a command is about to write)."""
+    path = key_file()
+    for folder in shared:
+        if "://" not in str(folder) and is_within(path, [folder]):
+            raise SigningKeyError(
+                f"the cache signing key {path} is inside {folder}, which may be shared; set "
+                "SCENESEEK_KEY_FILE to a file outside it"
+            )
+    _signing_key(create=False)
 
 
 def save_signed_pickle(path: str | Path, obj: Any) -> bool:

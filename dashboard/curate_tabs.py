@@ -281,7 +281,7 @@ def export_tab(audit: Audit, root: Path) -> None:
     link = left.checkbox("Symbolic links instead of copies", key="curate_export_link")
     if left.button("Export to folder", key="curate_export_go", disabled=not out or not items):
         try:
-            csv_path = export_folder(items, out, "link" if link else "copy")
+            csv_path = export_folder(items, out, "link" if link else "copy", roots=[root])
             left.success(f"Exported {len(items)} images; list: {csv_path}")
         except (ExportError, OSError) as exc:
             left.error(str(exc))
@@ -290,7 +290,7 @@ def export_tab(audit: Audit, root: Path) -> None:
     elif items and right.button("Prepare zip", key="curate_zip"):
         right.download_button(
             "Download zip",
-            export_zip(items),
+            export_zip(items, roots=[root]),
             file_name="sceneseek-export.zip",
             mime="application/zip",
             key="curate_zip_dl",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -57,6 +58,10 @@ def make_hostile_tree(root: Path) -> dict[str, Path]:
     paths["png16"] = png16(bad / "deep16.png")
     paths["strip"] = strip_png(bad / "strip.png")
     paths["loop"] = symlink_loop(bad)
+    paths["devzero"] = bad / "devzero.jpg"  # reading it never ends: never read at all
+    os.symlink("/dev/zero", paths["devzero"])
+    paths["fifo"] = bad / "fifo.jpg"  # opening it for reading blocks until a writer comes
+    os.mkfifo(paths["fifo"])
     (root / "data" / "extra").mkdir()
     (root / "data" / "extra" / "x.jpg").write_bytes(jpeg_bytes(3))
     paths["data"] = root / "data"
@@ -80,4 +85,29 @@ def make_hostile_tree(root: Path) -> dict[str, Path]:
     paths["a_file"] = root / "afile.txt"
     paths["a_file"].write_text("not a folder\n", encoding="utf-8")
     paths["loop_top"] = symlink_loop(root, "toploop.jpg")
+    paths.update(hostile_reviews(root, paths["good"]))
     return paths
+
+
+def hostile_reviews(root: Path, image: Path) -> dict[str, Path]:
+    """Review sidecars (core.data.review) that are JSON but wrong: a label that is a number, a
+    list or an object, decisions that are a list, an action that is a number. Named
+    review_<what>."""
+    decision = {"action": "relabel", "label": "sea", "given": None, "suggested": None}
+    bad = {
+        "label_int": {**decision, "label": 5},
+        "label_list": {**decision, "label": ["sea", "forest"]},
+        "label_object": {**decision, "label": {"name": "sea"}},
+        "action_int": {**decision, "action": 3},
+        "given_list": {**decision, "given": ["x"]},
+    }
+    out = {}
+    for what, d in bad.items():
+        out[f"review_{what}"] = root / f"review_{what}.json"
+        out[f"review_{what}"].write_text(
+            json.dumps({"version": 1, "root": str(root), "decisions": {str(image): d}}),
+            encoding="utf-8",
+        )
+    out["review_list"] = root / "review_list.json"
+    out["review_list"].write_text(json.dumps({"decisions": [decision]}), encoding="utf-8")
+    return out

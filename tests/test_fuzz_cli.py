@@ -58,6 +58,9 @@ def _commands() -> dict[str, typer.core.TyperCommand]:
 
 def _value_for(opt: str, h: dict[str, Path], variant: int) -> str | None:
     """A hostile value for an option, by what its name says it takes."""
+    if opt == "--apply-review":  # review files that are JSON but wrong, and garbage
+        reviews = sorted(k for k in h if k.startswith("review_"))
+        return str(h[([*reviews, "garbage_json", "devzero"])[variant % (len(reviews) + 2)]])
     if opt in FOLDER_OPTS:
         return str([h["a_file"], h["loop_top"], h["empty_dir"], h["data"]][variant % 4])
     if opt in FILE_OPTS:
@@ -175,12 +178,36 @@ def _specific_cases(h: dict[str, Path]) -> dict[str, list[list[str]]]:
             ["a lake", "--index", idx, "--like", str(h["loop_top"])],
             ["a lake", "--index", idx, "--split", "nosuch"],
         ],
+        "export": _export_cases(h),
+        "audit": [
+            ["--images", str(h["a_file"]), "--json"],
+            ["--images", d, "--threshold", "nan"],
+            ["--images", d, "--cache", str(h["train"] / "cache")],
+            ["--images", d, "--run", str(h["run"]), "--json"],
+        ],
         "evaluate-retrieval": [
             ["--index", idx, "--captions", str(h["wrong_header"]), "--json"],
             ["--index", idx, "--queries", str(h["latin1"]), "--max-queries", "-5"],
             ["--index", idx, "--captions", str(h["empty"]), "--modes", "nosuch"],
         ],
     }
+
+
+def _export_cases(h: dict[str, Path]) -> list[list[str]]:
+    """export on the hostile data folder: an output inside it, each hostile review file, a
+    list of paths that is not UTF-8 or is /dev/zero, a garbage index."""
+    d, new = str(h["data"]), str(h["empty_dir"] / "export_never_written")
+    cases = [
+        ["--images", d, "--out", str(h["train"] / "exported"), "--json"],
+        ["--images", d, "--out", new, "--paths", str(h["latin1"])],
+        ["--images", d, "--out", new, "--paths", str(h["devzero"])],
+        ["--images", d, "--out", new, "--paths", str(h["fifo"])],
+        ["--index", str(h["bad_index"]), "--query", "a lake", "--out", new, "--json"],
+        ["--images", d, "--out", new, "--cache", str(h["train"] / "c")],
+    ]
+    for name in sorted(k for k in h if k.startswith("review_")):
+        cases.append(["--images", d, "--out", new, "--apply-review", str(h[name]), "--json"])
+    return cases
 
 
 def _all_cases(h: dict[str, Path]) -> list[list[str]]:
@@ -231,6 +258,9 @@ def test_fuzz_every_command_in_process(h: dict[str, Path], monkeypatch) -> None:
         except (AssertionError, ValueError) as exc:
             failures.append(str(exc)[:600])
     assert not failures, "\n\n".join(failures)
+    # Every export case is refused before it writes anything.
+    assert not (h["empty_dir"] / "export_never_written").exists()
+    assert not (h["train"] / "exported").exists() and not (h["train"] / "cache").exists()
 
 
 REAL_PROCESS_CASES = [

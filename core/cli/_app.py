@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
@@ -21,8 +22,10 @@ from typer.core import TyperGroup
 
 try:  # typer >= 0.22 vendors click
     from typer._click import exceptions as cx
+    from typer._click.globals import get_current_context
 except ImportError:  # older typer runs on click itself
     from click import exceptions as cx  # type: ignore[no-redef]
+    from click.globals import get_current_context  # type: ignore[no-redef]
 
 from core.config import debug_enabled
 from core.io import dumps_json
@@ -96,6 +99,8 @@ class SafeGroup(TyperGroup):
     ) -> Any:
         args = list(sys.argv[1:] if args is None else args)
         debug = DEBUG_FLAG in args or debug_enabled()
+        if not debug:  # torch says this before a refused pickled weights file's one line
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
         args = [a for a in args if a != DEBUG_FLAG]
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -132,6 +137,30 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Exit non-zero with one clear line on stderr."""
     typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(code)
+
+
+def refuse_inside_inputs(out: Any, option: str, *inputs: Any) -> None:
+    """Exit with one line when the folder `out` (given as `option`) is inside an input folder:
+    written there it would become part of the input (an export as a seventh class)."""
+    if out is None:
+        return
+    from core.io import InsideInputError, refuse_inside
+
+    try:
+        refuse_inside(out, inputs, option)
+    except InsideInputError as exc:
+        fail(str(exc))
+
+
+def hold_writer_lock(folder: Any, what: str) -> None:
+    """Take `folder`'s one-writer lock (core.io.writer_lock) until the command returns (the
+    click context releases it), or exit with one line naming the PID that holds it."""
+    from core.io import FolderBusyError, writer_lock
+
+    try:
+        get_current_context().with_resource(writer_lock(folder, what))
+    except FolderBusyError as exc:
+        fail(str(exc))
 
 
 def check_choice(option: str, value: str, choices: Sequence[str]) -> None:

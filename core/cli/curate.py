@@ -16,8 +16,11 @@ from core.cli._app import (
     check_choice,
     emit_json,
     fail,
+    refuse_inside_inputs,
     setup_logging,
 )
+
+MAX_LIST_BYTES = 64 * 1024 * 1024  # a --paths list: a million long paths
 
 
 @app.command("audit")
@@ -42,6 +45,7 @@ def audit_cmd(
     from core.vision.backbones import BackboneWeightsError
 
     setup_logging(verbose)
+    refuse_inside_inputs(cache, "--cache", images)
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     if not 0 <= threshold <= 2:
         fail(f"--threshold is a cosine distance between 0 and 2, not {threshold}")
@@ -88,10 +92,14 @@ def audit_cmd(
 
 
 def _read_paths(file: Path) -> list[str]:
+    from core.io import read_regular
+
     try:
-        lines = file.read_text(encoding="utf-8").splitlines()
+        lines = read_regular(file, MAX_LIST_BYTES).decode("utf-8").splitlines()
     except OSError as exc:
         fail(f"{file}: cannot read ({exc.strerror or exc})")
+    except UnicodeDecodeError as exc:
+        fail(f"{file}: not UTF-8 text (byte {exc.start}); save the list of paths as UTF-8")
     return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
 
 
@@ -115,17 +123,28 @@ def export_cmd(
     a search's results (--index --query), a data folder (--images; --category, --paths and
     --apply-review narrow it or apply a review)."""
     from core.curate.export import ExportError, ExportItem, export_folder, of_labels, reviewed
-    from core.data.review import ReviewError
+    from core.data.review import ReviewError, load_review
 
     setup_logging(verbose)
     if (images is None) == (query is None):
         fail("give --images DIR (a data folder) or --index INDEX --query TEXT (search results)")
+    if query is not None and index is None:
+        fail("--query needs --index INDEX")
+    refuse_inside_inputs(out, "--out", images, index)
+    refuse_inside_inputs(cache, "--cache", images)
+    try:  # checked before any work: a bad label must not fail after a whole export
+        decisions = load_review(review) if review is not None else None
+    except ReviewError as exc:
+        fail(str(exc))
+    listed = _read_paths(paths) if paths is not None else None
     items: list[ExportItem]
-    if query is not None:
-        if index is None:
-            fail("--query needs --index INDEX")
-        items = _search_items(index, query, mode, k)
+    roots: list[str]
+    if index is not None and query is not None:
+        items, roots = _search_items(index, query, mode, k)
+        refuse_inside_inputs(out, "--out", *roots)
     else:
+        assert images is not None
+        roots = [str(images)]
         from core.curate.vectors import load_collection
         from core.data.dataset import DatasetError
 
@@ -134,21 +153,21 @@ def export_cmd(
         except DatasetError as exc:
             fail(str(exc))
         pairs = list(zip(coll.paths, coll.labels, strict=True))
-        if paths is not None:
+        if listed is not None:
             import os
 
-            wanted = {os.path.realpath(p) for p in _read_paths(paths)}
+            wanted = {os.path.realpath(p) for p in listed}
             pairs = [(p, y) for p, y in pairs if os.path.realpath(p) in wanted]
         items = [ExportItem(p, y) for p, y in pairs]
-    if review is not None:
+    if decisions is not None:
         try:
-            items = reviewed(items, review)
+            items = reviewed(items, decisions)
         except ReviewError as exc:
             fail(str(exc))
     if category:
         items = of_labels(items, category)
     try:
-        csv_path = export_folder(items, out, "link" if link else "copy")
+        csv_path = export_folder(items, out, "link" if link else "copy", roots=roots)
     except (ExportError, OSError) as exc:
         fail(str(exc))
     result = {
@@ -164,7 +183,9 @@ def export_cmd(
     typer.echo(f"exported {len(items)} images to {out} ({result['mode']}); list: {csv_path}")
 
 
-def _search_items(index: Path, query: str, mode: str, k: int):
+def _search_items(index: Path, query: str, mode: str, k: int) -> tuple[list, list[str]]:
+    """The search's results as export items, and the folders the index was built from: a
+    row's path is followed only inside them (an index is data from elsewhere)."""
     from core.curate.export import ExportItem
     from core.search.engine import MODES, SearchEngine
     from core.search.store import SearchIndexError
@@ -175,4 +196,7 @@ def _search_items(index: Path, query: str, mode: str, k: int):
     except SearchIndexError as exc:
         fail(str(exc))
     resp = engine.search(query, mode, k)
-    return [ExportItem(r.path, r.label or r.category or None, float(r.score)) for r in resp.results]
+    items = [
+        ExportItem(r.path, r.label or r.category or None, float(r.score)) for r in resp.results
+    ]
+    return items, [str(r) for r in (engine.meta.get("roots") or {})]

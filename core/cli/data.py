@@ -15,6 +15,7 @@ from core.cli._app import (
     emit_json,
     fail,
     progress_bar,
+    refuse_inside_inputs,
     setup_logging,
 )
 
@@ -33,6 +34,7 @@ def dataset_cmd(
 
     setup_logging(verbose)
     root = resolve_data_dir(data)
+    refuse_inside_inputs(cache, "--cache", root)  # its files would be scanned as images
     try:
         ds = find_dataset(root)
     except DatasetError as exc:

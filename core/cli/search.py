@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import math
 import sys
@@ -18,6 +19,7 @@ from core.cli._app import (
     emit_json,
     fail,
     progress_bar,
+    refuse_inside_inputs,
     setup_logging,
 )
 
@@ -86,6 +88,8 @@ def index_cmd(
         _prune(index, as_json)
         return
     _check_images(images)
+    refuse_inside_inputs(index, "--index", images)  # it would index itself next time
+    _check_key(index)
     ray_options = _ray_options(
         engine, address, workers, gpus_per_worker, cpus_per_worker, ray_resources
     )
@@ -199,6 +203,16 @@ def _echo_index(stats, index: Path, out: dict) -> None:
         typer.echo(f"  text mapping: {out['mapping']['path']}")
 
 
+def _check_key(index: Path) -> None:
+    """A damaged signing key would drop the keyword model without a word: refused up front."""
+    from core.io import SigningKeyError, check_signing_key
+
+    try:
+        check_signing_key([index])
+    except SigningKeyError as exc:
+        fail(str(exc))
+
+
 def _review(review: Path | None):
     """The review sidecar to apply (core.data.review), checked before any work."""
     if review is None:
@@ -290,10 +304,14 @@ def _engine(index: Path):
         fail(str(exc))
 
 
-@app.command("search")
+# A query may start with `-word` (an excluded word): an unknown option is the query's text.
+@app.command("search", context_settings={"ignore_unknown_options": True})
 def search_cmd(
     query: str = typer.Argument(
-        ..., help="What to look for, in words; `-word` excludes a word (beach -people)."
+        "",
+        help="What to look for, in words; `-word` excludes a word (beach -people). "
+        "Optional with --like.",
+        show_default=False,
     ),
     index: str = typer.Option(..., "--index", help="Index folder or URI (s3://, gs://)."),
     k: int = typer.Option(10, "--k", help="Number of results (1 to 1000)."),
@@ -316,6 +334,8 @@ def search_cmd(
     check_choice("--mode", mode, MODES)
     if not 1 <= k <= MAX_K:
         fail(f"--k must be from 1 to {MAX_K}, not {k}")
+    if query.startswith("--"):  # a mistyped option, not a query's excluded word
+        fail(f"no such option: {query.split()[0]} (an excluded word takes one dash: -word)")
     if len(query) > MAX_QUERY_CHARS:
         fail(
             f"the query is {len(query):,} characters long; at most {MAX_QUERY_CHARS} are used "
@@ -429,6 +449,8 @@ def evaluate_retrieval_cmd(
             out = evaluate_captions(engine, captions, mode_list, max_queries, pool, fitted_apart)
         else:
             out = evaluate_queries(engine, queries, mode_list, split)
+    except csv.Error as exc:  # e.g. a field over the csv module's 128 KB limit
+        fail(f"{queries or captions}: not a readable CSV file ({exc})")
     except (EvaluationError, ValueError, OSError) as exc:
         fail(str(exc))
     if as_json:

@@ -19,6 +19,8 @@ from core.cli._app import (
     check_choice,
     emit_json,
     fail,
+    hold_writer_lock,
+    refuse_inside_inputs,
     setup_logging,
 )
 
@@ -169,6 +171,9 @@ def train_cmd(
     cfg = _train_config(mode, {**settings, "backbone": backbone}, weights, no_amp)
     from core.config import resolve_cache_dir
 
+    refuse_inside_inputs(out, "--out", train, test, val)
+    refuse_inside_inputs(cache, "--cache", train, test, val)
+    hold_writer_lock(out, "run")  # two `--resume` at once would interleave one metrics.jsonl
     cache_dir = resolve_cache_dir(cache)
     data, applied = _split(train, test, val, review, cache_dir)
     header = (

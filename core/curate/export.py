@@ -11,13 +11,20 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.io import atomic_path, atomic_write_text
+from core.io import (
+    InsideInputError,
+    OutsideRootsError,
+    atomic_write_text,
+    confine,
+    refuse_inside,
+)
 
 if TYPE_CHECKING:
     from core.data.review import Review
@@ -98,46 +105,74 @@ def dedupe(items: Sequence[ExportItem]) -> list[ExportItem]:
     return out
 
 
+def _checked(items: Sequence[ExportItem], roots: Sequence[str | Path] | None) -> list[ExportItem]:
+    """`items` without repeats, each a regular file inside `roots` (when given: the folders
+    an index was built from, or the data folder), checked before anything is written."""
+    items = dedupe(items)
+    if not items:
+        raise ExportError("nothing to export: the selection is empty")
+    if roots is not None:
+        try:
+            for it in items:
+                confine(it.path, roots)
+        except OutsideRootsError as exc:
+            raise ExportError(str(exc)) from None
+    missing = [it.path for it in items if not Path(it.path).is_file()]
+    if missing:
+        raise ExportError(
+            f"{len(missing)} selected files are missing or not regular files, e.g. {missing[0]}"
+        )
+    return items
+
+
 def export_folder(
     items: Sequence[ExportItem],
     out_dir: str | Path,
     mode: str = "copy",
     progress: Progress | None = None,
+    roots: Sequence[str | Path] | None = None,
 ) -> Path:
     """Write `items` into `out_dir`/<label>/ (copies, or symbolic links to the originals) and
-    `out_dir`/export.csv. `out_dir` must be new or empty: nothing is overwritten."""
+    `out_dir`/export.csv. `out_dir` must be new or empty: nothing is overwritten. With `roots`,
+    every item must lie inside one of them. The export is written into a hidden folder beside
+    `out_dir` and renamed into place whole: a failure leaves no half export."""
     if mode not in MODES:
         raise ExportError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    items = dedupe(items)
-    if not items:
-        raise ExportError("nothing to export: the selection is empty")
     out = Path(out_dir).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out}: exists and is not an empty folder; choose a new one")
-    missing = [it.path for it in items if not Path(it.path).is_file()]
-    if missing:
-        raise ExportError(f"{len(missing)} selected files are missing, e.g. {missing[0]}")
+    try:  # written inside a data folder, an export becomes part of it (a seventh class)
+        refuse_inside(out, roots or (), "the export folder")
+    except InsideInputError as exc:
+        raise ExportError(str(exc)) from None
+    items = _checked(items, roots)
     names = plan_names(items)
-    for k, (it, rel) in enumerate(zip(items, names, strict=True)):
-        dest = out / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if mode == "copy":
-            with atomic_path(dest) as tmp:
-                shutil.copy2(it.path, tmp)
-        else:
-            os.symlink(os.path.realpath(it.path), dest)
-        if progress:
-            progress(k + 1, len(items))
-    atomic_write_text(out / CSV_NAME, _csv_text(items, names))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        for k, (it, rel) in enumerate(zip(items, names, strict=True)):
+            dest = work / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if mode == "copy":
+                shutil.copy2(it.path, dest)
+            else:
+                os.symlink(os.path.realpath(it.path), dest)
+            if progress:
+                progress(k + 1, len(items))
+        atomic_write_text(work / CSV_NAME, _csv_text(items, names))
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(work, out)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
     log.info("exported %d images to %s (%s)", len(items), out, mode)
     return out / CSV_NAME
 
 
-def export_zip(items: Sequence[ExportItem]) -> bytes:
+def export_zip(items: Sequence[ExportItem], roots: Sequence[str | Path] | None = None) -> bytes:
     """The same layout as `export_folder` (copies), as zip bytes."""
-    items = dedupe(items)
-    if not items:
-        raise ExportError("nothing to export: the selection is empty")
+    items = _checked(items, roots)
     names = plan_names(items)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # JPEGs do not compress

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from core.config import CAPTIONS_ENV, captions_env
+from core.io import open_regular
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +287,11 @@ def read_captions(
             raise CaptionFileError(f"no such file: {path}")
         if path.is_dir():
             raise CaptionFileError(f"{path} is a folder; expected a captions file")
-        with open(path, "rb") as fh:
+        try:
+            fh = open_regular(path)  # never a FIFO that blocks or a device that never ends
+        except OSError as exc:
+            raise CaptionFileError(f"{path}: {exc.strerror or exc}") from None
+        with fh:
             return _read_stream(fh, name or str(path), max_captions)
     if isinstance(source, bytes | bytearray):
         return _read_stream(io.BytesIO(bytes(source)), name or "<bytes>", max_captions)

@@ -27,6 +27,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFile, ImageOps, UnidentifiedImageError
 
+from core.io import read_regular
+
 log = logging.getLogger(__name__)
 
 # Refuse anything above this many pixels before decoding (a 150x150 data set never gets
@@ -129,7 +131,8 @@ def check_image(source: str | Path | bytes, *, keep: bool = True) -> ImageCheck:
     `source` is a path or the file's bytes. With keep=False the decoded image is dropped
     after checking (cheap manifest building)."""
     try:
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        # Only a regular file of bounded size: a /dev/zero link named z.jpg is refused unread.
+        data = source if isinstance(source, bytes) else read_regular(source)
     except OSError as exc:
         return ImageCheck(None, reason="unreadable", note=str(exc.strerror or exc))
     if len(data) == 0:

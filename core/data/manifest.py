@@ -22,7 +22,7 @@ import pandas as pd
 from core.config import DEFAULT_CACHE_DIR
 from core.data.dataset import Dataset, ImageRecord
 from core.data.images import check_image
-from core.io import atomic_path
+from core.io import atomic_path, read_regular
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,10 @@ def _inspect(rec: ImageRecord) -> dict:
     path = rec.path
     try:
         st = path.stat()
-        data = path.read_bytes()
+        data = read_regular(path)  # never a device or FIFO, never past the size cap
     except OSError as exc:
-        return _row(rec, 0, "", 0, status="skipped", reason="unreadable", note=str(exc))
+        note = str(exc.strerror or exc)
+        return _row(rec, 0, "", 0, status="skipped", reason="unreadable", note=note)
     sha = hashlib.sha256(data).hexdigest() if data else ""
     check = check_image(data, keep=False)
     status = "skipped" if not check.ok else ("converted" if check.note else "ok")

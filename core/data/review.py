@@ -100,12 +100,38 @@ def load_review(path: str | Path, root: str | Path | None = None) -> Review:
         raise ReviewError(f"{path}: not a readable review file ({exc})") from exc
     if not isinstance(data, dict) or not isinstance(data.get("decisions"), dict):
         raise ReviewError(f"{path}: not a review file (no 'decisions' object)")
+    root = data.get("root", "")
+    if not isinstance(root, str):
+        raise ReviewError(f"{path}: 'root' must be a folder name (text), not {_kind(root)}")
     for p, d in data["decisions"].items():
-        if not isinstance(d, dict) or d.get("action") not in ACTIONS:
-            raise ReviewError(f"{path}: invalid decision for {p}")
-        if d["action"] == "relabel" and not d.get("label"):
-            raise ReviewError(f"{path}: relabel without a label for {p}")
-    return Review(str(data.get("root", "")), dict(data["decisions"]))
+        _check_decision(path, p, d)
+    return Review(root, dict(data["decisions"]))
+
+
+def _kind(value: Any) -> str:
+    """How a wrong JSON value is named in a message: its JSON type and a short repr."""
+    names = {dict: "an object", list: "a list", bool: "true/false", int: "a number"}
+    name = names.get(type(value), "a number" if isinstance(value, float) else type(value).__name__)
+    return f"{name} ({str(value)[:40]})"
+
+
+def _check_decision(path: Path, p: str, d: Any) -> None:
+    """One decision of a review file, checked before any work: export, training and the index
+    use labels as folder names and class names, so each is text (or null) or the file is
+    refused whole."""
+    if not isinstance(d, dict) or not isinstance(d.get("action"), str):
+        raise ReviewError(f"{path}: invalid decision for {p} (not an object with an action)")
+    if d["action"] not in ACTIONS:
+        raise ReviewError(
+            f"{path}: invalid decision for {p}: action {d['action'][:40]!r} is not one of "
+            f"{', '.join(ACTIONS)}"
+        )
+    for key in ("label", "given", "suggested", "time"):
+        value = d.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ReviewError(f"{path}: '{key}' of {p} must be text, not {_kind(value)}")
+    if d["action"] == "relabel" and not (d.get("label") or "").strip():
+        raise ReviewError(f"{path}: relabel without a label for {p}")
 
 
 def save_review(path: str | Path, review: Review) -> Path:
@@ -146,6 +172,8 @@ def apply_review(
         else:
             out.append((path, label))
             applied.kept += 1
+    if items and not out:  # scoring or exporting nothing is no result: say so before any work
+        raise ReviewError(f"the review removes every one of the {len(items)} images given")
     log.info("review applied: %s", applied.to_dict())
     return out, applied
 
@@ -167,7 +195,10 @@ def apply_review_split(data: SplitData, review: Review | str | Path) -> tuple[Sp
             continue
         labels = getattr(data, f"{split}_labels")
         items = [(p, names[y]) for p, y in zip(paths, labels, strict=True)]
-        items, applied = apply_review(items, review)
+        try:
+            items, applied = apply_review(items, review)
+        except ReviewError:
+            raise ReviewError(f"the review removes every {split} image") from None
         unknown = sorted({str(lab) for _, lab in items if lab not in names})
         if unknown:
             raise ReviewError(f"review relabels images to classes not in the data: {unknown}")
@@ -176,6 +207,13 @@ def apply_review_split(data: SplitData, review: Review | str | Path) -> tuple[Sp
         total.removed += applied.removed
         total.relabelled += applied.relabelled
         total.kept += applied.kept
-    if not changes["train_paths"]:
-        raise ReviewError("the review removes every training image")
+    # A class with no training image left gets a head output never trained (recall 0): refused,
+    # as a data set whose train/<class> folder is empty is.
+    trained = set(changes["train_labels"])
+    emptied = [c for i, c in enumerate(names) if i not in trained]
+    if emptied:
+        raise ReviewError(
+            f"the review removes every training image of {', '.join(map(str, emptied))}; "
+            "keep some, or train without that class"
+        )
     return dataclasses.replace(data, **changes), total

@@ -38,9 +38,9 @@ def _split_uri(uri: str) -> tuple[object, str]:
 
 def read_path_bytes(path: str) -> bytes:
     """A file's bytes, from a local path or a URI."""
-    from pathlib import Path
+    from core.io import read_regular  # regular files only, bounded: never /dev/zero
 
-    return read_bytes(path) if is_uri(path) else Path(path).read_bytes()
+    return read_bytes(path) if is_uri(path) else read_regular(path)
 
 
 def file_sha256(path: str) -> str:
