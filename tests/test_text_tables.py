@@ -4,6 +4,7 @@ one schema check that names the field at fault (issues 21 and 22 item 8)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,14 @@ def test_cli_names_the_field_in_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1, res.stderr
     assert f"mapping table {bad}: exact: expected a list of words" in lines[0]
     assert "TypeError" not in res.output
+
+
+@pytest.mark.parametrize("table", [Mapping, ImagenetGroups])
+def test_special_files_are_refused_unread(table: type[CategoryTable], tmp_path: Path) -> None:
+    """A FIFO would block forever and /dev/zero would be read until memory runs out: both are
+    refused before any byte is read, naming the file."""
+    fifo = tmp_path / "table.json"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(TableError, match="not a regular file"):
+            table.load(path)

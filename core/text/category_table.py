@@ -23,7 +23,10 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from core.config import resolve_cache_dir, resolve_table_path
-from core.io import atomic_write_json
+from core.io import atomic_write_json, read_regular
+
+# A category table is a few kilobytes; anything past this is not one.
+TABLE_MAX_BYTES = 4 * 1024 * 1024
 
 T = TypeVar("T", bound="CategoryTable")
 
@@ -166,7 +169,8 @@ class CategoryTable:
         if found is None:
             return cls.default()
         try:
-            text = found.read_text(encoding="utf-8")
+            # A table is small: a FIFO, a device or a huge file is refused unread.
+            text = read_regular(found, limit=TABLE_MAX_BYTES).decode("utf-8")
         except OSError as exc:
             raise cls.ERROR(f"{cls.KIND} {found}: {exc.strerror or exc}") from None
         except UnicodeDecodeError:

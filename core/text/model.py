@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data.captions import CaptionSet
+from core.io import read_regular
 from core.metrics import StageTimer
 from core.text.categories import Mapping
 from core.text.classify import CaptionClassifier, fit_classifier
@@ -86,7 +87,11 @@ def find_split_file(captions_path: str | Path | None) -> set[str] | None:
     f = Path(captions_path).parent / SPLIT_FILE
     if not f.is_file():
         return None
-    return {ln.strip() for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()}
+    try:
+        text = read_regular(f).decode("utf-8", errors="replace")
+    except OSError:  # not a regular file: no held-out list
+        return None
+    return {ln.strip() for ln in text.splitlines() if ln.strip()}
 
 
 def tokenize_captions(caption_set: CaptionSet, prep: Preprocessor) -> list[list[str]]:
