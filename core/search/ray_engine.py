@@ -22,7 +22,7 @@ Why this shape:
   so it is not the bottleneck before tens of thousands of images per second.
 - Faults: a worker process that dies takes its batch with it; Ray Data's defaults restart
   the actor (`max_restarts=-1`) and retry its batch (`max_task_retries=-1`; tasks:
-  `max_retries=-1`), which tests/test_ray_cluster.py checks by killing one. Should a batch
+  `max_retries=-1`), which tests/search/test_ray_cluster.py checks by killing one. Should a batch
   arrive twice, the driver keeps the first copy. An undecodable image is a
   row flagged not ok with its reason (core.search.embed.decode), recorded as skipped like in
   the local engine. An interrupted run keeps its committed chunks; re-running encodes only

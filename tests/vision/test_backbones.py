@@ -16,11 +16,6 @@ from core.vision.backbones import BackboneWeightsError, create_backbone, default
 from tests.helpers import require_shared
 
 
-@pytest.fixture(scope="module")
-def lite0() -> bb.Backbone:
-    return create_backbone("efficientnet_lite0")
-
-
 def _top5(backbone: bb.Backbone, image: Image.Image) -> list[str]:
     x = backbone.preprocess(False)(image).unsqueeze(0)
     with torch.inference_mode():

@@ -25,11 +25,6 @@ SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def lite0():
-    return create_backbone("efficientnet_lite0")
-
-
-@pytest.fixture(scope="module")
 def photos(intel_small: Path) -> list[str]:
     return [str(p) for p in sorted((intel_small / "seg_test").glob("*/*.jpg"))[::4]]  # 12
 

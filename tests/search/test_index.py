@@ -17,13 +17,6 @@ from tests.helpers import IMAGE_SIZE, cli_json
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def encoder():
-    from core.search.encoders import create_image_encoder
-
-    return create_image_encoder(image_size=IMAGE_SIZE, device="cpu")
-
-
 @pytest.fixture
 def folder(intel_small: Path, tmp_path: Path) -> Path:
     """A private copy of two classes of the test split (tests modify it)."""

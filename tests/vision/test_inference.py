@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from core.vision import inference as inf
-from core.vision.backbones import Backbone, create_backbone
+from core.vision.backbones import Backbone
 from core.vision.features import cached_features, feature_ident
 from core.vision.inference import check_photos, eval_transform, load_inference
 from core.vision.transforms import torchvision_transform
@@ -28,11 +28,6 @@ pytestmark = pytest.mark.slow  # exports and compiles models (once per key, then
 def _fresh_loads() -> None:
     """load_inference keeps what it loaded per backbone; each test starts from the disk cache."""
     inf._ATTACHED.clear()
-
-
-@pytest.fixture(scope="module")
-def lite0() -> Backbone:
-    return create_backbone("efficientnet_lite0")
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,6 @@ from tests.hostile import symlink_loop
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def encoder():
-    from core.search.encoders import create_image_encoder
-
-    return create_image_encoder(image_size=IMAGE_SIZE, device="cpu")
-
-
 def _photos(intel_small: Path, out: Path) -> Path:
     """Three real photos of two classes (a private copy: tests move and delete them)."""
     for c in ("forest", "sea"):

@@ -21,17 +21,10 @@ from core.search.store import (
     open_table,
     vector_search,
 )
-from tests.helpers import IMAGE_SIZE, PAGES
+from tests.helpers import PAGES
 
 pytestmark = pytest.mark.slow
 THRESHOLD = 12  # a small table, so that the test exercises the real ANN build
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    from core.search.encoders import create_image_encoder
-
-    return create_image_encoder(image_size=IMAGE_SIZE, device="cpu")
 
 
 def _copy(

@@ -20,17 +20,10 @@ from core.search.engine import MODES, SearchEngine
 from core.search.evaluate import whole_table
 from core.search.query import word_forms
 from core.search.store import build_index, load_rows
-from tests.helpers import IMAGE_SIZE, flickr_subset
+from tests.helpers import flickr_subset
 
 pytestmark = pytest.mark.slow
 ANN_THRESHOLD = 20
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    from core.search.encoders import create_image_encoder
-
-    return create_image_encoder(image_size=IMAGE_SIZE, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -29,13 +29,6 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def encoder():
-    from core.search.encoders import create_image_encoder
-
-    return create_image_encoder(image_size=IMAGE_SIZE, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def local_ray(tmp_path_factory: pytest.TempPathFactory):
     """A Ray instance in this process on the machine's 2 cores, stopped even on failure."""
     import ray
