@@ -7,6 +7,7 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard.common import current_data_dir, load_manifest, require_dataset, thumbnail
+from dashboard.gallery import Tile, gallery
 
 PAGE_SIZE = 24
 
@@ -42,19 +43,22 @@ with tab_counts:
     )
 
 with tab_grid:
-    col_a, col_b, col_c = st.columns(3)
+    col_a, col_b = st.columns(2)
     split = col_a.selectbox("Split", ds.splits, key="grid_split")
     classes = sorted(usable.loc[usable["split"] == split, "class"].dropna().unique().tolist())
     label = col_b.selectbox("Class", classes or ["(unlabelled)"], key="grid_class")
     rows = usable[(usable["split"] == split) & (usable["class"].fillna("(unlabelled)") == label)]
-    n_pages = max(1, -(-len(rows) // PAGE_SIZE))
-    page = col_c.number_input("Page", 1, n_pages, 1, key="grid_page")
-    chunk = rows.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-    st.caption(f"{len(rows)} images · page {page} of {n_pages}")
-    cols = st.columns(6)
-    for i, (_, r) in enumerate(chunk.iterrows()):
-        with cols[i % 6]:
-            st.image(thumbnail(r["path"]), caption=f"{r['width']}x{r['height']}", width="stretch")
+    st.caption(f"{len(rows)} images")
+    tiles = [
+        Tile(
+            path=r["path"],
+            caption=f"{r['width']}x{r['height']}",
+            label=label,
+            scores={"size": f"{r['width']}x{r['height']}", "mode": r["mode"]},
+        )
+        for _, r in rows.iterrows()
+    ]
+    gallery(tiles, f"dataset-{split}-{label}", columns=6, page_size=PAGE_SIZE)
 
 with tab_sizes:
     sizes = usable.assign(size=usable["width"].astype(str) + "x" + usable["height"].astype(str))
