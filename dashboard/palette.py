@@ -9,19 +9,17 @@ from collections.abc import Iterable
 # The Intel classes get fixed, well-separated colours (Tableau 10); any other name a stable
 # pick from the rest, by a hash of the name (not by its position in one figure's legend).
 KNOWN = {
-    "buildings": "#4e79a7",
+    "buildings": "#b07aa1",
     "forest": "#59a14f",
-    "glacier": "#76b7b2",
+    "glacier": "#17becf",
     "mountain": "#9c755f",
     "sea": "#1f5fa0",
-    "street": "#e15759",
+    "street": "#f28e2b",
     "train": "#4e79a7",
-    "test": "#f28e2b",
+    "test": "#e15759",
 }
 OTHERS = (
-    "#f28e2b",
     "#edc948",
-    "#b07aa1",
     "#ff9da7",
     "#bab0ac",
     "#8cd17d",

@@ -45,9 +45,6 @@ def map_scatter(
         render_mode="webgl",
         **kwargs,
     )
-    # plain lists, not numpy: plotly would ship a typed array, and the selection event then
-    # returns each point's customdata as {"0": row} instead of [row]
-    fig.for_each_trace(lambda t: t.update(customdata=[[int(r[0])] for r in t.customdata]))
     fig.update_traces(marker={"size": 5, "opacity": 0.75})
     _sized(fig, 560, None, None).update_layout(dragmode="lasso", legend_title=None)
     fig.update_xaxes(showticklabels=False)

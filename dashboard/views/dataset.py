@@ -6,10 +6,11 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from dashboard.common import current_data_dir, load_manifest, require_dataset, thumbnail
-from dashboard.gallery import Tile, gallery
+from dashboard.common import current_data_dir, load_manifest, require_dataset
+from dashboard.gallery import Tile, gallery, page_bounds
 
 PAGE_SIZE = 24
+GROUPS_PAGE = 10  # duplicate groups a page
 
 st.title("🗂️ Data set")
 ds = require_dataset()
@@ -113,11 +114,15 @@ with tab_dups:
         f"({len(dups)} files); **{cross['sha256'].nunique()} groups filed under more than "
         "one class** — their labels contradict each other."
     )
-    for _sha, group in cross.groupby("sha256", sort=False):
-        cols = st.columns(max(2, len(group)))
-        for col, (_, r) in zip(cols, group.iterrows(), strict=False):
-            col.image(thumbnail(r["path"]), caption=f"{r['split']}/{r['class']}", width=150)
-            col.caption(f"`{r['path']}`")
+    groups = [group for _sha, group in cross.groupby("sha256", sort=False)]
+    start, stop = page_bounds(len(groups), GROUPS_PAGE, "dataset-dups")
+    for n in range(start, stop):
+        tiles = [
+            Tile(r["path"], caption=f"{r['split']}/{r['class']}", label=r["class"])
+            for _, r in groups[n].iterrows()
+        ]
+        st.markdown(f"**Group {n + 1}** · {len(tiles)} identical files")
+        gallery(tiles, f"dataset-dup-{n}", columns=6, page_size=12)
         st.divider()
     if len(dups):
         with st.expander("All duplicate groups"):
