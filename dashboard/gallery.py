@@ -78,9 +78,10 @@ def _tile(tile: Tile, i: int, key: str, side: int) -> None:
     if tile.caption:
         st.markdown(tile.caption)
     st.caption(tile.name)
-    zoom, why = st.columns(2)
-    zoom.button("Enlarge", key=f"{key}-zoom-{i}", on_click=_zoom, args=(key, i), icon="🔍")
-    if tile.why:
+    # "Enlarge" needs the room of six-across tiles: the whole width unless a "why" shares it
+    zoom, why = st.columns([3, 2]) if tile.why else (st.container(), None)
+    zoom.button("Enlarge", key=f"{key}-zoom-{i}", on_click=_zoom, args=(key, i))
+    if why is not None:
         # a popover floats over the page: opening it moves no other tile
         with why.popover("why"):
             for line in tile.why:

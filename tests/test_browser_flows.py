@@ -23,7 +23,7 @@ from tests.helpers import build_small, flickr_subset, make_intel_subset
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-LONG = 300_000  # ms: a cold page on a busy CI machine (model loads, the first audit)
+LONG = 600_000  # ms: a cold page on a busy machine (model loads, the first audit)
 WAIT = 90_000  # ms: anything else
 
 
