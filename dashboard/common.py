@@ -184,3 +184,14 @@ def require_dataset() -> Dataset:
         )
         st.stop()
         raise  # unreachable; st.stop raises
+
+
+def page_link(page: str, label: str, icon: str | None = None) -> None:
+    """st.page_link to `page` (relative to dashboard/app.py); where the page runs on its own
+    (AppTest of one file, no navigation) the label is shown as plain text instead."""
+    from streamlit.errors import StreamlitAPIException
+
+    try:
+        st.page_link(page, label=label, icon=icon)
+    except StreamlitAPIException:
+        st.markdown(f"{icon or ''} {label} (`{page}`)")

@@ -19,17 +19,7 @@ from core.curate.audit import Audit, audit_at
 from core.curate.duplicates import DEFAULT_THRESHOLD
 from core.curate.embedmap import METHODS, MapParams, cached_map
 from core.curate.export import ExportError, export_folder, export_zip
-from core.curate.label_issues import LabelIssue
 from core.curate.vectors import imagenet_top1
-from core.data.review import (
-    ACTIONS,
-    UNDECIDED,
-    Review,
-    ReviewError,
-    load_review,
-    review_file,
-    save_review,
-)
 from core.search.store import meta_path
 from core.text.imagenet_groups import (
     GroupsError,
@@ -42,10 +32,12 @@ from core.text.imagenet_groups import (
     user_groups_path,
 )
 from dashboard import plots_curate as plots
-from dashboard.common import cache_dir, load_engine, thumbnail
+from dashboard.common import cache_dir, load_engine
+from dashboard.curate_review import current_review
+from dashboard.gallery import Tile, gallery, page_bounds
 
 MAX_THRESHOLD = 0.15  # the self-join runs once at this distance; the slider filters below it
-PAGE_SIZE, GROUPS_SHOWN, GRID_MAX = 12, 20, 48
+GROUPS_PAGE, GRID_PAGE = 10, 24  # duplicate groups a page; images a page of a grid
 ZIP_MAX = 3000  # larger selections: export to a folder instead
 MAP_KEY, SELECTION_KEY = "curate_map", "curate_selection"
 
@@ -62,80 +54,19 @@ def load_top1(key: str, _audit: Audit) -> list[str]:
     return imagenet_top1(_audit.source, _audit.vectors)
 
 
-def image_grid(rows: list[int], audit: Audit, columns: int = 6) -> None:
-    c, cols = audit.collection, st.columns(columns)
-    for k, i in enumerate(rows):
-        cap = f"{c.splits[i]} · {c.labels[i] or explore.UNLABELLED}"
-        cols[k % columns].image(thumbnail(c.paths[i], 256), caption=cap, width="stretch")
-
-
-def current_review(root: Path) -> tuple[Review, Path]:
-    path = review_file(root, cache_dir())
-    try:
-        return load_review(path, root), path
-    except ReviewError as exc:
-        st.error(f"{exc}. Decisions made now start a new review file.")
-        return Review(str(root)), path
-
-
-def decide(path: str, key: str, given: str, suggested: str, root: Path) -> None:
-    """on_change of a decision widget: record it in the sidecar at once (atomic write)."""
-    review, file = current_review(root)
-    label = st.session_state.get(f"{key}_label", suggested)
-    review.decide(path, st.session_state.get(key, UNDECIDED), label, given, suggested)
-    save_review(file, review)
-
-
-def review_card(issue: LabelIssue, audit: Audit, review: Review, root: Path) -> None:
-    path, key = audit.collection.paths[issue.index], f"rv_{issue.index}"
-    prev = review.get(path) or {}
-    st.session_state.setdefault(key, prev.get("action", UNDECIDED))
-    st.image(thumbnail(path, 256), width="stretch")
-    st.markdown(
-        f"given **{issue.given}** → suggested **{issue.suggested}** · score {issue.score:.3f}"
-    )
-    st.caption(explore.short_path(path, root))
-    args = (path, key, issue.given, issue.suggested, root)
-    st.radio(
-        "Decision",
-        (UNDECIDED, *ACTIONS),
-        key=key,
-        horizontal=True,
-        on_change=decide,
-        args=args,
-        label_visibility="collapsed",
-    )
-    if st.session_state[key] == "relabel":
-        st.session_state.setdefault(f"{key}_label", prev.get("label") or issue.suggested)
-        names = audit.collection.class_names
-        st.selectbox("New label", names, key=f"{key}_label", on_change=decide, args=args)
-
-
-def review_tab(audit: Audit, root: Path) -> None:
-    review, file = current_review(root)
-    n = review.counts()
-    st.markdown(
-        f"**{len(audit.issues)}** of {len(audit.labelled)} labelled images are likely label "
-        "mistakes (confident learning on out-of-fold probabilities of a 5-fold linear probe: no "
-        "image is judged by a model that saw its label). Most likely first."
-    )
-    st.caption(
-        f"Decisions: {n['relabel']} relabel · {n['keep']} keep · {n['remove']} remove — saved to "
-        f"`{file}`; apply with `--apply-review {file}` on train, evaluate and index."
-    )
-    if not audit.issues:
-        return
-    with st.expander("Given → suggested class of the flagged images"):
-        st.plotly_chart(plots.issue_counts(explore.issue_pairs(audit.issues)), width="stretch")
-    hide = st.checkbox("Hide images already decided", value=False, key="curate_hide_decided")
-    todo = explore.to_review(audit, review, hide)
-    page = st.number_input(
-        "Page", 1, max(1, -(-len(todo) // PAGE_SIZE)), 1, key="curate_issue_page"
-    )
-    cols = st.columns(4)
-    for k, issue in enumerate(todo[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]):
-        with cols[k % 4]:
-            review_card(issue, audit, review, root)
+def image_grid(rows: list[int], audit: Audit, key: str, columns: int = 6) -> None:
+    """The images at collection positions `rows` in the one gallery (paged)."""
+    c = audit.collection
+    tiles = [
+        Tile(
+            path=c.paths[i],
+            caption=f"{c.splits[i]} · {c.labels[i] or explore.UNLABELLED}",
+            label=c.labels[i] or explore.UNLABELLED,
+            scores={"split": c.splits[i]},
+        )
+        for i in rows
+    ]
+    gallery(tiles, key, columns=columns, page_size=GRID_PAGE)
 
 
 def duplicates_tab(audit: Audit) -> None:
@@ -163,14 +94,14 @@ def duplicates_tab(audit: Audit) -> None:
         "Groups that cross classes, then groups with a train/test pair (leakage that "
         "inflates test accuracy), then the closest."
     )
-    for n, g in enumerate(at.groups[:GROUPS_SHOWN]):
+    start, stop = page_bounds(len(at.groups), GROUPS_PAGE, "curate-dups")
+    for n in range(start, stop):
+        g = at.groups[n]
         flags = f" · **{', '.join(g.flags())}**" if g.flags() else ""
         st.markdown(
             f"**Group {n + 1}** · {len(g.members)} images · distance ≤ {g.max_distance:.4f}{flags}"
         )
-        image_grid(g.members[:6], audit)
-    if len(at.groups) > GROUPS_SHOWN:
-        st.caption(f"… and {len(at.groups) - GROUPS_SHOWN} more (all in `python -m core audit`).")
+        image_grid(g.members, audit, f"curate-dup-{n}")
 
 
 def search_colours(audit: Audit, query: str) -> np.ndarray | None:
@@ -209,9 +140,8 @@ def map_tab(audit: Audit, root: Path) -> None:
         "the vectors' key. Draw a lasso or box to see those images."
     )
     if rows:
-        more = f" (first {GRID_MAX} shown)" if len(rows) > GRID_MAX else ""
-        st.markdown(f"**Selected: {len(rows)} images**{more}")
-        image_grid(rows[:GRID_MAX], audit)
+        st.markdown(f"**Selected: {len(rows)} images**")
+        image_grid(rows, audit, "curate-map-grid")
         if st.button("Clear selection", key="curate_clear"):
             st.session_state[SELECTION_KEY] = []
             st.rerun()

@@ -10,6 +10,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dashboard.palette import colour_map
+
 MARGIN = dict(t=40, b=10, l=10, r=10)
 SCORES = {
     "accuracy": "accuracy",
@@ -91,7 +93,16 @@ def confusion_heatmap(matrix: Sequence[Sequence[int]], class_names: Sequence[str
 
 def tsne_scatter(xy: np.ndarray, labels: Sequence[str], hover: Sequence[str]) -> go.Figure:
     df = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "class": list(labels), "file": list(hover)})
-    fig = px.scatter(df, x="x", y="y", color="class", hover_data=["file"], opacity=0.8)
+    fig = px.scatter(
+        df,
+        x="x",
+        y="y",
+        color="class",
+        color_discrete_map=colour_map(df["class"]),
+        category_orders={"class": sorted(set(df["class"]))},
+        hover_data=["file"],
+        opacity=0.8,
+    )
     fig.update_traces(marker=dict(size=5))
     fig.update_layout(height=480, margin=MARGIN, xaxis_title="", yaxis_title="")
     return fig

@@ -8,6 +8,8 @@ import numpy as np
 import plotly.express as px
 import plotly.graph_objects as go
 
+from dashboard.palette import colour_map
+
 MARGIN = {"l": 10, "r": 10, "t": 30, "b": 10}
 
 
@@ -27,7 +29,12 @@ def map_scatter(
         "image": list(hover),
         "row": np.arange(len(xy)),
     }
-    kwargs = {"color_continuous_scale": "Viridis"} if numeric else {}
+    names = sorted({str(v) for v in colour}) if not numeric else []
+    kwargs = (
+        {"color_continuous_scale": "Viridis"}
+        if numeric
+        else {"color_discrete_map": colour_map(names), "category_orders": {colour_name: names}}
+    )
     fig = px.scatter(
         data,
         x="x",
@@ -74,16 +81,31 @@ def _sized(fig: go.Figure, height: int, x_title: str | None, y_title: str | None
     return fig
 
 
+def _row_of(customdata: object) -> int | None:
+    """The collection position in one point's customdata, in each shape Streamlit passes it
+    on: [row], (row,), a bare number, or {"0": row} (a typed-array row as the browser's JSON
+    writes it, the shape that crashed `int()` in issue 19). None when there is none."""
+    if isinstance(customdata, dict):
+        customdata = [customdata[k] for k in sorted(customdata, key=str)]
+    if isinstance(customdata, list | tuple):
+        customdata = customdata[0] if customdata else None
+    if isinstance(customdata, bool) or customdata is None:
+        return None
+    try:
+        return int(customdata)
+    except (TypeError, ValueError):
+        return None
+
+
 def selected_rows(event: object, n: int) -> list[int]:
-    """Collection positions of the points a lasso/box selection on `map_scatter` picked (its
-    customdata), in order, without repeats or positions outside 0..n-1."""
+    """Collection positions of the points a lasso/box/click selection on `map_scatter` picked
+    (their customdata), in order, without repeats or positions outside 0..n-1. `event` is what
+    st.plotly_chart returns (attribute or key access)."""
     sel = event.get("selection") if isinstance(event, dict) else getattr(event, "selection", None)
     points = (sel.get("points") if isinstance(sel, dict) else getattr(sel, "points", None)) or []
     rows = []
     for p in points:
-        cd = p.get("customdata") if isinstance(p, dict) else None
-        if cd is not None:
-            v = cd[0] if isinstance(cd, list | tuple) else cd
-            if 0 <= int(v) < n:
-                rows.append(int(v))
+        row = _row_of(p.get("customdata")) if isinstance(p, dict) else None
+        if row is not None and 0 <= row < n:
+            rows.append(row)
     return list(dict.fromkeys(rows))

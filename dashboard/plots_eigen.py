@@ -12,6 +12,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from core.vision.eigen import EigenImageClassifier, eigen_images
+from dashboard.palette import colour_map
 
 MARGIN = dict(t=30, b=10, l=10, r=10)
 
@@ -74,7 +75,16 @@ def projection_scatter(
         pick = np.random.default_rng(0).choice(len(coords), max_points, replace=False)
         coords, labels = coords[pick], [labels[i] for i in pick]
     df = pd.DataFrame({"PC1": coords[:, 0], "PC2": coords[:, 1], "class": list(labels)})
-    fig = px.scatter(df, x="PC1", y="PC2", color="class", opacity=0.6, render_mode="webgl")
+    fig = px.scatter(
+        df,
+        x="PC1",
+        y="PC2",
+        color="class",
+        color_discrete_map=colour_map(df["class"]),
+        category_orders={"class": sorted(set(df["class"]))},
+        opacity=0.6,
+        render_mode="webgl",
+    )
     fig.update_traces(marker=dict(size=4))
     fig.update_layout(height=420, margin=MARGIN)
     return fig

@@ -91,7 +91,9 @@ def find_label_issues(
     labels = np.asarray(labels)
     if len(labels) == 0:
         return []
-    ranked = cl_find(labels, probs, return_indices_ranked_by="self_confidence")
+    # n_jobs=1: cleanlab otherwise forks a Pool, and a fork of a process running LanceDB or
+    # ONNX Runtime threads (the app after a search) can hang for good (seen in the browser)
+    ranked = cl_find(labels, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
     quality = get_label_quality_scores(labels, probs, method="self_confidence")
     suggested = probs.argmax(1)
     return [

@@ -19,6 +19,7 @@ from core.data.dataset import DatasetError
 from core.vision.runs import list_runs
 from dashboard import curate_tabs as tabs
 from dashboard.common import cache_dir, current_data_dir, folder_stamp, progress, require_dataset
+from dashboard.curate_review import review_tab
 
 GO_KEY = "curate_go"
 OFFLINE = "offline backbone (efficientnet_lite0)"
@@ -76,7 +77,7 @@ review, duplicates, mapped, groups, export = st.tabs(
     ["Label mistakes", "Near-duplicates", "Map", "ImageNet groups", "Export"]
 )
 with review:
-    tabs.review_tab(audit, root)
+    review_tab(audit, root)
 with duplicates:
     tabs.duplicates_tab(audit)
 with mapped:

@@ -6,9 +6,11 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from dashboard.common import current_data_dir, load_manifest, require_dataset, thumbnail
+from dashboard.common import current_data_dir, load_manifest, require_dataset
+from dashboard.gallery import Tile, gallery, page_bounds
 
 PAGE_SIZE = 24
+GROUPS_PAGE = 10  # duplicate groups a page
 
 st.title("🗂️ Data set")
 ds = require_dataset()
@@ -42,19 +44,22 @@ with tab_counts:
     )
 
 with tab_grid:
-    col_a, col_b, col_c = st.columns(3)
+    col_a, col_b = st.columns(2)
     split = col_a.selectbox("Split", ds.splits, key="grid_split")
     classes = sorted(usable.loc[usable["split"] == split, "class"].dropna().unique().tolist())
     label = col_b.selectbox("Class", classes or ["(unlabelled)"], key="grid_class")
     rows = usable[(usable["split"] == split) & (usable["class"].fillna("(unlabelled)") == label)]
-    n_pages = max(1, -(-len(rows) // PAGE_SIZE))
-    page = col_c.number_input("Page", 1, n_pages, 1, key="grid_page")
-    chunk = rows.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-    st.caption(f"{len(rows)} images · page {page} of {n_pages}")
-    cols = st.columns(6)
-    for i, (_, r) in enumerate(chunk.iterrows()):
-        with cols[i % 6]:
-            st.image(thumbnail(r["path"]), caption=f"{r['width']}x{r['height']}", width="stretch")
+    st.caption(f"{len(rows)} images")
+    tiles = [
+        Tile(
+            path=r["path"],
+            caption=f"{r['width']}x{r['height']}",
+            label=label,
+            scores={"size": f"{r['width']}x{r['height']}", "mode": r["mode"]},
+        )
+        for _, r in rows.iterrows()
+    ]
+    gallery(tiles, f"dataset-{split}-{label}", columns=6, page_size=PAGE_SIZE)
 
 with tab_sizes:
     sizes = usable.assign(size=usable["width"].astype(str) + "x" + usable["height"].astype(str))
@@ -109,11 +114,15 @@ with tab_dups:
         f"({len(dups)} files); **{cross['sha256'].nunique()} groups filed under more than "
         "one class** — their labels contradict each other."
     )
-    for _sha, group in cross.groupby("sha256", sort=False):
-        cols = st.columns(max(2, len(group)))
-        for col, (_, r) in zip(cols, group.iterrows(), strict=False):
-            col.image(thumbnail(r["path"]), caption=f"{r['split']}/{r['class']}", width=150)
-            col.caption(f"`{r['path']}`")
+    groups = [group for _sha, group in cross.groupby("sha256", sort=False)]
+    start, stop = page_bounds(len(groups), GROUPS_PAGE, "dataset-dups")
+    for n in range(start, stop):
+        tiles = [
+            Tile(r["path"], caption=f"{r['split']}/{r['class']}", label=r["class"])
+            for _, r in groups[n].iterrows()
+        ]
+        st.markdown(f"**Group {n + 1}** · {len(tiles)} identical files")
+        gallery(tiles, f"dataset-dup-{n}", columns=6, page_size=12)
         st.divider()
     if len(dups):
         with st.expander("All duplicate groups"):

@@ -26,9 +26,10 @@ from core.vision.runs import (
 )
 from core.vision.tsne import cached_tsne
 from dashboard import plots_cnn as plots
-from dashboard.common import cache_dir, current_data_dir, load_manifest, thumbnail
+from dashboard.common import cache_dir, current_data_dir, load_manifest
+from dashboard.gallery import Tile, gallery
 
-GALLERY = 12
+GALLERY = 12  # a page of the misclassified gallery
 EIGEN_K = 100
 EIGEN_SIZE = 64
 
@@ -92,20 +93,23 @@ def show_evaluation(run: RunInfo) -> None:
 
     st.subheader("Misclassified test images")
     try:
-        wrong = misclassified(run.path, res.class_names, GALLERY)
+        wrong = misclassified(run.path, res.class_names, limit=int(np.sum(res.confusion_matrix)))
         ev = eval_artefacts(run.path)
     except ValueError as exc:  # a damaged eval.npz: named, the rest of the page still works
         st.warning(str(exc))
         return
     if not wrong:
         st.caption("None.")
-    cols = st.columns(4)
-    for i, w in enumerate(wrong):
-        top3 = ", ".join(f"{n} {p:.2f}" for n, p in w["top3"])
-        with cols[i % 4]:
-            if Path(w["path"]).exists():
-                st.image(thumbnail(w["path"]), width="stretch")
-            st.caption(f"true **{w['true']}** · {top3}")
+    tiles = [
+        Tile(
+            path=w["path"],
+            caption=f"true **{w['true']}** · " + ", ".join(f"{n} {p:.2f}" for n, p in w["top3"]),
+            label=w["true"],
+            scores={"predicted": w["predicted"], **{n: p for n, p in w["top3"]}},
+        )
+        for w in wrong
+    ]
+    gallery(tiles, f"runs-wrong-{run.name}", columns=4, page_size=GALLERY)  # all, paged
 
     st.subheader("t-SNE of penultimate features (test set)")
     have = (run.path / "tsne.npz").exists()

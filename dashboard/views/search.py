@@ -6,6 +6,7 @@ core.search.engine; the engine loads once per index version (dashboard.common.lo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import streamlit as st
@@ -16,10 +17,15 @@ from core.search.evaluate import EVALUATION_KINDS, available_evaluations, descri
 from core.search.query import EXAMPLES, QueryError
 from core.search.store import SearchIndexError, describe_index, meta_path
 from dashboard.common import current_data_dir, index_stamp, load_engine, progress, thumbnail
+from dashboard.gallery import Tile, gallery
+
+if TYPE_CHECKING:
+    from core.search.engine import SearchResult
 
 QUERY_KEY = "search_query"
 LIKE_KEY = "search_like"
 COLUMNS = 5
+PAGE_SIZE = 20  # four rows of five
 
 
 @st.cache_data(show_spinner="Evaluating every mode…", max_entries=4)
@@ -50,26 +56,38 @@ def build_panel(index: Path) -> None:
         st.rerun()
 
 
-def show_response(resp: SearchResponse, key: str) -> None:
+def result_tile(r: SearchResult) -> Tile:
+    """A result as a gallery tile: rank, score and category under it; the why in its popover
+    and, with the top ImageNet labels and the caption, in its enlarged view."""
+    below = " · *below the relevance floor*" if r.below_floor else ""
+    missing = "  \n⚠️ file missing (moved or deleted since it was indexed)" if r.missing else ""
+    labels = ", ".join(f"{n} {p:.2f}" for n, p in r.top_labels[:3])
+    why = [
+        *r.why,
+        *([f"ImageNet: {labels}"] if labels else []),
+        *([f"“{r.caption}”"] * bool(r.caption)),
+    ]
+    return Tile(
+        path=str(r.path),
+        caption=f"**{r.rank}.** {r.score:.3f} · {r.category or '–'}{below}{missing}",
+        label=r.category,
+        scores={"rank": r.rank, "score": float(r.score)},
+        why=why,
+    )
+
+
+def show_response(resp: SearchResponse, key: str, columns: int = COLUMNS) -> None:
     st.caption(resp.summary())
     for note in resp.notes:
         st.info(note)
-    cols = st.columns(COLUMNS)
-    for r in resp.results:
-        with cols[(r.rank - 1) % COLUMNS]:
-            st.image(thumbnail(r.path), width="stretch")  # a grey tile when the file is gone
-            if r.missing:
-                st.caption("⚠️ file missing (moved or deleted since it was indexed)")
-            below = " · *below the relevance floor*" if r.below_floor else ""
-            st.markdown(f"**{r.rank}.** {r.score:.3f} · {r.category or '–'}{below}")
-            with st.expander("why"):
-                for w in r.why:
-                    st.markdown(f"- {w}")
-                st.caption(", ".join(f"{n} {p:.2f}" for n, p in r.top_labels[:3]))
-                if r.caption:
-                    st.caption(f"“{r.caption}”")
-            if st.button("More like this", key=f"more-{key}-{r.rank}"):
-                st.session_state[LIKE_KEY] = r.path
+
+    def more_like_this(i: int, tile: Tile) -> None:
+        rank = resp.results[i].rank
+        if st.button("More like this", key=f"more-{key}-{rank}"):
+            st.session_state[LIKE_KEY] = tile.path
+
+    tiles = [result_tile(r) for r in resp.results]
+    gallery(tiles, f"search-{key}", columns=columns, page_size=PAGE_SIZE, below=more_like_this)
 
 
 def search_section(engine: SearchEngine) -> None:
@@ -99,7 +117,7 @@ def search_section(engine: SearchEngine) -> None:
         for col, m, key in zip(st.columns(2), (mode, compare), "ab", strict=True):
             with col:
                 st.subheader(m)
-                show_response(engine.search(query, m, k, cat), key)
+                show_response(engine.search(query, m, k, cat), key, columns=3)
     except (QueryError, SearchIndexError) as exc:
         st.error(str(exc))
 
