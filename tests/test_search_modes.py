@@ -53,7 +53,7 @@ def test_every_mode_ranks_forest_first_for_a_forest_query(engine: SearchEngine, 
 
 def test_why_strings_say_which_words_matched_what(engine: SearchEngine) -> None:
     kw = engine.search("forest", mode="keyword", k=3).results[0]
-    assert any(w.startswith("'forest' = predicted category 'forest'") for w in kw.why)
+    assert kw.why[0].startswith("query → forest (mapping-table word 'forest'); P(forest) = ")
     cat = engine.search("A sandy beach", mode="category", k=3).results[0]
     assert cat.why[0].startswith("query → sea (mapping-table word 'beach'); P(sea) = ")
     sem = engine.search("snow and ice", mode="semantic", k=3).results[0]
@@ -63,18 +63,24 @@ def test_why_strings_say_which_words_matched_what(engine: SearchEngine) -> None:
     assert {w.split(":")[0] for w in hyb.why} >= {"keyword", "category", "semantic"}
 
 
-def test_keyword_mode_matches_whole_words_not_substrings(engine: SearchEngine) -> None:
-    # "sea" is a substring of "seashore" (an ImageNet label), which the study would match;
-    # whole-word matching only finds images whose predicted category is sea, or whose label
-    # the ImageNet-label groups table files under sea ("seashore" -> sea, a whole word).
-    resp = engine.search("sea", mode="keyword", k=50)
-    assert resp.results
-    for r in resp.results:
-        assert any(
-            "predicted category 'sea'" in w or "label 'sea" in w or "group 'sea'" in w
-            for w in r.why
-        ), r.why
-        assert all("seashore" not in w or "group 'sea'" in w for w in r.why), r.why
+def test_keyword_mode_matches_whole_labels_not_words_inside_them(engine: SearchEngine) -> None:
+    # issue 20: "beach" matched inside "beach wagon" and "night" inside "night snake"; a word
+    # now matches a label only as the whole label or its head noun, and a category only
+    # through the mapping table (predicted category) or the groups table.
+    for text in ("waves on a beach", "sea", "a busy city street at night"):
+        resp = engine.search(text, mode="keyword", k=30)
+        assert resp.results, text
+        for r in resp.results:
+            assert r.why and all("wagon" not in w and "snake" not in w for w in r.why), r.why
+            assert all(
+                w.startswith("query → ")
+                or "= ImageNet label" in w
+                or "= head noun" in w
+                or " in caption " in w
+                for w in r.why
+            ), r.why
+    sea = engine.search("waves on a beach", mode="keyword", k=10, split="test")
+    assert [r.label for r in sea.results].count("sea") >= 7, [r.label for r in sea.results]
 
 
 def test_category_filter_and_examples(engine: SearchEngine) -> None:

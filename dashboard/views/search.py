@@ -61,7 +61,9 @@ def show_response(resp: SearchResponse, key: str) -> None:
             if r.missing:
                 st.caption("⚠️ file missing (moved or deleted since it was indexed)")
             below = " · *below the relevance floor*" if r.below_floor else ""
-            st.markdown(f"**{r.rank}.** {r.score:.3f} · {r.category or '–'}{below}")
+            # beside a floor, the score the floor judges (hybrid's own score is another scale)
+            shown = r.floor_score if r.floor_score is not None else r.score
+            st.markdown(f"**{r.rank}.** {shown:.3f} · {r.category or '–'}{below}")
             with st.expander("why"):
                 for w in r.why:
                     st.markdown(f"- {w}")
