@@ -162,3 +162,31 @@ def test_a_damaged_table_is_one_clean_error_for_every_kind_of_query(
         with pytest.raises(SearchIndexError, match="the index table is damaged") as err:
             ask()
         assert str(copy) in str(err.value), kind
+
+
+def test_no_good_match_is_never_said_above_right_results(engine: SearchEngine) -> None:
+    # issue 20: "a busy city street at night" had night streets on top and "No good match";
+    # the floor is now calibrated on typed sentences. Every sentence of both query sets whose
+    # top 10 (test images) are at least 80% its category must clear the floor.
+    from core.resources import queries_csv, resource_path
+    from core.search.evaluate import read_queries
+
+    rows = read_queries(queries_csv()) + read_queries(resource_path("validation_queries.csv"))
+    checked = 0
+    for text, cat in rows:
+        for mode in ("semantic", "hybrid"):
+            resp = engine.search(text, mode=mode, k=8, split="test")
+            if [r.label for r in resp.results].count(cat) >= 0.8 * len(resp.results):
+                checked += 1
+                assert not resp.no_good_match, (text, mode, resp.floor)
+    assert checked >= 40  # most sentences do find their category on these images
+
+
+def test_hybrid_shows_scores_on_the_floors_scale(engine: SearchEngine) -> None:
+    resp = engine.search("a busy city street at night", mode="hybrid", k=5)
+    assert resp.floor is not None and resp.results
+    sem = {r.path: r.score for r in engine.search(resp.query, mode="semantic", k=50).results}
+    for r in resp.results:
+        assert r.floor_score is not None and r.below_floor == (r.floor_score < resp.floor)
+        if r.path in sem:  # the same semantic cosine the semantic mode scores
+            assert r.floor_score == pytest.approx(sem[r.path], abs=1e-3)

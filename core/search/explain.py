@@ -126,6 +126,13 @@ def keyword_why(row: dict, q: Query, classes: Sequence[str] = ()) -> list[str]:
         if w > 0 and len(probs) == len(classes):
             p = probs[list(classes).index(cat)]
             out.append(f"query → {cat} ({q.category_why.get(cat, '')}); P({cat}) = {p:.2f}")
+    if not np.any(q.class_weights) and q.nearest and q.nearest[0][0] in classes:
+        cat, sim = q.nearest[0]
+        if len(probs) == len(classes):
+            p = probs[list(classes).index(cat)]
+            out.append(
+                f"no mapping-table word; nearest category {cat} ({sim:.2f}); P({cat}) = {p:.2f}"
+            )
     labels = list(zip(row.get("top_labels") or [], row.get("top_probs") or [], strict=False))
     for kw in q.keywords:
         forms = word_forms(kw)
