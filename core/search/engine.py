@@ -344,7 +344,14 @@ class SearchEngine:
         hits = fetch(min(n, self.n))
         rows = hits.rows
         if negatives:
-            rows = [r for r in rows if not mentions(r.get("text", ""), list(negatives))]
+            # the captions too: a held-out photo's captions are not in its full-text column
+            rows = [
+                r
+                for r in rows
+                if not mentions(
+                    " ".join([r.get("text", ""), *(r.get("captions") or [])]), negatives
+                )
+            ]
         return rows[:k], hits
 
     # --- text and image+text ------------------------------------------------------------------
@@ -476,7 +483,7 @@ class SearchEngine:
                 res.why.insert(
                     0, f"photo ({photo:.0%}) + words ({1 - photo:.0%}) ~ image: {r['score']:.2f}"
                 )
-        if mode == "category" and not np.any(q.class_weights) and q.nearest:
+        if mode in ("category", "keyword") and not np.any(q.class_weights) and q.nearest:
             resp.notes.append(
                 f"No category word in the query; ranked by the nearest category by meaning, "
                 f"{q.nearest[0][0]} ({q.nearest[0][1]:.2f})."

@@ -211,6 +211,14 @@ class HybridRetriever:
     weights: dict[str, float] = dataclasses.field(default_factory=lambda: dict(FUSION_WEIGHTS))
     name: str = "hybrid"
 
+    def part_weights(self, q: Query) -> dict[str, float]:
+        """Each part's weight for this query: the category part only for a query about a
+        category (a caption is a description: meaning alone)."""
+        w = {name: self.weights.get(name, 0.0) for name in HYBRID_PARTS}
+        if not (q.nearest and q.nearest[0][1] >= CATEGORY_GATE):
+            w["category"] = 0.0
+        return w
+
     def fused(
         self, q: Query, where: str | None, candidates: int, key: str = "path"
     ) -> tuple[list[dict], set]:
@@ -223,27 +231,27 @@ class HybridRetriever:
         rows: dict[Any, dict] = {}
         ranks: dict[str, dict[Any, int]] = {}
         searches = set()
-        # the three searches run at once: LanceDB releases the GIL while it searches
+        weights = self.part_weights(q)
+        # a part weighing nothing is not searched (its matches would only crowd the why)
+        used = [name for name in HYBRID_PARTS if weights[name] > 0]
+        # the searches run at once: LanceDB releases the GIL while it searches
         futures = {
             name: _pool().submit(self.parts[name].retrieve, q, candidates, where, (key,))
-            for name in HYBRID_PARTS
+            for name in used
         }
-        for name in HYBRID_PARTS:
+        for name in used:
             hits = futures[name].result()
             searches.add(hits.search)
             ranks[name] = {}
-            weight = self.weights.get(name, 0.0)
-            if name == "category" and not (q.nearest and q.nearest[0][1] >= CATEGORY_GATE):
-                weight = 0.0  # a description (a caption), not a category: meaning alone
             for rank, r in enumerate(hits.rows, 1):
-                fused[r[key]] = fused.get(r[key], 0.0) + weight * r["score"]
+                fused[r[key]] = fused.get(r[key], 0.0) + weights[name] * r["score"]
                 ranks[name][r[key]] = rank
                 rows.setdefault(r[key], {key: r[key]})[f"{name}_score"] = r["score"]
         out = []
         for ident, s in fused.items():
             row = rows[ident]
             row["score"] = s
-            row["ranks"] = {m: ranks[m].get(ident) for m in HYBRID_PARTS}
+            row["ranks"] = {m: ranks.get(m, {}).get(ident) for m in HYBRID_PARTS}
             out.append(row)
         return ordered(out), searches
 
