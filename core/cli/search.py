@@ -352,7 +352,8 @@ def search_cmd(
     for r in resp.results:
         labels = ", ".join(f"{n} {p:.2f}" for n, p in r.top_labels[:3])
         mark = "  (below the relevance floor)" if r.below_floor else ""
-        typer.echo(f"{r.rank:3d}. {r.score:.4f}  {r.path}  [{r.category}]  {labels}{mark}")
+        shown = r.score if r.floor_score is None else r.floor_score  # on the floor's scale
+        typer.echo(f"{r.rank:3d}. {shown:.4f}  {r.path}  [{r.category}]  {labels}{mark}")
         for w in r.why:
             typer.echo(f"       why: {w}")
 
