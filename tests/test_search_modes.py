@@ -192,3 +192,15 @@ def test_hybrid_shows_scores_on_the_floors_scale(engine: SearchEngine) -> None:
         assert r.floor_score is not None and r.below_floor == (r.floor_score < resp.floor)
         if r.path in sem:  # the same semantic cosine the semantic mode scores
             assert r.floor_score == pytest.approx(sem[r.path], abs=1e-3)
+
+
+def test_evaluation_counts_queries_without_a_content_word(
+    engine: SearchEngine, tmp_path: Path
+) -> None:
+    from core.search.evaluate import describe_evaluation, evaluate_queries
+
+    f = tmp_path / "q.csv"
+    f.write_text("query,category\nthe and of it,forest\nTall trees in a dense forest.,forest\n")
+    out = evaluate_queries(engine, f, ["keyword", "semantic"])
+    assert out["n_queries"] == 2 and out["no_content_queries"] == 1
+    assert "1 of them had no content word" in describe_evaluation(out)

@@ -438,6 +438,11 @@ def evaluate_retrieval_cmd(
     typer.echo(
         f"{out['kind']}: {out['n_queries']} queries, pool {out['pool']} images"
         + (f" ({out['pool_kind']})" if out.get("pool_kind") else "")
+        + (
+            f", {out['no_content_queries']} with no content word (scored, ranking nothing)"
+            if out.get("no_content_queries")
+            else ""
+        )
     )
     if out.get("refused"):
         typer.echo(
