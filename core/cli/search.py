@@ -372,7 +372,8 @@ def search_cmd(
     for r in resp.results:
         labels = ", ".join(f"{n} {p:.2f}" for n, p in r.top_labels[:3])
         mark = "  (below the relevance floor)" if r.below_floor else ""
-        typer.echo(f"{r.rank:3d}. {r.score:.4f}  {r.path}  [{r.category}]  {labels}{mark}")
+        shown = r.score if r.floor_score is None else r.floor_score  # on the floor's scale
+        typer.echo(f"{r.rank:3d}. {shown:.4f}  {r.path}  [{r.category}]  {labels}{mark}")
         for w in r.why:
             typer.echo(f"       why: {w}")
 
@@ -459,6 +460,11 @@ def evaluate_retrieval_cmd(
     typer.echo(
         f"{out['kind']}: {out['n_queries']} queries, pool {out['pool']} images"
         + (f" ({out['pool_kind']})" if out.get("pool_kind") else "")
+        + (
+            f", {out['no_content_queries']} with no content word (scored, ranking nothing)"
+            if out.get("no_content_queries")
+            else ""
+        )
     )
     if out.get("refused"):
         typer.echo(

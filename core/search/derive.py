@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 import core.search.category_index as category_index
-from core.search.index_format import tag_text
+from core.search.index_format import TEXT_FORMAT, tag_text
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ def write_derived(
         "heldout_images": len(fit.heldout_images) if fit else 0,
     }
     meta["classes"] = classes
+    meta["text_format"] = TEXT_FORMAT
     meta["splits"] = sorted({s for s in rows["split"] if s})
     meta["category_source"] = source
     # Thresholds over all rows (not only those rewritten): the category mode's prefilters.
@@ -200,25 +201,36 @@ def _fit_mapping(
     return fit_semantic_map(feats, rows, meta, text, map_config, index_dir)
 
 
+GROUP_MIN_PROB = 0.1  # a top-5 label below this probability gives its image no category
+
+
 def _full_text(rows: dict, category: list[str], held: set[str]) -> list[str]:
-    """The `text` column. Captions of the photos held out for evaluation stay out of it: a
-    caption query must not find its photo by its own words (evaluate-retrieval's pool). The
-    ImageNet-label groups ("church" -> building) add their category words, so a keyword
-    query for "building" finds an image whose top label is "church"."""
+    """The `text` column (index_format.tag_text). Captions of the photos held out for
+    evaluation stay out of it: a caption query must not find its photo by its own words
+    (evaluate-retrieval's pool). The ImageNet-label groups ("church" -> buildings) add their
+    categories for the image's top label and any label it is at least GROUP_MIN_PROB sure of,
+    so a keyword query for "building" finds an image whose top label is "church"."""
     groups = _imagenet_groups()
-    return [
-        tag_text(c, [*labels, *groups.tags(labels)], [] if Path(p).name in held else caps or [])
-        for c, labels, caps, p in zip(
-            category, rows["top_labels"], rows["captions"], rows["path"], strict=True
-        )
-    ]
+    out = []
+    for c, labels, probs, caps, p in zip(
+        category, rows["top_labels"], rows["top_probs"], rows["captions"], rows["path"], strict=True
+    ):
+        sure = [
+            lab
+            for i, (lab, q) in enumerate(zip(labels, probs, strict=False))
+            if i == 0 or q >= GROUP_MIN_PROB
+        ]
+        own = [] if Path(p).name in held else caps or []
+        out.append(tag_text(c, labels, own, groups.tags(sure)))
+    return out
 
 
 def _full_rewrite(tbl: Any, meta: dict, key: str, classes: list[str]) -> bool:
     """Every row is rewritten when the mapping or the class list changed (an index never
     mixes vectors of two mappings), or a class column is missing."""
     return (
-        (meta.get("semantic") or {}).get("key") != key
+        meta.get("text_format") != TEXT_FORMAT
+        or (meta.get("semantic") or {}).get("key") != key
         or meta.get("classes") != classes
         or (bool(classes) and not _has(tbl, CLASS_PROBS))
         or (bool(classes) and not _has(tbl, category_index.column_of((0,))))
@@ -385,49 +397,25 @@ def calibrate_floor(
     d: Derived, rows: dict, fit: Any, text: Callable[[], Any], feats: np.ndarray
 ) -> dict:
     """Floors for the semantic score (query · semantic vector) and the category probability,
-    chosen on the index's training data, never on its held-out photos: for each training
-    photo's first caption, its own photo is relevant (the photos' vectors are out-of-fold,
-    so a caption never scores against a mapping fitted on it); the floor is the score
-    FLOOR_RECALL of them reach, and the share of FLOOR_NEGATIVES random other photos per
-    caption that still clear it is recorded beside it (fpr). Without captioned photos, the labelled training images and
-    sentences about their class play the same parts."""
+    chosen on the index's training data, never on its held-out photos, with the queries people
+    type: each training photo's first caption against its own photo (the photos' vectors are
+    out-of-fold, so a caption never scores against a mapping fitted on it), and the category
+    sentences of core/resources/validation_queries.csv (other sentences than the figures')
+    against the labelled training images of their class. The floor is the score FLOOR_RECALL
+    of those pairs reach; the share of unrelated pairs (FLOOR_NEGATIVES random other photos per
+    caption, images of other classes per sentence) that still clear it is recorded (fpr)."""
     rng = np.random.default_rng(0)
     out: dict[str, Any] = {}
-    n = len(d.paths)
-    fitted = fit.fitted_images if fit is not None else frozenset()
-    names = [Path(p).name for p in d.paths]
-    cap_rows = [
-        i for i, c in enumerate(rows["captions"]) if c and (names[i] in fitted or fit is None)
+    parts = [
+        p
+        for p in (_caption_pairs(d, rows, fit, text, rng), _sentence_pairs(d, rows, text, rng))
+        if p
     ]
-    if n >= 2 and len(cap_rows) >= 10:
-        pick = rng.permutation(cap_rows)[:FLOOR_MAX_QUERIES]
-        q = text().encode([rows["captions"][i][0] for i in pick])
-        source = "first caption of each training photo (out-of-fold vectors) vs other photos"
-    else:
-        lab = [
-            i
-            for i, (lab, sp) in enumerate(zip(rows["label"], rows["split"], strict=True))
-            if lab and sp in ("train", "")
-        ]
-        if n < 2 or len(lab) < 10 or len({rows["label"][i] for i in lab}) < 2:
-            return {}
-        from core.search.semantic_map import class_sentences
-
-        pick = rng.permutation(lab)[:FLOOR_MAX_QUERIES]
-        labels = sorted({rows["label"][i] for i in pick})
-        emb = {c: text().encode([class_sentences(c)[0]])[0] for c in labels}
-        q = np.stack([emb[rows["label"][i]] for i in pick])
-        source = "a sentence about each labelled training image's class vs other images"
-    pos = np.einsum("nd,nd->n", q, d.semantic[pick])
-    others = rng.integers(0, n, (len(pick), FLOOR_NEGATIVES))
-    same = others == np.asarray(pick)[:, None]
-    others[same] = (others[same] + 1) % n
-    neg = np.einsum("nd,nkd->nk", q, d.semantic[others]).reshape(-1)
-    if "label" in rows and rows["label"][pick[0]] and source.startswith("a sentence"):
-        lab_arr = np.array(rows["label"])
-        keep = lab_arr[others] != lab_arr[np.asarray(pick)][:, None]  # other classes only
-        neg = np.einsum("nd,nkd->nk", q, d.semantic[others])[keep]
-    out["semantic"] = {**recall_floor(pos, neg), "source": source}
+    if parts:
+        pos = np.concatenate([p[0] for p in parts])
+        neg = np.concatenate([p[1] for p in parts])
+        source = " and ".join(p[2] for p in parts)
+        out["semantic"] = {**recall_floor(pos, neg), "source": source}
     if d.classes:
         lab = [
             i
@@ -443,4 +431,56 @@ def calibrate_floor(
                 **recall_floor(pos_c, neg_c),
                 "source": "labelled training images: P(own class) vs P(other classes)",
             }
+    return out
+
+
+def _caption_pairs(d: Derived, rows: dict, fit: Any, text: Callable[[], Any], rng: Any):
+    """(positive, negative scores, source) of training photos' first captions, or None."""
+    n = len(d.paths)
+    fitted = fit.fitted_images if fit is not None else frozenset()
+    names = [Path(p).name for p in d.paths]
+    cap_rows = [
+        i for i, c in enumerate(rows["captions"]) if c and (names[i] in fitted or fit is None)
+    ]
+    if n < 2 or len(cap_rows) < 10:
+        return None
+    pick = rng.permutation(cap_rows)[:FLOOR_MAX_QUERIES]
+    q = text().encode([rows["captions"][i][0] for i in pick])
+    pos = np.einsum("nd,nd->n", q, d.semantic[pick])
+    others = rng.integers(0, n, (len(pick), FLOOR_NEGATIVES))
+    same = others == np.asarray(pick)[:, None]
+    others[same] = (others[same] + 1) % n
+    neg = np.einsum("nd,nkd->nk", q, d.semantic[others]).reshape(-1)
+    return pos, neg, "first caption of each training photo (out-of-fold vectors) vs other photos"
+
+
+def _sentence_pairs(d: Derived, rows: dict, text: Callable[[], Any], rng: Any):
+    """(positive, negative scores, source) of the validation category sentences against the
+    labelled training images of their class and of the other classes, or None."""
+    sentences = validation_sentences()
+    labels = np.array([lab or "" for lab in rows["label"]])
+    train = np.array([sp in ("train", "") for sp in rows["split"]])
+    lab = [i for i in np.flatnonzero(train) if labels[i] in sentences]
+    if len(lab) < 10 or len({labels[i] for i in lab}) < 2:
+        return None
+    pick = rng.permutation(lab)[:FLOOR_MAX_QUERIES]
+    texts = [sentences[labels[i]][k % len(sentences[labels[i]])] for k, i in enumerate(pick)]
+    q = text().encode(texts)
+    pos = np.einsum("nd,nd->n", q, d.semantic[pick])
+    others = rng.choice(np.asarray(lab), (len(pick), FLOOR_NEGATIVES))
+    keep = labels[others] != labels[pick][:, None]  # images of other classes only
+    neg = np.einsum("nd,nkd->nk", q, d.semantic[others])[keep]
+    return pos, neg, "validation category sentences vs labelled training images"
+
+
+def validation_sentences() -> dict[str, list[str]]:
+    """class -> the category sentences of core/resources/validation_queries.csv."""
+    import csv
+
+    from core.resources import resource_path
+
+    out: dict[str, list[str]] = {}
+    with open(resource_path("validation_queries.csv"), newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            out.setdefault(row["category"], []).append(row["query"])
     return out

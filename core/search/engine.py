@@ -82,12 +82,12 @@ MODES = ("keyword", "category", "semantic", "hybrid")
 # and Intel category queries, see the closing note of issue 5): semantic.
 DEFAULT_MODE = "semantic"
 MODE_HELP = {
-    "keyword": "the study's method: query keywords matched as whole words against each "
-    "image's top ImageNet label and predicted category",
+    "keyword": "the study's method: query keywords → categories (mapping table) → images by "
+    "predicted category and grouped ImageNet labels; then words as whole labels, then captions",
     "category": "query → categories (mapping table + learned word weights) → images by the "
     "classifier's probability of those categories",
     "semantic": "the query's MiniLM embedding against each image's learned embedding and tags",
-    "hybrid": "reciprocal-rank fusion of the three",
+    "hybrid": "a weighted sum of the three scores (weights chosen on validation queries)",
 }
 SEARCH_WORDS = {  # how the index answered a query, in words
     "exact": "exact search",
@@ -111,6 +111,7 @@ class SearchResult:
     split: str = ""
     caption: str = ""
     below_floor: bool = False  # scored below the mode's relevance floor
+    floor_score: float | None = None  # the score the floor judges, on the floor's scale
     missing: bool = False  # the file is gone since it was indexed (`index --prune` drops it)
 
 
@@ -214,7 +215,7 @@ class SearchEngine:
         self.explainer = Explainer(self.classes, semantic)
         self.semantic_retriever = VectorRetriever(table, "semantic", "semantic")
         self.retrievers: dict[str, Retriever] = {
-            "keyword": KeywordRetriever(table),
+            "keyword": KeywordRetriever(table, self.classes),
             "category": CategoryRetriever(table, self.classes),
             "semantic": self.semantic_retriever,
         }
@@ -343,7 +344,14 @@ class SearchEngine:
         hits = fetch(min(n, self.n))
         rows = hits.rows
         if negatives:
-            rows = [r for r in rows if not mentions(r.get("text", ""), list(negatives))]
+            # the captions too: a held-out photo's captions are not in its full-text column
+            rows = [
+                r
+                for r in rows
+                if not mentions(
+                    " ".join([r.get("text", ""), *(r.get("captions") or [])]), negatives
+                )
+            ]
         return rows[:k], hits
 
     # --- text and image+text ------------------------------------------------------------------
@@ -475,7 +483,7 @@ class SearchEngine:
                 res.why.insert(
                     0, f"photo ({photo:.0%}) + words ({1 - photo:.0%}) ~ image: {r['score']:.2f}"
                 )
-        if mode == "category" and not np.any(q.class_weights) and q.nearest:
+        if mode in ("category", "keyword") and not np.any(q.class_weights) and q.nearest:
             resp.notes.append(
                 f"No category word in the query; ranked by the nearest category by meaning, "
                 f"{q.nearest[0][0]} ({q.nearest[0][1]:.2f})."
@@ -496,6 +504,7 @@ class SearchEngine:
             return
         for res, r in zip(resp.results, rows, strict=True):
             s = r.get("semantic_score") if mode == "hybrid" else r["score"]
+            res.floor_score = None if s is None else round(float(s), 4)
             res.below_floor = s is not None and s < floor
         if all(r.below_floor for r in resp.results):
             resp.no_good_match = True

@@ -221,6 +221,7 @@ def evaluate_queries(
     engine.prime([q for q, _ in queries])
     with single_threaded():
         analyzed = [engine.analyze(q) for q, _ in queries]
+        out["no_content_queries"] = sum(bool(getattr(a, "no_content", False)) for a in analyzed)
         _score_queries(engine, analyzed, queries, modes, idx, k, out)
     out["seconds"] = round(time.perf_counter() - start, 3)
     return out
@@ -395,13 +396,15 @@ def _score(
     out: dict[str, Any] = {}
     with single_threaded():
         analyzed = [engine.analyze(c) if legacy else None for c, _ in queries]
+        # scored as every query is (their ranks are the pool's middle), but counted
+        out["no_content_queries"] = sum(bool(getattr(a, "no_content", False)) for a in analyzed)
         for mode in modes:
             ranks, shares = [], []
             for (c, target), a in zip(queries, analyzed, strict=True):
                 ranks.append(ranker.rank(c, a, mode, target, pool, in_pool))
                 top = [i for i in ranker.top(c, a, mode, pool, 11) if i != target][:10]
                 shares += [bool(fitted_mask[i]) for i in top if photo_mask[i]]
-            out[mode] = {
+            out.setdefault("modes", {})[mode] = {
                 **rank_metrics(ranks),
                 "fitted_share_top10": round(float(np.mean(shares)), 4) if shares else None,
             }
@@ -466,7 +469,8 @@ def evaluate_captions(
         "modes": {},
     }
     if queries:
-        out["modes"] = _score(engine, ranker, queries, modes, cq.pool_rows, fitted_mask, photo_mask)
+        got = _score(engine, ranker, queries, modes, cq.pool_rows, fitted_mask, photo_mask)
+        out["modes"], out["no_content_queries"] = got["modes"], got["no_content_queries"]
     if fitted_apart and cq.fitted:
         fq = cq.fitted[:max_queries] if max_queries else cq.fitted
         fpool = cq.pool_rows if pool == "all" else np.array(sorted({i for _, i in fq}), dtype=int)
@@ -474,7 +478,7 @@ def evaluate_captions(
             "note": "captions that fitted the mapping: not a fair measure of unseen photos",
             "pool": len(fpool),
             "n_queries": len(fq),
-            "modes": _score(engine, ranker, fq, modes, fpool, fitted_mask, photo_mask),
+            "modes": _score(engine, ranker, fq, modes, fpool, fitted_mask, photo_mask)["modes"],
         }
     out["seconds"] = round(time.perf_counter() - start, 3)
     return out
@@ -496,7 +500,14 @@ def available_evaluations(engine: Any, queries: str | Path | None) -> dict[str, 
 
 
 def describe_evaluation(out: dict) -> str:
-    """What an evaluation's numbers are over, in words: its queries and pool."""
+    """What an evaluation's numbers are over, in words: its queries and pool (and how many
+    queries had no content word: they rank nothing, yet are scored)."""
+    empty = out.get("no_content_queries") or 0
+    tail = f"; {empty} of them had no content word (only stop words)" if empty else ""
+    return _describe(out) + tail
+
+
+def _describe(out: dict) -> str:
     if out["kind"] == EVALUATION_KINDS["queries"]:
         return (
             f"{out['n_queries']} from `{Path(out['source']).name}`, pool {out['pool']} test images"

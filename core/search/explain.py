@@ -6,6 +6,7 @@ semantic mode, the row's backbone vector and the saved text mapping)."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ class Explainer:
         self, row: dict, q: Query, mode: str, feature: np.ndarray | None = None
     ) -> list[str]:
         if mode == "keyword":
-            return keyword_why(row, q) or [NO_KEYWORD]
+            return keyword_why(row, q, self.classes) or [NO_KEYWORD]
         if mode == "category":
             return self.category_why(row, q)
         if mode == "semantic":
@@ -113,26 +114,42 @@ def _label_groups(label: str) -> list[str]:
     return _groups().tags([label])
 
 
-def keyword_why(row: dict, q: Query) -> list[str]:
-    """Which keyword matched which whole word of the category, a label or a caption."""
+def keyword_why(row: dict, q: Query, classes: Sequence[str] = ()) -> list[str]:
+    """The matches the keyword mode counted, each one a person would accept: a query category
+    and the image's probability of it, a word as a whole ImageNet label or its head noun, a
+    category the groups table gives a label, a word of a caption."""
     from core.search.query import WORD
 
     out = []
-    cat = (row.get("category") or "").lower()
     probs = row.get("probs") or []
-    p_cat = max(probs) if probs else 0.0
+    for cat, w in zip(classes, q.class_weights, strict=False):
+        if w > 0 and len(probs) == len(classes):
+            p = probs[list(classes).index(cat)]
+            out.append(f"query → {cat} ({q.category_why.get(cat, '')}); P({cat}) = {p:.2f}")
+    if not np.any(q.class_weights) and q.nearest and q.nearest[0][0] in classes:
+        cat, sim = q.nearest[0]
+        if len(probs) == len(classes):
+            p = probs[list(classes).index(cat)]
+            out.append(
+                f"no mapping-table word; nearest category {cat} ({sim:.2f}); P({cat}) = {p:.2f}"
+            )
+    labels = list(zip(row.get("top_labels") or [], row.get("top_probs") or [], strict=False))
     for kw in q.keywords:
         forms = word_forms(kw)
-        if cat and forms & set(WORD.findall(cat)):
-            out.append(f"'{kw}' = predicted category '{row['category']}' ({p_cat:.2f})")
-        for lab, p in zip(row.get("top_labels") or [], row.get("top_probs") or [], strict=False):
-            if forms & set(WORD.findall(lab.lower())):
+        for lab, p in labels:
+            words = WORD.findall(lab.lower())
+            if "".join(words) in forms:
                 out.append(f"'{kw}' = ImageNet label '{lab}' ({p:.2f})")
-            for group in _label_groups(lab):
-                if forms & set(WORD.findall(group.lower())):
-                    out.append(f"'{kw}' = group '{group}' of ImageNet label '{lab}' ({p:.2f})")
+            elif words and words[-1] in forms:
+                out.append(f"'{kw}' = head noun of ImageNet label '{lab}' ({p:.2f})")
+    for cat in q.table_categories:
+        for lab, p in labels:
+            if cat in _label_groups(lab):
+                out.append(f"query → {cat}: ImageNet label '{lab}' is in its group ({p:.2f})")
+                break
+    for kw in q.keywords:
         for cap in row.get("captions") or []:
-            if forms & set(WORD.findall(cap.lower())):
+            if word_forms(kw) & set(WORD.findall(cap.lower())):
                 out.append(f"'{kw}' in caption “{cap}”")
                 break
     return out

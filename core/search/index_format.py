@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -114,9 +115,38 @@ def upgrade(tbl: Any, semantic_dim: int) -> None:
         tbl.add_columns(pa.field("semantic", pa.list_(pa.float32(), semantic_dim)))
 
 
-def tag_text(category: str, labels: Sequence[str], captions: Sequence[str]) -> str:
-    """What full-text search sees: category, ImageNet labels, captions."""
-    return " | ".join(x for x in [category, ", ".join(labels), *captions] if x)
+# The full-text column's tokens (letters only, so the tokenizer keeps each one whole): a query
+# word matches an ImageNet label only as the whole label or its head noun (never `beach` in
+# `beach wagon`), and a category only through the ImageNet-groups table.
+LABEL_TOKEN = "xlab"  # + the whole label's letters: "xlabbeachwagon"
+HEAD_TOKEN = "xhead"  # + the label's head noun (its last word): "xheadwagon"
+GROUP_TOKEN = "xgrp"  # + a category the groups table gives the label: "xgrpsea"
+TEXT_FORMAT = 2  # index.json's `text_format`: a change rewrites the column
+
+
+def token(prefix: str, text: str) -> str:
+    """One full-text token for a label, head noun or category ('beach wagon' -> 'xlabbeachwagon')."""
+    return prefix + "".join(re.findall(r"[^\W\d_]+", text.lower()))
+
+
+def tag_text(
+    category: str,
+    labels: Sequence[str],
+    captions: Sequence[str],
+    groups: Sequence[str] = (),
+) -> str:
+    """What full-text search sees: each ImageNet label as a whole-label and a head-noun token,
+    the categories of the labels the groups table places, then the captions' words. The
+    predicted category is not here: the keyword mode reads it from `class_probs`."""
+    del category  # kept in the signature: every writer passes it
+    tags = [t for lab in labels for t in (token(LABEL_TOKEN, lab), head_token(lab)) if t]
+    tags += [token(GROUP_TOKEN, g) for g in groups]
+    return " | ".join(x for x in [" ".join(dict.fromkeys(tags)), *captions] if x)
+
+
+def head_token(label: str) -> str:
+    words = re.findall(r"[^\W\d_]+", label.lower())
+    return HEAD_TOKEN + words[-1] if words else ""
 
 
 def quoted(paths: Sequence[str]) -> str:

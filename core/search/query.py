@@ -9,6 +9,7 @@ in meaning. Bad input is answered with a note, never an exception.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class Query:
     empty: bool = False
     negatives: list[str] = field(default_factory=list)
     no_content: bool = False  # only stop words
+    table_categories: dict[str, float] = field(default_factory=dict)  # mapping-table categories
 
 
 def check_k(k: int) -> int:
@@ -162,9 +164,7 @@ class Analyzer:
         from core.text.preprocess import words as tokenise
 
         words = tokenise(text)
-        known = sum(w in self.vocab or w in self.stop_words for w in words)
-        ascii_share = sum(ch.isascii() for ch in text) / len(text)
-        if ascii_share < 0.8 or (len(words) >= 2 and known / max(1, len(words)) < 0.4):
+        if looks_foreign(text, words, self.vocab):
             notes.append(
                 "This query does not look like English: the keyword and category modes only "
                 "know English words; the semantic mode matches by meaning but was trained on "
@@ -189,6 +189,7 @@ class Analyzer:
             False,
             negatives,
             no_content,
+            {c: float(a.scores[c]) for c in a.categories},
         )
 
 
@@ -216,3 +217,85 @@ def mentions(text: str, words: Sequence[str]) -> list[str]:
 
     present = set(tokenise(text or ""))
     return [w for w in words if word_forms(w) & present]
+
+
+# Function words of the languages a landscape query is most often typed in besides English,
+# less those that are English words too ("die", "an", "am", "van", "son", "me").
+_FOREIGN = (
+    "le les la des du au aux une et sur dans avec est pour sous",  # French
+    "der das und ein eine einer mit auf im dem den ist nicht zu vom beim",  # German
+    "el los las del y con una junto sobre entre muy",  # Spanish
+    "il della nel sulla gli delle degli che sono",  # Italian
+    "os uma com não em nas nos",  # Portuguese
+    "het een en op bij naar zijn",  # Dutch
+)
+FOREIGN_WORDS = frozenset(w for line in _FOREIGN for w in line.split())
+ENGLISH_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "by",
+        "with",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "were",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "for",
+        "from",
+        "over",
+        "under",
+        "near",
+        "into",
+        "onto",
+        "through",
+        "his",
+        "her",
+        "their",
+        "there",
+        "some",
+        "two",
+        "three",
+    ]
+)
+NON_LATIN_SHARE = 0.3  # letters beyond Latin script (森, лес) above this share: not English
+KNOWN_SHARE = 0.4  # known English words below this share of a 2+ word query: not English
+
+
+@functools.cache
+def english_words() -> frozenset[str]:
+    """English vocabulary (core/resources/english_words.txt: Flickr8k training captions)."""
+    from core.resources import resource_path
+
+    return frozenset(resource_path("english_words.txt").read_text("utf-8").split())
+
+
+def looks_foreign(
+    text: str, words: Sequence[str], vocab: set[str] | frozenset = frozenset()
+) -> bool:
+    """Whether a query looks like another language than English: mostly letters of another
+    script, more foreign than English function words, or (two words or more) few words that
+    are English (or in `vocab`, the index's own words: labels, classes, captions)."""
+    letters = [ch for ch in text if ch.isalpha()]
+    if letters and sum(ord(ch) > 0x24F for ch in letters) / len(letters) > NON_LATIN_SHARE:
+        return True
+    foreign = sum(w in FOREIGN_WORDS for w in words)
+    english = sum(w in ENGLISH_WORDS for w in words)
+    if foreign > english:
+        return True
+    english_vocab = english_words()
+    known = sum(w in english_vocab or w in ENGLISH_WORDS or w in vocab for w in words)
+    return len(words) >= 2 and known / len(words) < KNOWN_SHARE

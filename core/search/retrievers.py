@@ -1,14 +1,14 @@
 """One small retriever per mode, each a search over the LanceDB table (core.search.table):
 
-  keyword   BM25 full-text search over `text` (category, ImageNet labels, captions): the
-            query's keywords as whole words (and their plural forms), each boosted by its
-            weight from the analysis; excluded words are MUST_NOT clauses.
+  keyword   the study's method: the classifier's probability of the query's mapping-table
+            categories, plus BM25 over `text` (whole ImageNet labels, head nouns, the groups
+            table's categories, captions); excluded words are MUST_NOT clauses.
   category  dot-product search over `class_probs` with the query's category weights: the
             images ranked by the classifier's probability of the query's categories.
   semantic  vector search over `semantic` (the sentence space) with the query's embedding.
   image     vector search over `vector` (backbone features) with an image's features.
-  hybrid    reciprocal-rank fusion of keyword, category and semantic over each one's top
-            HYBRID_CANDIDATES rows, never over the whole table.
+  hybrid    a weighted sum of keyword, category and semantic scores (FUSION_WEIGHTS) over
+            each one's top HYBRID_CANDIDATES rows, never over the whole table.
 
 Every retriever returns `Hits`: rows with a score (higher is better) and how they were found
 (exact, approximate or full-text).
@@ -16,6 +16,7 @@ Every retriever returns `Hits`: rows with a score (higher is better) and how the
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
@@ -25,12 +26,21 @@ from typing import Any, Protocol
 import numpy as np
 
 from core.search.category_index import plan as category_plan
+from core.search.index_format import GROUP_TOKEN, HEAD_TOKEN, LABEL_TOKEN, token
 from core.search.query import Query, word_forms
 from core.search.table import RESULT_COLUMNS, ROWID, Hits, IndexTable
 
 Columns = tuple[str, ...]
 
-RRF_K = 60
+# Hybrid: a weighted sum of the parts' scores, chosen on validation queries (held-out
+# captions of validation photos, category sentences not in queries.csv) by
+# benchmarks/answers_tuning.py: the highest R@10 + P@10 among the settings within 0.01 of the
+# best single mode on both.
+FUSION_WEIGHTS = {"semantic": 1.0, "category": 0.5, "keyword": 0.0}
+# The category part counts only for queries about a category: those whose embedding is at
+# least this close to a category's sentences (validation captions: median 0.21, 95th
+# percentile 0.44; validation category sentences: 5th percentile 0.49).
+CATEGORY_GATE = 0.5
 HYBRID_CANDIDATES = 200  # per fused mode: "a few hundred", whatever the table's size
 HYBRID_PARTS = ("keyword", "category", "semantic")
 
@@ -59,18 +69,55 @@ class Retriever(Protocol):
     ) -> Hits: ...
 
 
+# The keyword mode's tiers: a query word as a whole ImageNet label, as a label's head noun,
+# a query category through the groups table, a caption word (BM25 boosts); then the text part's
+# share beside the category tier (the classifier's probability of the query's mapping-table
+# categories). Chosen on validation queries (benchmarks/answers_tuning.py), never on queries.csv.
+W_LABEL, W_HEAD, W_GROUP, W_CAPTION = 1.0, 0.5, 1.0, 0.3
+KEYWORD_TEXT_SHARE = 0.25
+
+
+def category_weights(q: Query, classes: list[str]) -> np.ndarray:
+    """The query's category weights (mapping table, learned word weights); without a category
+    word, the nearest category by meaning (the study's table cannot list every word)."""
+    w = np.asarray(q.class_weights, np.float64)
+    if not w.any() and q.nearest and q.nearest[0][0] in classes:
+        w = np.zeros(len(classes))
+        w[classes.index(q.nearest[0][0])] = 1.0
+    return w
+
+
 @dataclass
 class KeywordRetriever:
+    """The study's method: query keywords -> categories (mapping table; a query without a
+    table word: its nearest category by meaning) -> images by their predicted category and
+    the categories the groups table gives their ImageNet labels; then
+    query words as whole labels or head nouns; then caption words."""
+
     table: IndexTable
+    classes: list[str] = dataclasses.field(default_factory=list)
     name: str = "keyword"
+    text_share: float = KEYWORD_TEXT_SHARE
 
     def fts_query(self, q: Query) -> Any:
         from lancedb.query import BooleanQuery, MatchQuery, Occur
 
         clauses = []
-        for kw, w in q.keywords.items():
+
+        def add(term: str, boost: float) -> None:
+            clauses.append((Occur.SHOULD, MatchQuery(term, "text", boost=float(max(boost, 0.01)))))
+
+        words = list(q.keywords.items())
+        pairs = [(a + b, 1.0) for a, b in zip(q.tokens, q.tokens[1:], strict=False)]
+        for kw, w in [*words, *pairs]:
             for form in sorted(word_forms(kw)):
-                clauses.append((Occur.SHOULD, MatchQuery(form, "text", boost=float(max(w, 0.05)))))
+                add(token(LABEL_TOKEN, form), W_LABEL * w)
+                add(token(HEAD_TOKEN, form), W_HEAD * w)
+        for kw, w in words:
+            for form in sorted(word_forms(kw)):
+                add(form, W_CAPTION * w)
+        for cat, w in q.table_categories.items():
+            add(token(GROUP_TOKEN, cat), W_GROUP * w)
         if not clauses:
             return None
         for neg in q.negatives:
@@ -81,12 +128,25 @@ class KeywordRetriever:
     def retrieve(
         self, q: Query, k: int, where: str | None, columns: Columns = RESULT_COLUMNS
     ) -> Hits:
-        fq = self.fts_query(q)
-        if fq is None or q.empty:
+        if q.empty:
             return Hits([], "full-text")
-        hits = self.table.text_search(fq, k, where, columns)
-        hits.rows = ordered(hits.rows)
-        return hits
+        key = ROWID if ROWID in columns else "path"
+        n = max(k, HYBRID_CANDIDATES)
+        fq = self.fts_query(q)
+        text = self.table.text_search(fq, n, where, columns).rows if fq is not None else []
+        top = max((r["score"] for r in text), default=0.0)
+        rows: dict[Any, dict] = {}
+        for r in text:
+            rows[r[key]] = {**r, "score": self.text_share * r["score"] / top}
+        w = category_weights(q, self.classes)
+        if w.any() and "class_probs" in self.table.columns:
+            hits = self.table.vector_search(
+                "class_probs", w / w.sum(), n, where, metric="dot", columns=columns
+            )
+            for r in hits.rows:
+                got = rows.setdefault(r[key], {**r, "score": 0.0})
+                got["score"] += r["score"]
+        return Hits(ordered(list(rows.values()))[:k], "full-text")
 
 
 @dataclass
@@ -96,12 +156,7 @@ class CategoryRetriever:
     name: str = "category"
 
     def weights(self, q: Query) -> np.ndarray:
-        """The query's category weights; no category word: the nearest category by meaning."""
-        w = np.asarray(q.class_weights, np.float64)
-        if not w.any() and q.nearest:
-            w = np.zeros(len(self.classes))
-            w[self.classes.index(q.nearest[0][0])] = 1.0
-        return w
+        return category_weights(q, self.classes)
 
     def retrieve(
         self, q: Query, k: int, where: str | None, columns: Columns = RESULT_COLUMNS
@@ -153,36 +208,50 @@ class VectorRetriever:
 class HybridRetriever:
     parts: dict[str, Any]  # name -> retriever
     candidates: int = HYBRID_CANDIDATES
+    weights: dict[str, float] = dataclasses.field(default_factory=lambda: dict(FUSION_WEIGHTS))
     name: str = "hybrid"
+
+    def part_weights(self, q: Query) -> dict[str, float]:
+        """Each part's weight for this query: the category part only for a query about a
+        category (a caption is a description: meaning alone)."""
+        w = {name: self.weights.get(name, 0.0) for name in HYBRID_PARTS}
+        if not (q.nearest and q.nearest[0][1] >= CATEGORY_GATE):
+            w["category"] = 0.0
+        return w
 
     def fused(
         self, q: Query, where: str | None, candidates: int, key: str = "path"
     ) -> tuple[list[dict], set]:
-        """Every row among the modes' top `candidates`, by fused score (RRF), and how each
+        """Every row among the modes' top `candidates`, by fused score (the weighted sum of
+        the modes' scores: semantic cosine, category probability, keyword score; a row missing
+        from a mode's candidates counts 0 there), and how each
         mode's search was answered. Candidates carry only their `key` (the path, or the
         table's row id, which a search returns without reading any column) and scores."""
         fused: dict[Any, float] = {}
         rows: dict[Any, dict] = {}
         ranks: dict[str, dict[Any, int]] = {}
         searches = set()
-        # the three searches run at once: LanceDB releases the GIL while it searches
+        weights = self.part_weights(q)
+        # a part weighing nothing is not searched (its matches would only crowd the why)
+        used = [name for name in HYBRID_PARTS if weights[name] > 0]
+        # the searches run at once: LanceDB releases the GIL while it searches
         futures = {
             name: _pool().submit(self.parts[name].retrieve, q, candidates, where, (key,))
-            for name in HYBRID_PARTS
+            for name in used
         }
-        for name in HYBRID_PARTS:
+        for name in used:
             hits = futures[name].result()
             searches.add(hits.search)
             ranks[name] = {}
             for rank, r in enumerate(hits.rows, 1):
-                fused[r[key]] = fused.get(r[key], 0.0) + 1.0 / (RRF_K + rank)
+                fused[r[key]] = fused.get(r[key], 0.0) + weights[name] * r["score"]
                 ranks[name][r[key]] = rank
                 rows.setdefault(r[key], {key: r[key]})[f"{name}_score"] = r["score"]
         out = []
         for ident, s in fused.items():
             row = rows[ident]
             row["score"] = s
-            row["ranks"] = {m: ranks[m].get(ident) for m in HYBRID_PARTS}
+            row["ranks"] = {m: ranks.get(m, {}).get(ident) for m in HYBRID_PARTS}
             out.append(row)
         return ordered(out), searches
 

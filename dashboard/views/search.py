@@ -67,11 +67,13 @@ def result_tile(r: SearchResult) -> Tile:
         *([f"ImageNet: {labels}"] if labels else []),
         *([f"“{r.caption}”"] * bool(r.caption)),
     ]
+    # beside a floor, the score the floor judges (hybrid's own score is another scale)
+    shown = r.floor_score if r.floor_score is not None else r.score
     return Tile(
         path=str(r.path),
-        caption=f"**{r.rank}.** {r.score:.3f} · {r.category or '–'}{below}{missing}",
+        caption=f"**{r.rank}.** {shown:.3f} · {r.category or '–'}{below}{missing}",
         label=r.category,
-        scores={"rank": r.rank, "score": float(r.score)},
+        scores={"rank": r.rank, "score": float(shown)},
         why=why,
     )
 
