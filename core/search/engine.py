@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import sys
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.search.backend import TextBackend
-from core.search.derive import LABELS_FILE
+from core.search.derive import LABELS_FILE, SEMANTIC
 from core.search.explain import Explainer, image_why
 from core.search.maintenance import file_missing, table_reads
 from core.search.query import (
@@ -325,10 +326,35 @@ class SearchEngine:
                 f"unknown category {category!r}; the index has {', '.join(self.classes) or 'none'}"
             )
         if mode in ("semantic", "hybrid") and not self.table.has_semantic():
-            raise SearchIndexError(
-                f"{self.table.location}: the semantic column was never written "
-                "(indexed with --no-mapping?); re-run `python -m core index`"
+            raise SearchIndexError(f"{self.table.location}: {self._why_not_derived()}")
+
+    def _why_not_derived(self) -> str:
+        if self.meta.get("no_mapping"):
+            return (
+                "the semantic column was not written (indexed with --no-mapping); "
+                "re-run `python -m core index` without it"
             )
+        if self.meta.get("derived") is False:
+            return (
+                "the index is incomplete: its last `index` run was interrupted, or is still "
+                "running, before the semantic column was written; run `python -m core index` again"
+            )
+        return "the semantic column was never written; re-run `python -m core index`"
+
+    @functools.cached_property
+    def underived(self) -> int:
+        """Rows committed whose derived columns were never written (an `index` run killed
+        between the two, or still running): no mode can return them yet."""
+        if self.meta.get("derived") is not False:
+            return 0
+        return int(self.table.tbl.count_rows(f"{SEMANTIC} IS NULL"))
+
+    def _derived_only(self, where: str | None) -> str | None:
+        """`where`, limited to derived rows when some are not (so pools count what a query can
+        return)."""
+        if not self.underived:
+            return where
+        return f"{SEMANTIC} IS NOT NULL" + (f" AND ({where})" if where else "")
 
     def pool(self, where: str | None) -> int:
         if where not in self._pools:
@@ -437,7 +463,13 @@ class SearchEngine:
             notes=list(q.notes),
             negatives=list(q.negatives),
         )
-        resp.pool = self.pool(where)
+        resp.pool = self.pool(self._derived_only(where))
+        if self.underived:
+            resp.notes.append(
+                f"{self.underived} of {self.n} images are not searchable yet: the last `index` "
+                "run was interrupted, or is still running, before their semantic vectors and "
+                "categories were written. Run `python -m core index` again."
+            )
         if photo is None and (q.empty or q.no_content):
             resp.seconds = time.perf_counter() - start
             return resp
@@ -623,7 +655,7 @@ class SearchEngine:
             label=r.get("label") or "",
             split=r.get("split") or "",
             caption=caps[0] if caps else "",
-            missing=file_missing(r["path"]),
+            missing=file_missing(r["path"], list(self.meta.get("roots") or {})),
         )
         if q is not None:
             res.why = self.explainer.explain(r, q, mode, feature)

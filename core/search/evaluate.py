@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import time
 import weakref
 from collections.abc import Sequence
@@ -29,11 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from core.io import read_regular
 from core.search.engine import SearchEngine, single_threaded
 from core.search.query import Query
 from core.search.retrievers import tiebreak
 from core.search.table import Hits
 
+QUERIES_MAX_BYTES = 16 * 1024 * 1024  # a category-query file is a few kilobytes
 EVALUATION_KINDS = {"queries": "category queries", "captions": "caption queries"}
 
 
@@ -177,7 +180,13 @@ def average_precision(relevant_sorted: Sequence[bool]) -> float:
 def read_queries(path: str | Path) -> list[tuple[str, str]]:
     """`query,category` rows (header optional)."""
     rows: list[tuple[str, str]] = []
-    with open(path, newline="", encoding="utf-8") as fh:
+    try:  # a FIFO or /dev/zero is refused unread; a queries file is small
+        text = read_regular(path, limit=QUERIES_MAX_BYTES).decode("utf-8")
+    except OSError as exc:
+        raise EvaluationError(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise EvaluationError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    with io.StringIO(text, newline="") as fh:
         for i, row in enumerate(csv.reader(fh)):
             if len(row) < 2 or not row[0].strip():
                 continue
@@ -200,11 +209,11 @@ def evaluate_queries(
     pool = engine.mask(split=split or None) & (engine.labels != "")
     if not pool.any():
         raise EvaluationError(f"no labelled images in split {split!r} of the index")
-    labels = set(engine.labels[pool])
+    labels = {str(c) for c in engine.labels[pool]}  # plain str: the message names them
     unknown = sorted({c for _, c in queries} - labels)
     if unknown:
         raise EvaluationError(
-            f"categories {unknown} have no images in the pool; has {sorted(labels)}"
+            f"categories {unknown} have no images in the pool; it has {', '.join(sorted(labels))}"
         )
     idx = np.flatnonzero(pool)
     out: dict[str, Any] = {

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.io import atomic_write_text
+from core.io import atomic_write_text, is_within
 from core.search.index_format import quoted as _quoted
 
 log = logging.getLogger(__name__)
@@ -89,12 +89,18 @@ def holds_index_lock(fn: F) -> F:
 # --- files that are gone --------------------------------------------------------------------------
 
 
-def file_missing(path: str) -> bool:
-    """True when a local indexed file no longer exists (URIs are not checked: too slow to
-    ask object storage once per result)."""
+def file_missing(path: str, roots: Sequence[str] | None = None) -> bool:
+    """True when a local indexed file no longer exists, or lies outside the local `roots` the
+    index was built from (an index is data from elsewhere: a row naming /etc/shadow is not
+    followed). URIs are not checked: too slow to ask object storage once per result."""
     if "://" in path and not path.startswith("file://"):
         return False
     local = path[len("file://") :] if path.startswith("file://") else path
+    local_roots = [
+        r.removeprefix("file://") for r in roots or () if "://" not in r or r.startswith("file://")
+    ]
+    if roots is not None and not is_within(local, local_roots):
+        return True
     try:
         return not os.path.isfile(local)
     except (OSError, ValueError):

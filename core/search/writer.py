@@ -479,6 +479,11 @@ def build_index(
         )  # fmt: skip
         if progress:
             progress(0, len(work.todo))
+        if work.todo:
+            # New rows are committed before what queries read is derived from them: until
+            # refresh() ends, index.json says so (a kill in between leaves an index that
+            # tells its queries it is incomplete instead of hiding rows from them).
+            meta["derived"] = False
         _commit_in_chunks(writer, _batches(cfg, encoder, files, work.todo, opts), cfg.chunk)
     changed = bool(work.todo or work.gone or stats.moved or stats.relabelled)
     refresh(writer.tbl, meta, encoder, cfg, stats, changed, index_dir)
@@ -506,9 +511,11 @@ def refresh(
     if tbl is None:
         return
     rewritten = False
+    meta["no_mapping"] = not cfg.derive
     if cfg.derive:
         from core.search.derive import write_derived
 
         rewritten = write_derived(index_dir, tbl, meta, encoder, cfg.map_config)
+        meta["derived"] = True
     if changed or rewritten or ann_due(meta, rows, cfg.ann_min_rows):
         maintain(tbl, rows, meta, cfg.ann_min_rows, rebuild=rewritten)

@@ -233,3 +233,42 @@ def test_results_say_missing_and_the_page_prunes(built, tmp_path: Path, monkeypa
     assert not at.exception, at.exception
     assert "Removed 1 of 6 rows" in at.success[0].value
     assert load_rows(index).num_rows == 5 and json.loads((index / "index.json").read_text())
+
+
+class _Killed(BaseException):
+    """Stands for a kill -9 between committing new rows and deriving from them."""
+
+
+def test_rows_killed_before_derive_are_counted_out_and_said(
+    intel_small: Path, tmp_path: Path, encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22 item 7: an `index` run killed in its mapping stage has committed rows without
+    semantic vectors. Until `index` runs again, every answer says how many images are not
+    searchable, the pool counts only what a query can return, and the next run heals it."""
+    import core.search.derive as derive
+    from core.search.engine import SearchEngine
+
+    first = _photos(intel_small, tmp_path / "first")
+    index = tmp_path / "idx"
+    _build(first, index, encoder)
+    more = tmp_path / "more" / "glacier"
+    more.mkdir(parents=True)
+    for f in sorted((intel_small / "seg_test" / "glacier").glob("*.jpg"))[:2]:
+        shutil.copy2(f, more / f.name)
+
+    def killed(*_a, **_k):
+        raise _Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(derive, "write_derived", killed)
+        with pytest.raises(_Killed):
+            _build(more.parent, index, encoder)
+    assert read_meta(index)["derived"] is False and read_meta(index)["rows"] == 8
+    resp = SearchEngine.load(index).search("the sea", "semantic", 8)
+    assert resp.pool == 6 and len(resp.results) == 6
+    assert any("2 of 8 images are not searchable yet" in n for n in resp.notes)
+
+    _build(more.parent, index, encoder)  # the next run derives what the killed one left
+    assert read_meta(index)["derived"] is True
+    resp = SearchEngine.load(index).search("the sea", "semantic", 8)
+    assert resp.pool == 8 and not any("not searchable" in n for n in resp.notes)

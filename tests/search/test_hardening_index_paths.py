@@ -5,30 +5,30 @@ oversized CSV field is one clear line; no output folder inside the index or its 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
 from core.search import build_index
-from tests.helpers import IMAGE_SIZE, run_cli
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def sub(intel_small: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def sub(
+    intel_small: Path, tmp_path_factory: pytest.TempPathFactory, encoder
+) -> tuple[Path, Path]:
     """(images, index): 3 train and 2 test real photos of forest and sea, indexed with the
     text mapping (what `export --query` searches)."""
-    from core.search.embed import load_encoder
-
     root = tmp_path_factory.mktemp("sub3")
     for split, n in (("train", 3), ("test", 2)):
         for c in ("forest", "sea"):
             (root / "sub" / split / c).mkdir(parents=True)
             for f in sorted((intel_small / f"seg_{split}" / c).glob("*.jpg"))[:n]:
                 shutil.copy2(f, root / "sub" / split / c / f.name)
-    encoder = load_encoder(image_size=IMAGE_SIZE, device="cpu")
     build_index(root / "sub", root / "idx", encoder=encoder, workers=0, batch_size=8)
     return root / "sub", root / "idx"
 
@@ -66,6 +66,11 @@ def test_export_never_copies_or_links_a_row_outside_the_indexed_folders(
         line = one_error_line(res)
         assert str(secret) in line and "outside the folders" in line
         assert not out.exists()
+    # search lists the row as missing: a path outside the indexed roots is not followed
+    res = run_cli("search", "the sea", "--index", bad, "--k", 10, "--json")
+    assert res.exit_code == 0, res.stderr
+    flags = {r["path"]: r["missing"] for r in json.loads(res.stdout)["results"]}
+    assert flags[str(secret)] is True and not any(v for p, v in flags.items() if p != str(secret))
     # The untouched index exports the same search.
     res = run_cli(
         "export", "--index", index, "--query", "the sea", "--k", 10, "--out", tmp_path / "ok"
