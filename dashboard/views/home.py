@@ -8,6 +8,7 @@ import streamlit as st
 from core.config import data_dir_source, resolve_index_dir, resolve_runs_dir
 from core.data.dataset import DatasetError
 from dashboard.common import DATA_KEY, cache_dir, current_data_dir, load_dataset, page_link
+from dashboard.jobs import jobs_overview
 
 st.title("🏞️ SceneSeek")
 st.markdown(
@@ -96,6 +97,7 @@ with start:
     page_link("views/keywords.py", "Keywords of a caption file", "🔤")
 with status:
     st.subheader("What is here")
+    jobs_overview()  # index builds and audits started on other pages, live while they run
     if data_status():
         runs_status()
         index_status()
