@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -222,6 +223,12 @@ class Registry:
             job = self._jobs.get(key)
             if job is not None and not job.running:
                 del self._jobs[key]
+
+
+def index_job_key(index: str | Path) -> str:
+    """The key of the build of a search index: one per folder at a time (a second start
+    joins the running one; two writers of one index would be wrong anyway)."""
+    return f"index:{Path(index).resolve()}"
 
 
 @st.cache_resource(show_spinner=False)

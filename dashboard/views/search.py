@@ -18,7 +18,7 @@ from core.search.query import EXAMPLES, QueryError
 from core.search.store import SearchIndexError, describe_index, meta_path
 from dashboard.common import current_data_dir, index_stamp, load_engine, thumbnail
 from dashboard.gallery import Tile, gallery
-from dashboard.jobs import format_seconds, job_panel, registry
+from dashboard.jobs import format_seconds, index_job_key, job_panel, registry
 
 if TYPE_CHECKING:
     from core.search.engine import SearchResult
@@ -35,11 +35,6 @@ def retrieval_quality(index: str, version: str, kind: str, source: str) -> dict:
     from core.search.evaluate import evaluate_retrieval
 
     return evaluate_retrieval(load_engine(index), kind, source, MODES)
-
-
-def index_job_key(index: Path) -> str:
-    """One build per index folder at a time: a second start joins the running one."""
-    return f"index:{Path(index).resolve()}"
 
 
 def start_index_job(data: Path, index: Path) -> None:
