@@ -91,6 +91,7 @@ class Job:
     result: Any = None
     error: str | None = None
     started: float = field(default_factory=time.monotonic)
+    started_at: str = field(default_factory=lambda: time.strftime("%H:%M:%S"))  # for people
     ended: float | None = None
     _phase_since: float = field(default_factory=time.monotonic)
     _rate: Rate = field(default_factory=Rate)
@@ -260,7 +261,10 @@ def job_panel(key: str) -> None:
     if not job.running:
         st.rerun()
     show_state(job)
-    st.caption("Runs in the background: other pages can be used meanwhile and this one shows it.")
+    st.caption(
+        f"Started at {job.started_at} · runs in the background: other pages can be used "
+        "meanwhile, and this one shows it when you come back."
+    )
 
 
 @st.fragment(run_every=POLL_SECONDS)

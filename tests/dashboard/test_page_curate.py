@@ -28,7 +28,7 @@ def page(intel_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert not at.exception, at.exception
     # The audit runs as a background job: the page shows its progress meanwhile, and once it
     # has ended a run of the page shows the tabs.
-    assert any("Runs in the background" in c.value for c in at.caption)
+    assert any("runs in the background" in c.value for c in at.caption)
     for job in registry().jobs():
         job.wait(600)
     at.run()

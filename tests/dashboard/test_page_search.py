@@ -160,7 +160,7 @@ def test_index_built_from_the_page_runs_as_a_job_that_outlives_a_rerun(
     assert not at.exception, at.exception
     job = registry().get(index_job_key(tmp_path / "idx"))
     assert job is not None and job.running  # loading the models alone takes seconds
-    assert any("Runs in the background" in c.value for c in at.caption)
+    assert any("runs in the background" in c.value for c in at.caption)
     shown = [i.value for i in at.info] + [p.proto.text for p in at.get("progress")]
     assert any("Loading the models" in t or "Indexing…" in t for t in shown), shown
     at.run()  # the page again, as when the user comes back: the same job, not a new one
