@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard.jobs import Job, Rate, Registry, format_seconds, registry
+from dashboard.jobs import Job, Rate, Registry, format_seconds, index_job_key, registry
 from tests.helpers import PAGES
 
 
@@ -111,19 +111,22 @@ def test_finished_jobs_are_kept_two_per_kind() -> None:
 
 @pytest.mark.slow
 def test_home_shows_a_running_job_live_then_how_it_ended(
-    intel_small: Path, monkeypatch: pytest.MonkeyPatch
+    intel_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SCENESEEK_DATA", str(intel_small))
+    monkeypatch.setenv("SCENESEEK_INDEX", str(tmp_path / "idx"))
     gate = threading.Event()
-    job = registry().start("test-home:1", "Encoding", held(gate, []))
+    job = registry().start(index_job_key(tmp_path / "idx"), "Encoding", held(gate, []))
     try:
         at = AppTest.from_file(str(PAGES / "home.py"), default_timeout=60).run()
         assert not at.exception, at.exception
         texts = [p.proto.text for p in at.get("progress")]
         assert any(t.startswith("features… 3/10") for t in texts), texts
+        assert any("**Search index**: being built at" in m.value for m in at.markdown)
     finally:
         gate.set()
     assert job.wait(30)
     at.run()
     assert any(s.value.startswith("Encoding: done in") for s in at.success)
+    assert any("**Search index**: none yet at" in m.value for m in at.markdown)
     registry().forget(job.key)
