@@ -20,6 +20,7 @@ from core.config import data_dir_source, resolve_cache_dir, resolve_data_dir
 from core.data.dataset import Dataset, DatasetError, find_dataset
 from core.data.images import open_for_display
 from core.data.manifest import Manifest, build_manifest
+from dashboard.jobs import Rate
 
 if TYPE_CHECKING:
     from core.search.engine import SearchEngine
@@ -68,17 +69,22 @@ class Progress:
 
     `bar(done, total)` fits a `progress=` argument, `bar.stage(name, done, total)` a
     `stage=` one, `bar.labelled(name)` gives a `progress=` callback with its own label.
-    Text reads "label… done/total". Used as a context manager it clears itself on exit."""
+    Text reads "label… done/total", then, once a few items are measured, the rate and the
+    time left ("· 12/s · about 40 s left"). Used as a context manager it clears itself on
+    exit. Work that should outlive the page runs as a background job (dashboard.jobs)."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, clock: Callable[[], float] | None = None) -> None:
         self.label = label
+        self._rate = Rate(clock) if clock else Rate()
         self._bar = st.progress(0.0, text=f"{label}…")
 
     def __call__(self, done: int, total: int) -> None:
         self.stage(self.label, done, total)
 
     def stage(self, name: str, done: int, total: int) -> None:
-        self._bar.progress(min(1.0, done / max(1, total)), text=f"{name}… {done}/{total}")
+        self._rate.update(name, done, total)
+        text = f"{name}… {done}/{total}{self._rate.text()}"
+        self._bar.progress(min(1.0, done / max(1, total)), text=text)
 
     def labelled(self, name: str) -> Callable[[int, int], None]:
         return partial(self.stage, name)
@@ -130,7 +136,7 @@ def index_stamp(index: str | Path) -> str:
     return f"{meta_path(index).stat().st_mtime_ns}:{meta.get('table_version')}"
 
 
-@st.cache_resource(show_spinner="Loading the index and models…", max_entries=2)
+@st.cache_resource(show_spinner=False, max_entries=2)
 def _engine(index: str, stamp: str) -> SearchEngine:
     from core.search.engine import SearchEngine
 
@@ -140,7 +146,10 @@ def _engine(index: str, stamp: str) -> SearchEngine:
 def load_engine(index: str | Path) -> SearchEngine:
     """The search engine over `index`, loaded once per process and again when the index is
     rewritten (its stamp changes). Raises SearchIndexError without an index."""
-    return _engine(str(index), index_stamp(index))
+    # The first load takes seconds (models): the spinner counts them (it shows after 0.5 s,
+    # so a cached engine flashes nothing).
+    with st.spinner("Loading the index and models…", show_time=True):
+        return _engine(str(index), index_stamp(index))
 
 
 def data_sidebar() -> Dataset | None:

@@ -42,14 +42,12 @@ ZIP_MAX = 3000  # larger selections: export to a folder instead
 MAP_KEY, SELECTION_KEY = "curate_map", "curate_selection"
 
 
-@st.cache_data(
-    show_spinner="Computing the map (once; then it is read from the cache)…", max_entries=4
-)
+@st.cache_data(show_spinner=False, max_entries=4)
 def load_map(key: str, method: str, _vectors: np.ndarray) -> np.ndarray:
     return cached_map(_vectors, key, cache_dir(), MapParams(method))[0]
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
+@st.cache_data(show_spinner="Reading the ImageNet labels of every image…", max_entries=4)
 def load_top1(key: str, _audit: Audit) -> list[str]:
     return imagenet_top1(_audit.source, _audit.vectors)
 
@@ -124,7 +122,9 @@ def map_tab(audit: Audit, root: Path) -> None:
             right.caption("No search index yet (build one on the Search page): coloured by class.")
     colour, numeric = explore.map_colours(audit, by, scores)
     hover = [explore.short_path(p, root) for p in c.paths]
-    fig = plots.map_scatter(load_map(audit.key, method, audit.vectors), colour, by, hover, numeric)
+    with st.spinner("Computing the map (once; then it is read from the cache)…", show_time=True):
+        xy = load_map(audit.key, method, audit.vectors)
+    fig = plots.map_scatter(xy, colour, by, hover, numeric)
     event = st.plotly_chart(
         fig,
         key=MAP_KEY,

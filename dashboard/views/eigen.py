@@ -108,7 +108,9 @@ train = cap_per_class(train_paths, train_labels, cap)
 train_paths, train_labels = train
 test = (test_paths, test_labels)
 key = hashlib.sha1(repr((train, test, manifest.usable()["size_ns"].tolist())).encode()).hexdigest()
-sweep = fit_max_model(str(root), int(image_size), method, cap, key, train, test)
+# The fit after decoding has no count: the spinner's clock shows it is alive.
+with st.spinner("Fitting the eigen-image model (once per setting, then cached)…", show_time=True):
+    sweep = fit_max_model(str(root), int(image_size), method, cap, key, train, test)
 model = sweep.model  # fitted with the most components the data allow, up to K_MAX
 
 # Everything below answers for this k from prefixes of the cached model.

@@ -8,6 +8,7 @@ import streamlit as st
 from core.config import data_dir_source, resolve_index_dir, resolve_runs_dir
 from core.data.dataset import DatasetError
 from dashboard.common import DATA_KEY, cache_dir, current_data_dir, load_dataset, page_link
+from dashboard.jobs import index_job_key, jobs_overview, registry
 
 st.title("🏞️ SceneSeek")
 st.markdown(
@@ -55,7 +56,11 @@ def index_status() -> None:
         text = describe_index(read_meta(index)) if meta_path(index).exists() else None
     except (SearchIndexError, OSError, KeyError, ValueError) as exc:
         text = f"unreadable ({exc})"
-    if text is None:
+    job = registry().get(index_job_key(index))
+    if job is not None and job.running:
+        st.markdown(f"**Search index**: being built at `{index}` (see Background work)")
+        page_link("views/search.py", "Watch the build on the Search page", "🔎")
+    elif text is None:
         st.markdown(f"**Search index**: none yet at `{index}`")
         page_link("views/search.py", "Build the index and search by a sentence", "🔎")
     else:
@@ -96,6 +101,7 @@ with start:
     page_link("views/keywords.py", "Keywords of a caption file", "🔤")
 with status:
     st.subheader("What is here")
+    jobs_overview()  # index builds and audits started on other pages, live while they run
     if data_status():
         runs_status()
         index_status()

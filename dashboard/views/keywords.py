@@ -82,7 +82,7 @@ def _choose_source(mapping_json: str, sample: int, yake: bool) -> tuple:
             st.stop()
         data = up.getvalue()
         try:
-            with st.spinner("Analysing the upload…"):
+            with st.spinner("Analysing the upload…", show_time=True):
                 digest = hashlib.sha256(data).hexdigest()
                 result = analyze_upload(digest, up.name, data, mapping_json, sample, yake)
             return (*result, _photos_for_upload())
@@ -107,7 +107,7 @@ def _choose_source(mapping_json: str, sample: int, yake: bool) -> tuple:
     st.caption(f"Using `{path}` ({why})")
     try:
         stamp = path.stat().st_mtime if path.exists() else 0.0
-        with st.spinner("Analysing captions… (the whole Flickr8k file takes a few seconds)"):
+        with st.spinner("Analysing captions…", show_time=True):
             result = analyze_file(str(path), stamp, mapping_json, sample, yake)
         return (*result, (path, f"next to the captions file `{path}`"))
     except (CaptionFileError, ValueError) as exc:

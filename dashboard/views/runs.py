@@ -6,6 +6,7 @@ mtime); nothing is retrained when the page reruns."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,19 +35,22 @@ EIGEN_K = 100
 EIGEN_SIZE = 64
 
 
-@st.cache_resource(show_spinner="Loading the trained model…", max_entries=4)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def _trained(run: str, which: str, mtime: float) -> tuple[TrainedModel, tuple]:
     trained = load_trained(run, which)
     return trained, imagenet_reference(trained)
 
 
-@st.cache_data(show_spinner="Computing t-SNE of the penultimate features…", max_entries=8)
-def _tsne(run: str, epoch: int, n: int) -> np.ndarray:
+@st.cache_data(show_spinner=False, max_entries=8)
+def _tsne(run: str, epoch: int, n: int) -> tuple[np.ndarray, float]:
+    """(the map, seconds it took: read from tsne.npz when the run has one)."""
     ev = eval_artefacts(run)
-    return cached_tsne(run, ev["features"], epoch)
+    t0 = time.perf_counter()
+    xy = cached_tsne(run, ev["features"], epoch)
+    return xy, time.perf_counter() - t0
 
 
-@st.cache_resource(show_spinner="Fitting the eigen-image model…", max_entries=2)
+@st.cache_resource(show_spinner=False, max_entries=2)
 def _eigen_scores(root: str, k_max: int, size: int) -> dict[int, dict[str, float]]:
     """Accuracy, macro precision and recall per component count, from one fit."""
     from core.vision.eigen import fit_sweep_files
@@ -113,8 +117,13 @@ def show_evaluation(run: RunInfo) -> None:
 
     st.subheader("t-SNE of penultimate features (test set)")
     have = (run.path / "tsne.npz").exists()
-    if ev is not None and (have or st.button("Compute t-SNE", help="About 10-30 s on a CPU.")):
-        xy = _tsne(str(run.path), int(ev["epoch"]), len(ev["labels"]))
+    # No promised duration (it depends on the test set and the CPU): the spinner counts the
+    # seconds and the caption says what it took, as on the Eigen page.
+    if ev is not None and (have or st.button("Compute t-SNE", help="Once per run, then saved.")):
+        with st.spinner("Computing t-SNE of the penultimate features…", show_time=True):
+            xy, seconds = _tsne(str(run.path), int(ev["epoch"]), len(ev["labels"]))
+        took = "read from the run" if have else f"took {seconds:.0f} s (saved with the run now)"
+        st.caption(f"t-SNE of {len(xy)} test images {took}.")
         labels = [res.class_names[int(i)] for i in ev["labels"]]
         names = [Path(str(p)).name for p in ev["paths"]]
         st.plotly_chart(plots.tsne_scatter(xy, labels, names))
@@ -133,11 +142,15 @@ def show_predict(run: RunInfo) -> None:
         )
         return
     try:
-        trained, ref = _trained(str(run.path), "best", checkpoint_path(run.path).stat().st_mtime)
+        # The first load and prediction take tens of seconds on a CPU: counted, never silent.
+        with st.spinner("Loading the trained model (once per run)…", show_time=True):
+            mtime = checkpoint_path(run.path).stat().st_mtime
+            trained, ref = _trained(str(run.path), "best", mtime)
     except (OSError, ValueError) as exc:  # a damaged or refused checkpoint: say so
         st.error(f"Cannot load this run's model: {exc}")
         return
-    pred = predict_images(trained, [check.image], ref)[0]
+    with st.spinner("Predicting…", show_time=True):
+        pred = predict_images(trained, [check.image], ref)[0]
     c1, c2, c3 = st.columns([1, 2, 2])
     c1.image(check.image, caption=up.name)
     c2.plotly_chart(plots.probability_bars(pred.probabilities, f"predicted: {pred.label}"))
@@ -196,7 +209,8 @@ with tab_eigen:
     if st.button("Fit the eigen-image model and compare"):
         st.session_state["cnn_eigen"] = True
     if st.session_state.get("cnn_eigen"):
-        eigen = _eigen_scores(str(current_data_dir()), EIGEN_K, EIGEN_SIZE)
+        with st.spinner("Fitting the eigen-image model (once per data set)…", show_time=True):
+            eigen = _eigen_scores(str(current_data_dir()), EIGEN_K, EIGEN_SIZE)
         st.plotly_chart(plots.eigen_vs_cnn(run.metrics, eigen, run.config.get("backbone")))
         best_k = max(eigen, key=lambda k: eigen[k]["accuracy"])
         cnn = run.accuracy if run.accuracy is not None else float("nan")

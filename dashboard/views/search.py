@@ -16,8 +16,9 @@ from core.search.engine import DEFAULT_MODE, MODE_HELP, MODES, SearchEngine, Sea
 from core.search.evaluate import EVALUATION_KINDS, available_evaluations, describe_evaluation
 from core.search.query import EXAMPLES, QueryError
 from core.search.store import SearchIndexError, describe_index, meta_path
-from dashboard.common import current_data_dir, index_stamp, load_engine, progress, thumbnail
+from dashboard.common import current_data_dir, index_stamp, load_engine, thumbnail
 from dashboard.gallery import Tile, gallery
+from dashboard.jobs import format_seconds, index_job_key, job_panel, registry
 
 if TYPE_CHECKING:
     from core.search.engine import SearchResult
@@ -36,9 +37,42 @@ def retrieval_quality(index: str, version: str, kind: str, source: str) -> dict:
     return evaluate_retrieval(load_engine(index), kind, source, MODES)
 
 
-def build_panel(index: Path) -> None:
+def start_index_job(data: Path, index: Path) -> None:
+    """Build or update `index` from `data` in a background job (dashboard.jobs): it goes on
+    when the user switches pages, and this page and Home show its progress."""
     from core.search.store import build_index
 
+    def work(job):  # the worker thread: no Streamlit calls here
+        job.note(f"Loading the models to index `{data}`")
+        return build_index(data, index, progress=job.progress)
+
+    # After the last image the writer derives what queries read: a step with no count.
+    after = {"Indexing": "Writing what queries read (text mapping, ANN, categories)"}
+    registry().start(index_job_key(index), "Indexing", work, after)
+    st.rerun()
+
+
+def index_job_status(index: Path) -> None:
+    """The running build of `index` (live, then the page reruns), or how the last one ended;
+    stops the page while the index is being written."""
+    job = registry().get(index_job_key(index))
+    if job is None:
+        return
+    if job.running:
+        job_panel(job.key)
+        st.stop()
+    if job.status == "failed":  # the index as it was is kept; the build can be retried
+        st.error(f"Building the index failed: {job.error}")
+    elif st.session_state.get("search_job_seen") != id(job):
+        st.session_state["search_job_seen"] = id(job)  # said once per session
+        stats = job.result
+        st.success(
+            f"Indexed {stats.encoded} images ({stats.images_per_second} per second) "
+            f"in {format_seconds(job.elapsed())}."
+        )
+
+
+def build_panel(index: Path) -> None:
     data = current_data_dir()
     st.info(
         f"No search index at `{index}` yet. Build one here for `{data}`, or from a terminal:\n\n"
@@ -46,14 +80,7 @@ def build_panel(index: Path) -> None:
         f"(set `{INDEX_ENV}` to use another index folder)."
     )
     if st.button("Build the index", type="primary", disabled=not data.is_dir()):
-        try:
-            with progress("Indexing") as bar:
-                stats = build_index(data, index, progress=bar)
-        except (SearchIndexError, ValueError, RuntimeError) as exc:
-            st.error(str(exc))
-            return
-        st.success(f"Indexed {stats.encoded} images ({stats.images_per_second} per second).")
-        st.rerun()
+        start_index_job(data, index)
 
 
 def result_tile(r: SearchResult) -> Tile:
@@ -202,6 +229,15 @@ def maintenance_section(index: Path) -> None:
             "missing). Moved files are followed by `index` (by content hash). Same as "
             f"`python -m core index --index {index} --prune`."
         )
+        data = current_data_dir()
+        if st.button(
+            "Index new and changed files",
+            key="index_update",
+            disabled=not data.is_dir(),
+            help=f"Same as `python -m core index --images {data} --index {index}`; "
+            "runs in the background.",
+        ):
+            start_index_job(data, index)
         if st.button("Remove missing files", key="prune"):
             try:
                 res = prune(index)
@@ -214,6 +250,7 @@ def maintenance_section(index: Path) -> None:
 
 st.title("🔎 Search")
 index = resolve_index_dir()
+index_job_status(index)
 if not meta_path(index).exists():
     build_panel(index)
     st.stop()

@@ -162,7 +162,7 @@ if start:
         should_stop=lambda: bool(st.session_state.get(STOP_KEY)),
     )
     try:
-        with st.spinner(f"Training {cfg.backbone} ({cfg.mode}) in `{out}`…"):
+        with st.spinner(f"Training {cfg.backbone} ({cfg.mode}) in `{out}`…", show_time=True):
             result = run_training(cfg, data, out, resume=resume, cache_dir=cache_dir(), hooks=hooks)
     except TrainingStopped:
         st.warning(f"Stopped. Run `{out}` resumes from its last checkpoint.")

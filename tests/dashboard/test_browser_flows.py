@@ -10,6 +10,7 @@ own Streamlit session)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -250,3 +251,46 @@ def test_home_says_where_to_start_and_links_to_the_pages(app: str, page):
     page.get_by_role("link", name=re.compile("Start: the data set")).click()
     page.get_by_role("heading", name=re.compile("Data set")).wait_for()
     assert page.url.endswith("/dataset")
+
+
+@pytest.fixture(scope="module")
+def fresh_app(app_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app over the same small data (72 images) with no index yet: its own server and
+    index; the test session's cache, where app_data's build exported the sentence model (a
+    fresh cache would export it again inside the timed build)."""
+    root = tmp_path_factory.mktemp("fresh_app")
+    yield from serve(
+        root,
+        SCENESEEK_DATA=str(app_data["intel"]),
+        SCENESEEK_INDEX=str(root / "idx"),
+        SCENESEEK_RUNS=str(root / "runs"),
+        SCENESEEK_CACHE=os.environ["SCENESEEK_CACHE"],
+    )
+
+
+def go_to(page, link: str, heading: str) -> None:
+    """Switch pages the way a person does: the sidebar's link (same session)."""
+    page.locator('[data-testid="stSidebarNav"] a', has_text=link).first.click()
+    page.get_by_role("heading", name=re.compile(heading)).first.wait_for(timeout=LONG)
+    settle(page)
+
+
+def test_index_build_goes_on_while_the_user_visits_another_page(fresh_app: str, page):
+    open_page(page, fresh_app, "search")
+    page.get_by_role("button", name="Build the index").click()
+    since = page.get_by_text(re.compile(r"Started at \d\d:\d\d:\d\d · runs in the background"))
+    since.wait_for(timeout=LONG)
+    started = re.search(r"\d\d:\d\d:\d\d", since.inner_text()).group()
+    go_to(page, "Home", "SceneSeek")  # the build is listed there, live or already finished
+    page.get_by_text("Background work").wait_for(timeout=WAIT)
+    page.get_by_text(re.compile(r"Indexing|Loading the models|Writing what")).first.wait_for()
+    go_to(page, "Search", "Search")
+    # Back on the page: the same job still running (same start time), or its result; never
+    # the offer to build again (a build stopped by the page switch) or a second build.
+    ended = page.get_by_text(re.compile(r"Indexed \d+ images"))
+    if not ended.count():
+        assert started in page.get_by_text(re.compile("Started at")).inner_text()
+        assert page.get_by_role("button", name="Build the index").count() == 0
+    ended.wait_for(timeout=LONG)
+    no_exception(page)
+    expect(page.get_by_text(re.compile(r": 72 images · categories from"))).to_be_visible()

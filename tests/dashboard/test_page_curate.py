@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.data.review import review_file
+from dashboard.jobs import registry
 from tests.helpers import PAGES
 
 pytestmark = pytest.mark.slow
@@ -24,6 +25,13 @@ def page(intel_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     at = AppTest.from_file(PAGE, default_timeout=600).run()
     assert not at.exception, at.exception
     at.button(key="curate_start").click().run()
+    assert not at.exception, at.exception
+    # The audit runs as a background job: the page shows its progress meanwhile, and once it
+    # has ended a run of the page shows the tabs.
+    assert any("runs in the background" in c.value for c in at.caption)
+    for job in registry().jobs():
+        job.wait(600)
+    at.run()
     assert not at.exception, at.exception
     return at
 

@@ -139,11 +139,16 @@ def test_upload_steered_by_words(page: AppTest, intel_small: Path) -> None:
     assert "photo (50%) + words (50%) ~ image" in _markdown(page)
 
 
-def test_index_built_from_the_page_decodes_in_worker_processes(
+def test_index_built_from_the_page_runs_as_a_job_that_outlives_a_rerun(
     intel_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The page's build decodes in forkserver workers (build_index's default); multiprocessing
-    would re-run the page script inside each of them unless the loader hides it."""
+    """The page's build runs in a background job (dashboard.jobs): right after the click the
+    page shows its live progress, a rerun (as after switching pages) joins the same job instead
+    of starting another, and once it ends the page serves the new index. It decodes in
+    forkserver workers (build_index's default): multiprocessing would re-run the page script
+    inside each of them unless the loader hides it."""
+    from dashboard.jobs import index_job_key, registry
+
     data = tmp_path / "data"
     for split, n in (("seg_train", 3), ("seg_test", 2)):
         for c in ("forest", "sea"):
@@ -154,5 +159,16 @@ def test_index_built_from_the_page_decodes_in_worker_processes(
     monkeypatch.setenv("SCENESEEK_INDEX", str(tmp_path / "idx"))
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
     at.button[0].click().run()
+    assert not at.exception, at.exception
+    job = registry().get(index_job_key(tmp_path / "idx"))
+    assert job is not None and job.running  # loading the models alone takes seconds
+    assert any("runs in the background" in c.value for c in at.caption)
+    shown = [i.value for i in at.info] + [p.proto.text for p in at.get("progress")]
+    assert any("Loading the models" in t or "Indexing…" in t for t in shown), shown
+    at.run()  # the page again, as when the user comes back: the same job, not a new one
+    assert registry().get(index_job_key(tmp_path / "idx")) is job
+    assert job.wait(TIMEOUT) and job.status == "done", job.error
+    at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(s.value.startswith("Indexed 10 images") for s in at.success)
     assert "10 images" in at.caption[0].value  # the page now serves the new index
