@@ -18,9 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def sub(
-    intel_small: Path, tmp_path_factory: pytest.TempPathFactory, encoder
-) -> tuple[Path, Path]:
+def sub(intel_small: Path, tmp_path_factory: pytest.TempPathFactory, encoder) -> tuple[Path, Path]:
     """(images, index): 3 train and 2 test real photos of forest and sea, indexed with the
     text mapping (what `export --query` searches)."""
     root = tmp_path_factory.mktemp("sub3")
