@@ -12,7 +12,8 @@ images, paired (each measurement repeated in alternation, best kept):
               threads sized from the cores (core.vision.features.plan_loader), the fast eval
               transform, the backend core.vision.inference picks (ONNX Runtime fp32 on CPUs,
               PyTorch on CUDA); share_of_model_only = ours / model only (goal >= 0.85)
-  model only: that backend on already-decoded batches of the chosen size
+  model only: that backend on already-decoded batches of the chosen size (in the same
+              alternation as study and ours)
   stages:     file read, JPEG decode, resize + crop, normalise, per image on one thread
   FLOP bound: the model's FLOPs per image (torch's FlopCounterMode: 2 per multiply-add) and
               the machine's peak GEMM rate measured now with torch.matmul (fp32, and bf16 where
@@ -189,16 +190,18 @@ def main() -> None:
     study_way(backbone, paths[:8], size, device)
     ours()
     feats: dict[str, np.ndarray] = {}
+    x = np.stack([inf.transform(Image.open(p).convert("RGB")).numpy() for p in paths])
+    # All three in one alternation: share_of_model_only and the ratio compare like with like.
     rates = paired(
         {
             "study": lambda: feats.__setitem__("study", study_way(backbone, paths, size, device)),
             "ours": lambda: feats.__setitem__("ours", ours()),
+            "model": model_only(inf, x, batch),
         },
         len(paths),
         rounds=2,
     )
-    x = np.stack([inf.transform(Image.open(p).convert("RGB")).numpy() for p in paths])
-    model_rate = paired({"m": model_only(inf, x, batch)}, len(x))["m"]
+    model_rate = rates["model"]
 
     flops = model_flops(backbone, size)
     peaks = {"fp32": peak_gemm(torch.float32)}
