@@ -56,6 +56,11 @@ EXPORT_VERSION = 1
 OPSET = 18
 PARITY_COSINE = 0.999  # fp32 export against PyTorch fp32, per image
 REDUCED_COSINE = 0.98  # bf16/int8 against fp32, mean over the check photos: a sanity floor
+# Why "auto" is fp32 and not int8, in the log and Inference.reason.
+AUTO_FP32 = (
+    "precision auto is fp32: int8 runs only when asked (SCENESEEK_PRECISION=int8), as it needs "
+    "calibration photos and changes every stored vector; its cost: benchmarks/precision_probe.py"
+)
 SPIN = False  # ONNX Runtime's spin-waiting between operators (measured: see OrtRunner)
 
 
@@ -468,6 +473,8 @@ def _build(
             calibration,
         )
         if runner is not None:
+            if prec == "fp32" and precision == "auto" and not inference_precision():
+                why += f"; {AUTO_FP32}"
             log.info("%s: %s %s (%s)", name, engine, prec, why)
             return Inference(
                 name,
