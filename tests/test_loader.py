@@ -4,6 +4,7 @@ order, as decoding on the consumer's thread."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from core.vision import device as vdevice
 from core.vision.backbones import create_backbone
 from core.vision.features import (
     CORES_PER_DECODE_THREAD,
+    DECODE_NICE,
     ThreadLoader,
     default_workers,
     make_loader,
@@ -106,9 +108,11 @@ def test_threaded_loader_decodes_ahead_off_the_consumer_thread(
     photos: list[Path], transform
 ) -> None:
     seen: set[str] = set()
+    nice: set[int] = set()
 
     def spy(im):
         seen.add(threading.current_thread().name)
+        nice.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         return transform(im)
 
     loader = make_loader(photos, None, spy, batch_size=2, device=CPU)
@@ -117,4 +121,5 @@ def test_threaded_loader_decodes_ahead_off_the_consumer_thread(
     assert len(first[0]) == 2
     it.close()  # a consumer that stops early does not leave work queued
     assert seen and all(n.startswith("decode") for n in seen)
+    assert nice == {min(os.getpriority(os.PRIO_PROCESS, 0) + DECODE_NICE, 19)}  # 19: the cap
     assert np.isfinite(first[0].numpy()).all()
