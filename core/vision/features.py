@@ -75,8 +75,10 @@ def plan_loader(
     Default, CPU inference: decode threads in this process, one per CORES_PER_DECODE_THREAD
     cores, while the session's own threads take every core. Measured on 2 cores
     (benchmarks/features.py): two forkserver worker processes beside two ONNX Runtime threads
-    ran at 38% of the model-only rate (worker start-up re-imports torch, and four busy
-    processes time-share two cores); one decode thread keeps the model fed at 85%+.
+    cost 2-3x against one decode thread at equal load (worker start-up re-imports torch, and
+    four busy processes time-share two cores). With one thread: 0.84 of the model-only rate
+    at load 5, 0.78 at load 3, where the model alone fills both cores and decoding's sixth of
+    a core is what is missing.
     Training (shuffle) and accelerators: processes, as decoding there competes with nothing
     on the CPU (min(cores - 1, 8), at least 1)."""
     cores = cores or available_cores()
