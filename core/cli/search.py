@@ -45,7 +45,11 @@ def index_cmd(
     ),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: int | None = typer.Option(
-        None, "--workers", min=0, help="local: decoding processes; ray: encoder actors (default 1)."
+        None,
+        "--workers",
+        min=0,
+        help="local: decoding processes (default: threads sized from the cores); "
+        "ray: encoder actors (default 1).",
     ),
     chunk: int = typer.Option(
         512, "--chunk", min=1, help="Images per committed chunk (resume unit)."

@@ -272,7 +272,9 @@ class ClipEncoder:
         tf = self.transform()
         return self.encode_tensor(torch.stack([tf(im.convert("RGB")) for im in images]))
 
-    def loader(self, paths: Sequence[str | Path], batch_size: int, workers: int) -> Any:
+    def loader(
+        self, paths: Sequence[str | Path], batch_size: int, workers: int | None = None
+    ) -> Any:
         from core.search.embed import image_loader
 
         return image_loader(

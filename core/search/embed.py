@@ -1,7 +1,7 @@
 """Images -> what the index stores: backbone features, ImageNet top-5 and, with a trained run,
 the landscape-category probabilities, from one forward pass per batch.
 
-Decoding runs in DataLoader workers; a file that cannot be decoded comes back flagged (never
+Decoding runs ahead of the encoder in threads (core.vision.features.make_loader); a file that cannot be decoded comes back flagged (never
 an exception that would kill a worker), so one bad image never stops an indexing run.
 """
 
@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from core.search.backend import DEFAULT_BACKBONE, Encoded, EncoderSpec
 from core.search.uri import read_path_bytes
-from core.vision.features import decode_or_flag, make_loader
+from core.vision.features import ThreadLoader, decode_or_flag, make_loader
 
 if TYPE_CHECKING:
     from core.vision.backbones import Backbone
@@ -56,9 +56,9 @@ def image_loader(
     transform: Any,
     size: int,
     batch_size: int,
-    workers: int,
+    workers: int | None,
     device: torch.device,
-) -> DataLoader:
+) -> DataLoader | ThreadLoader:
     """Batches of (tensor, ok, reason) in file order for both index encoders (backbone and
     CLIP): core.vision.features.make_loader with undecodable files flagged, not raised."""
     return make_loader(
@@ -188,7 +188,9 @@ class ImageEncoder:
         tf = self.transform()
         return self.encode_tensor(torch.stack([tf(im.convert("RGB")) for im in images]))
 
-    def loader(self, paths: Sequence[str | Path], batch_size: int, workers: int) -> DataLoader:
+    def loader(
+        self, paths: Sequence[str | Path], batch_size: int, workers: int | None = None
+    ) -> DataLoader | ThreadLoader:
         return image_loader(
             paths, self.transform(), self.image_size, batch_size, workers, self.device
         )
@@ -208,7 +210,7 @@ def concat(parts: Sequence[Encoded]) -> Encoded:
     )
 
 
-def iter_encoded(encoder: ImageEncoder, loader: DataLoader) -> Iterator[Encoded]:
+def iter_encoded(encoder: ImageEncoder, loader: DataLoader | ThreadLoader) -> Iterator[Encoded]:
     """Encoded batches in file order, as the workers decode them."""
     for x, ok, reason in loader:
         enc = encoder.encode_tensor(x)
@@ -217,7 +219,7 @@ def iter_encoded(encoder: ImageEncoder, loader: DataLoader) -> Iterator[Encoded]
         yield enc
 
 
-def encode_loader(encoder: ImageEncoder, loader: DataLoader) -> Encoded:
+def encode_loader(encoder: ImageEncoder, loader: DataLoader | ThreadLoader) -> Encoded:
     return concat(list(iter_encoded(encoder, loader)))
 
 

@@ -82,7 +82,7 @@ class IndexConfig:
     backbone: str | None = None
     image_size: int | None = None
     batch_size: int = 64
-    workers: int | None = None  # local: decoding processes (default min(4, CPUs))
+    workers: int | None = None  # local: decoding processes (None: threads sized from the cores)
     chunk: int = 512  # images per committed chunk (the resume unit)
     device: str | None = None
     engine: str = "local"  # "local" (this process, never imports Ray) or "ray"
@@ -330,9 +330,14 @@ def write_meta(index_dir: str | Path, meta: dict, tbl: Any) -> None:
 
 
 def _local_batches(
-    encoder: Any, files: Sequence[ImageFile], todo: Sequence[int], batch_size: int, workers: int
+    encoder: Any,
+    files: Sequence[ImageFile],
+    todo: Sequence[int],
+    batch_size: int,
+    workers: int | None,
 ) -> EncodedBatches:
-    """The embedded engine: DataLoader workers decode, this process encodes, in file order."""
+    """The embedded engine: decode threads (or `workers` processes) ahead of this process's
+    encoder, in file order (core.vision.features.make_loader)."""
     from core.search.embed import iter_encoded
 
     loader = encoder.loader([files[i].path for i in todo], batch_size, workers)
@@ -359,8 +364,7 @@ def _batches(
             cfg.batch_size,
             encoder.transform(),
         )
-    workers = cfg.workers if cfg.workers is not None else min(4, _cpus())
-    return _local_batches(encoder, files, todo, cfg.batch_size, workers)
+    return _local_batches(encoder, files, todo, cfg.batch_size, cfg.workers)
 
 
 def _commit_in_chunks(writer: _Writer, batches: EncodedBatches, chunk: int) -> None:
@@ -376,12 +380,6 @@ def _commit_in_chunks(writer: _Writer, batches: EncodedBatches, chunk: int) -> N
             pending_idx, pending = [], []
     if pending:
         writer.commit(pending_idx, concat(pending))
-
-
-def _cpus() -> int:
-    import os
-
-    return os.cpu_count() or 1
 
 
 def load_index_encoder(meta: dict, cfg: IndexConfig | None = None) -> Any:

@@ -4,6 +4,7 @@ features, inference and training all read one definition (no import circle betwe
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -13,6 +14,22 @@ DEVICE_TYPES = ("cpu", "cuda", "mps")
 class TrainingStopped(Exception):
     """Stopped on request; the run resumes from its last checkpoint. Here, below both the
     activation cache and the training loop, because either may raise it."""
+
+
+def available_cores() -> int:
+    """CPUs this process may run on (its affinity mask: a container's or taskset's share,
+    not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity call on this platform
+        return max(1, os.cpu_count() or 1)
+
+
+def inference_threads() -> int:
+    """Intra-op threads of an ONNX Runtime / OpenVINO session: the cores available, capped by
+    torch's setting (OMP_NUM_THREADS, a Ray worker's CPUs, torch.set_num_threads), so a
+    process given fewer CPUs than the machine has does not oversubscribe them."""
+    return max(1, min(available_cores(), torch.get_num_threads()))
 
 
 def pick_device(explicit: str | None = None) -> torch.device:

@@ -16,18 +16,21 @@ import logging
 import os
 import sys
 import types
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from core.data.images import check_image, load_rgb
 from core.io import atomic_path, file_stamp
 from core.vision.backbones import weights_stamp
-from core.vision.device import autocast
+from core.vision.device import autocast, available_cores
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +41,57 @@ FEATURE_CACHE_VERSION = 1
 CPU_BATCH = 16
 
 
+# Niceness added to decode threads: ONNX Runtime's threads come first and decoding fills
+# their pauses (measured on 2 busy cores: end to end 91% of the model alone at 0, 95% at 10).
+DECODE_NICE = 10
+# Decode threads per core of inference: one thread decodes, resizes and normalises about
+# 1,100 Intel photos/s, about 10x what a core of ONNX Runtime encodes (benchmarks/features.py).
+CORES_PER_DECODE_THREAD = 8
+
+
+@dataclass(frozen=True)
+class LoaderPlan:
+    """How a loader decodes: "threads" (in this process, ahead of the consumer: inference on
+    a CPU), "processes" (DataLoader worker processes: training's shuffled, augmented batches
+    and accelerators, where decoding is the limit) or "inline" (on the consumer's thread)."""
+
+    mode: str
+    workers: int
+    cores: int
+
+    def describe(self) -> str:
+        return f"{self.workers} decode {self.mode} on {self.cores} cores"
+
+
+def plan_loader(
+    workers: int | None = None,
+    shuffle: bool = False,
+    device: torch.device | None = None,
+    cores: int | None = None,
+) -> LoaderPlan:
+    """Decoding sized from the cores this process may use (its affinity mask). An explicit
+    `workers` keeps its old meaning: that many worker processes, 0 inline.
+
+    Default, CPU inference: decode threads in this process, one per CORES_PER_DECODE_THREAD
+    cores, while the session's own threads take every core. Measured on 2 cores
+    (benchmarks/features.py): two forkserver worker processes beside two ONNX Runtime threads
+    cost 2-3x against one decode thread at equal load (worker start-up re-imports torch, and
+    four busy processes time-share two cores). With one thread: 0.84 of the model-only rate
+    at load 5, 0.78 at load 3, where the model alone fills both cores and decoding's sixth of
+    a core is what is missing.
+    Training (shuffle) and accelerators: processes, as decoding there competes with nothing
+    on the CPU (min(cores - 1, 8), at least 1)."""
+    cores = cores or available_cores()
+    if workers is not None:
+        return LoaderPlan("processes" if workers > 0 else "inline", workers, cores)
+    if shuffle or (device is not None and device.type != "cpu"):
+        return LoaderPlan("processes", max(1, min(cores - 1, 8)), cores)
+    return LoaderPlan("threads", -(-cores // CORES_PER_DECODE_THREAD), cores)
+
+
 def default_workers() -> int:
-    return min(2, os.cpu_count() or 1)
+    """Decode workers of the default CPU inference loader (threads; see `plan_loader`)."""
+    return plan_loader().workers
 
 
 class ImageFiles(Dataset):
@@ -122,6 +174,55 @@ class _Loader(DataLoader):
             return super().__iter__()
 
 
+class ThreadLoader:
+    """Batches in order, decoded by `threads` threads of this process up to `ahead` batches
+    before the consumer: decoding (PIL releases the GIL while it decodes and resizes, numpy
+    while it normalises) overlaps the inference call, which releases it too, with no worker
+    process to start. Iterates like a DataLoader without workers (the same collated
+    batches; `dataset`, `batch_size`, len)."""
+
+    def __init__(
+        self, dataset: Dataset, batch_size: int, threads: int, ahead: int = 2, nice: int = 0
+    ) -> None:
+        self.dataset = dataset
+        self.batch_size = max(1, int(batch_size))
+        self.threads = max(1, int(threads))
+        self.ahead = max(1, int(ahead))
+        self.nice = nice
+
+    def _lower_priority(self) -> None:
+        import threading
+
+        with contextlib.suppress(AttributeError, OSError):
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + self.nice)
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.batch_size)
+
+    def _batch(self, start: int) -> Any:
+        stop = min(start + self.batch_size, len(self.dataset))
+        return default_collate([self.dataset[i] for i in range(start, stop)])
+
+    def __iter__(self) -> Iterator[Any]:
+        starts = iter(range(0, len(self.dataset), self.batch_size))
+        pool = ThreadPoolExecutor(
+            self.threads,
+            thread_name_prefix="decode",
+            initializer=self._lower_priority if self.nice else None,
+        )
+        pending: deque[Future] = deque()
+        try:
+            for start in starts:  # keep threads + ahead batches in flight, yield in order
+                pending.append(pool.submit(self._batch, start))
+                if len(pending) >= self.threads + self.ahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # the consumer stopped early or a file failed: drop the queued work
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
 def make_loader(
     paths: Sequence[str | Path],
     labels: Sequence[int] | None,
@@ -133,27 +234,31 @@ def make_loader(
     device: torch.device | None = None,
     unreadable_side: int | None = None,
     read: Callable[[str], bytes] | None = None,
-) -> DataLoader:
+) -> DataLoader | ThreadLoader:
     """Every loader over image files (training, evaluation, features, indexing); see
-    `ImageFiles` for `unreadable_side` and `read`."""
-    workers = default_workers() if workers is None else workers
+    `ImageFiles` for `unreadable_side` and `read`, `plan_loader` for how `workers` (None:
+    sized from the cores) decides between decode threads and worker processes."""
+    plan = plan_loader(workers, shuffle, device)
+    data = ImageFiles(paths, labels, transform, unreadable_side, read)
+    if plan.mode == "threads":
+        return ThreadLoader(data, batch_size, plan.workers, nice=DECODE_NICE)
     gen = torch.Generator().manual_seed(seed)
     return _Loader(
-        ImageFiles(paths, labels, transform, unreadable_side, read),
+        data,
         batch_size=batch_size,
         shuffle=shuffle,
-        num_workers=workers,
+        num_workers=plan.workers,
         generator=gen,
         pin_memory=device is not None and device.type == "cuda",
         persistent_workers=False,
         # Forking a process that already runs LanceDB, ONNX Runtime or OpenVINO threads can
         # crash the child (seen as a segfault in the full test run); forkserver starts clean.
-        multiprocessing_context="forkserver" if workers > 0 else None,
+        multiprocessing_context="forkserver" if plan.workers > 0 else None,
     )
 
 
 def batches(
-    loader: DataLoader, device: torch.device, progress: Progress | None = None
+    loader: DataLoader | ThreadLoader, device: torch.device, progress: Progress | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Move each batch to the device in channels-last layout; report images done."""
     done, total = 0, len(loader.dataset)
@@ -167,7 +272,7 @@ def batches(
 
 def extract_features(
     model: torch.nn.Module,
-    loader: DataLoader,
+    loader: DataLoader | ThreadLoader,
     device: torch.device,
     amp: bool = True,
     progress: Progress | None = None,
@@ -193,7 +298,7 @@ def feature_cache_key(backbone_id: dict[str, Any], paths: Sequence[str | Path]) 
 
 
 def run_outputs(
-    inference: Any, loader: DataLoader, progress: Progress | None = None
+    inference: Any, loader: DataLoader | ThreadLoader, progress: Progress | None = None
 ) -> dict[str, np.ndarray]:
     """Every output of a `core.vision.inference.Inference` over the loader, in order."""
     parts: dict[str, list[np.ndarray]] = {n: [] for n in inference.outputs}

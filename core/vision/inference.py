@@ -56,6 +56,12 @@ EXPORT_VERSION = 1
 OPSET = 18
 PARITY_COSINE = 0.999  # fp32 export against PyTorch fp32, per image
 REDUCED_COSINE = 0.98  # bf16/int8 against fp32, mean over the check photos: a sanity floor
+# Why "auto" is fp32 and not int8, in the log and Inference.reason.
+AUTO_FP32 = (
+    "precision auto is fp32: int8 runs only when asked (SCENESEEK_PRECISION=int8), as it needs "
+    "calibration photos and changes every stored vector; its cost: benchmarks/precision_probe.py"
+)
+SPIN = False  # ONNX Runtime's spin-waiting between operators (measured: see OrtRunner)
 
 
 # --- runners ---------------------------------------------------------------------------------
@@ -103,13 +109,24 @@ class TorchRunner:
 class OrtRunner:
     """An onnxruntime CPU session over an exported file."""
 
-    def __init__(self, path: Path, outputs: tuple[str, ...], threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        outputs: tuple[str, ...],
+        threads: int | None = None,
+        spin: bool = SPIN,
+    ) -> None:
         import onnxruntime as ort
 
+        from core.vision.device import inference_threads
+
         so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads or torch.get_num_threads())
+        so.intra_op_num_threads = int(threads or inference_threads())
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle intra-op threads spin between operators by default, taking the core the decode
+        # thread needs (see SPIN).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.names = outputs
 
@@ -130,12 +147,14 @@ class OpenVinoRunner:
     ) -> None:
         import openvino as ov
 
+        from core.vision.device import inference_threads
+
         core = ov.Core()
         # OpenVINO's compiled-model cache beside the export: later loads skip compilation.
         core.set_property({"CACHE_DIR": str(path.parent / "openvino_cache")})
         cfg = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-            "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+            "INFERENCE_NUM_THREADS": int(threads or inference_threads()),
             "PERFORMANCE_HINT": "LATENCY",
         }
         self.model = core.compile_model(core.read_model(str(path)), "CPU", cfg)
@@ -454,6 +473,8 @@ def _build(
             calibration,
         )
         if runner is not None:
+            if prec == "fp32" and precision == "auto" and not inference_precision():
+                why += f"; {AUTO_FP32}"
             log.info("%s: %s %s (%s)", name, engine, prec, why)
             return Inference(
                 name,

@@ -170,6 +170,21 @@ def test_explicit_torch_and_bad_arguments(lite0: Backbone, tmp_path: Path) -> No
         load_inference(lite0, 64, "cpu", precision="fp8", cache_dir=tmp_path)
 
 
+def test_session_threads_follow_the_cores_without_spinning(
+    ort_lite0: inf.Inference, photos: list[Image.Image], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.vision.device import inference_threads
+
+    opts = ort_lite0.runner.session.get_session_options()
+    assert opts.intra_op_num_threads == inference_threads()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # a one-CPU Ray worker
+    one = inf.OrtRunner(ort_lite0.path, ort_lite0.outputs)
+    assert one.session.get_session_options().intra_op_num_threads == 1
+    x = torch.stack([ort_lite0.transform(im) for im in photos[:4]])
+    assert np.allclose(one(x)["features"], ort_lite0.run(x)["features"], atol=1e-4)
+
+
 def test_feature_cache_keys(lite0: Backbone) -> None:
     # The PyTorch path keeps the key it always had (caches made before ONNX Runtime stay valid).
     old = {"version": 1, "backbone": "efficientnet_lite0", "image_size": 96, "amp": True}
@@ -224,6 +239,7 @@ def test_auto_is_onnxruntime_and_openvino_only_when_asked(
 ) -> None:
     auto = load_inference(lite0, SIZE, "cpu", cache_dir=cache)
     assert (auto.backend, auto.precision) == ("onnxruntime", "fp32")
+    assert inf.AUTO_FP32 in auto.reason  # the log says why not int8
     assert inf.planned_numerics("cpu", "auto", "auto", True) == "ort-fp32"
     assert inf.planned_numerics("cpu", "auto", "auto", False) == "ort-fp32"
     assert inf.planned_numerics("cpu", "openvino", "auto", True) == "ov-bf16"
