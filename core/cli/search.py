@@ -24,6 +24,15 @@ from core.cli._app import (
 )
 
 
+INDEX_WORKERS = typer.Option(
+    None,
+    "--workers",
+    min=0,
+    help="local: decoding processes (default: threads sized from the cores); "
+    "ray: encoder actors (default 1).",
+)
+
+
 @app.command("index")
 def index_cmd(
     images: str | None = typer.Option(
@@ -44,13 +53,7 @@ def index_cmd(
         None, "--image-size", min=32, max=1024, help="Input size (pixels)."
     ),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
-    workers: int | None = typer.Option(
-        None,
-        "--workers",
-        min=0,
-        help="local: decoding processes (default: threads sized from the cores); "
-        "ray: encoder actors (default 1).",
-    ),
+    workers: int | None = INDEX_WORKERS,
     chunk: int = typer.Option(
         512, "--chunk", min=1, help="Images per committed chunk (resume unit)."
     ),
