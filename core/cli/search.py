@@ -23,7 +23,6 @@ from core.cli._app import (
     setup_logging,
 )
 
-
 INDEX_WORKERS = typer.Option(
     None,
     "--workers",
