@@ -228,7 +228,8 @@ def test_results_say_missing_and_the_page_prunes(built, tmp_path: Path, monkeypa
     at.run()
     at.text_input(key="search_query").input("the sea").run()
     assert not at.exception, at.exception
-    assert any("file missing" in c.value for c in at.caption)  # a tile and a word, no crash
+    # a tile and a word under it (the gallery's markdown line), no crash
+    assert any("file missing" in m.value for m in at.markdown)
     at.button(key="prune").click().run()
     assert not at.exception, at.exception
     assert "Removed 1 of 6 rows" in at.success[0].value

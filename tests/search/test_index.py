@@ -58,9 +58,11 @@ def test_build_stores_every_field(folder: Path, tmp_path: Path, encoder) -> None
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     same = vector_search(index, vec[0], k=1)[0]
     assert same["path"] == t["path"][0] and same["score"] == pytest.approx(1, abs=1e-3)
-    # Full-text search over the tags.
-    label = t["top_labels"][0][0].split()[0]
-    assert any(label in r["text"] for r in text_search(index, label, k=5))
+    # Full-text search over the tags: each ImageNet label is one whole-label token.
+    from core.search.index_format import LABEL_TOKEN, token
+
+    tag = token(LABEL_TOKEN, t["top_labels"][0][0])
+    assert any(tag in r["text"].split() for r in text_search(index, tag, k=5))
 
 
 def test_incremental_update_only_processes_changes(folder: Path, tmp_path: Path, encoder) -> None:
