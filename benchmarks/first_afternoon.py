@@ -113,7 +113,15 @@ def run(data: Path, train_n: int, test_n: int, backbone: str, work: Path) -> dic
         encode_passes=passes["max"],
         encode_passes_mean=passes["mean"],
         distinct_photos=passes["photos"],
-        test_accuracy=trained.get("test_accuracy"),
+        test_accuracy=trained.get("accuracy"),
+        train_encode_s=round(
+            sum(
+                v
+                for k, v in (trained.get("timings") or {}).items()
+                if k.startswith("features_") and not k.endswith("_cached")
+            ),
+            2,
+        ),
         index_rows=indexed.get("rows"),
     )
     out["index_over_train"] = round(index_s / train_s, 3)

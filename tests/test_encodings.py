@@ -16,7 +16,7 @@ from PIL import Image
 from core.vision.backbones import Backbone, create_backbone
 from core.vision.encodings import OUTPUTS, EncodingStore
 from core.vision.features import cached_features
-from tests.helpers import cli_json
+from tests.helpers import cli_json, make_intel_subset
 
 SIZE = 64
 CPU = torch.device("cpu")
@@ -108,28 +108,42 @@ def test_a_killed_writer_and_a_damaged_shard_leave_the_store_readable(
     assert hit_again and np.array_equal(again, c)
 
 
-def test_train_index_audit_encode_each_photo_once(intel_small: Path, tmp_path: Path) -> None:
-    """Train a linear probe, index the folder with that run, audit it with that run: the
-    store's counter moves only during training."""
+def test_train_index_audit_predict_encode_each_photo_once(tmp_path: Path) -> None:
+    """Train a linear probe, index the folder with that run, audit it (the default
+    backbone: the run's), predict its test photos: the store's counter moves only while
+    training, and the answers are those of encoding the images."""
     from core.curate.audit import run_audit
+    from core.data.images import load_rgb
     from core.data.split import split_data
     from core.search import build_index
+    from core.vision.predict import predict_files, predict_images
+    from core.vision.runs import load_trained
     from core.vision.train import TrainConfig, run_training
 
+    folder = make_intel_subset(tmp_path / "photos", n_train=6, n_test=3)
     cache = tmp_path / "cache"
     store = EncodingStore.at(cache)
-    data = split_data(intel_small / "seg_train", intel_small / "seg_test")
+    data = split_data(folder / "seg_train", folder / "seg_test")
     n = len(data.train_paths) + len(data.test_paths)
-    cfg = TrainConfig(mode="linear-probe", epochs=2, image_size=SIZE, workers=0)
+    cfg = TrainConfig(mode="linear-probe", epochs=2, workers=0, tta="none")
+    assert cfg.image_size == 224  # the default backbone's own size: the audit's
     run_training(cfg, data, tmp_path / "run", cache_dir=cache)
     distinct = len(set(store.hashes([*data.train_paths, *data.test_paths])))
-    assert store.encoded() == distinct  # the subset holds exact duplicates: encoded once
+    assert store.encoded() == distinct  # exact duplicates (the data has some) encoded once
     stats = build_index(
-        intel_small, tmp_path / "index", run_dir=tmp_path / "run", cache_dir=cache, workers=0
+        folder, tmp_path / "index", run_dir=tmp_path / "run", cache_dir=cache, workers=0
     )
     assert stats.encoded == n and store.encoded() == distinct  # rows written, none decoded
-    audit = run_audit(intel_small, run=tmp_path / "run", cache_dir=cache)
+    audit = run_audit(folder, cache_dir=cache)
     assert len(audit.vectors) == n and store.encoded() == distinct
+    trained = load_trained(tmp_path / "run", "best", "cpu")
+    some = data.test_paths[:4]
+    got = predict_files(trained, some, cache)
+    assert store.encoded() == distinct
+    want = [predict_images(trained, [load_rgb(p)])[0] for p in some]
+    for g, w in zip(got, want, strict=True):
+        assert g.label == w.label and g.imagenet_top5[0][0] == w.imagenet_top5[0][0]
+        assert max(abs(g.probabilities[c] - w.probabilities[c]) for c in w.probabilities) < 1e-3
     assert store.passes() == {"photos": distinct, "encodings": distinct, "max": 1, "mean": 1.0}
 
 

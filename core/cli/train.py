@@ -19,6 +19,7 @@ from core.cli._app import (
     check_choice,
     emit_json,
     fail,
+    progress_bar,
     setup_logging,
 )
 
@@ -304,13 +305,15 @@ def predict_cmd(
     run: Path = typer.Option(..., "--run", help="A run folder written by `train`."),
     checkpoint: str = CHECKPOINT,
     device: str | None = typer.Option(None, "--device"),
+    cache: Path | None = CACHE_OPTION,
     as_json: bool = JSON_OPTION,
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Class and probabilities per image (and the backbone's ImageNet top-5)."""
-    from core.data.images import BadImageError, load_rgb
+    from core.config import resolve_cache_dir
+    from core.data.images import BadImageError
     from core.vision.backbones import BackboneWeightsError
-    from core.vision.predict import imagenet_reference, predict_images
+    from core.vision.predict import imagenet_reference, predict_files
     from core.vision.runs import load_trained
 
     setup_logging(verbose)
@@ -320,12 +323,13 @@ def predict_cmd(
         fail(_line(exc))
     ref = imagenet_reference(trained)
     rows: list[dict] = []
-    for path in images:
-        try:
-            pred = predict_images(trained, [load_rgb(path)], ref)[0]
+    with progress_bar("predicting", as_json) as progress:
+        preds = predict_files(trained, images, resolve_cache_dir(cache), ref, progress)
+    for path, pred in zip(images, preds, strict=True):
+        if isinstance(pred, BadImageError):
+            rows.append({"path": str(path), "error": f"not a readable image: {pred.reason}"})
+        else:
             rows.append({"path": str(path), **pred.to_dict()})
-        except BadImageError as exc:
-            rows.append({"path": str(path), "error": f"not a readable image: {exc.reason}"})
     if as_json:
         emit_json({"run": str(run), "class_names": trained.class_names, "predictions": rows})
     else:

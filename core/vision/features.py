@@ -298,9 +298,44 @@ def cached_features(
     precision: str = "auto",
     calibration: Sequence[str | Path] | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """Penultimate features of `paths` (eval preprocessing), read from the encoding store
+    """Penultimate features of `paths`: `cached_outputs`' "features" (see there). Returns
+    (features, from_cache)."""
+    outs, hit = cached_outputs(
+        backbone,
+        paths,
+        image_size,
+        cache_dir,
+        device,
+        batch_size,
+        workers,
+        amp,
+        progress,
+        backend,
+        precision,
+        calibration,
+    )
+    return outs["features"], hit
+
+
+def cached_outputs(
+    backbone: Any,
+    paths: Sequence[str | Path],
+    image_size: int,
+    cache_dir: str | Path | None,
+    device: torch.device,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    amp: bool = True,
+    progress: Progress | None = None,
+    backend: str = "auto",
+    precision: str = "auto",
+    calibration: Sequence[str | Path] | None = None,
+    names: Sequence[str] = ("features",),
+) -> tuple[dict[str, np.ndarray], bool]:
+    """Backbone outputs `names` of `paths` ("features": penultimate features, "imagenet":
+    ImageNet logits; eval preprocessing), read from the encoding store
     (core.vision.encodings: one entry per encoder identity and file content) and encoded
-    only for the files it lacks, which are then added. Returns (features, from_cache):
+    only for the files it lacks, which are then added. Returns ({name: (n, ...) float32}, from_cache):
     from_cache when nothing was encoded. batch_size None: CPU_BATCH on OpenVINO/ONNX
     Runtime, 64 on PyTorch. int8 without `calibration` calibrates on a seeded sample of
     `paths`. cache_dir None: nothing is stored."""
@@ -312,24 +347,26 @@ def cached_features(
     hashes = store.hashes(paths) if store is not None else []
     shape = (len(paths), backbone.feature_dim)
 
-    def from_store(ident: dict[str, Any]) -> np.ndarray | None:
+    def from_store(ident: dict[str, Any]) -> dict[str, np.ndarray] | None:
         if store is None or store.missing(ident, hashes):
             return None
+        if not paths:
+            return {n: np.zeros(shape if n == "features" else (0, 0), np.float32) for n in names}
         try:
-            feats = store.read(ident, hashes, "features") if paths else np.zeros(shape, np.float32)
+            got = {n: store.read(ident, hashes, n) for n in names}
         except KeyError:  # a damaged shard, set aside: encode its photos again
             return None
         if progress:
             progress(len(paths), len(paths))
-        return feats
+        return got
 
     # Look before loading the model: a store hit needs no export and no session (int8: the
     # identity names the quantised model, known once it is loaded).
     if precision != "int8":
         planned = planned_numerics(device, backend, precision, amp)
-        feats = from_store(encoder_identity(backbone, image_size, planned, amp))
-        if feats is not None:
-            return feats, True
+        got = from_store(encoder_identity(backbone, image_size, planned, amp))
+        if got is not None:
+            return got, True
     if precision == "int8" and calibration is None:  # a seeded sample of these photos
         from core.vision.inference import INT8_CALIBRATION
 
@@ -354,11 +391,12 @@ def cached_features(
         loader = make_loader(
             paths, None, inference.transform, batch_size, workers=workers, device=device
         )
-        return run_outputs(inference, loader, progress)["features"], False
+        outs = run_outputs(inference, loader, progress)
+        return {n: outs[n] for n in names}, False
     ident = encoder_identity(backbone, image_size, numerics, amp)
-    feats = from_store(ident)  # the planned backend fell back, and its entries are there
-    if feats is not None:
-        return feats, True
+    got = from_store(ident)  # the planned backend fell back, and its entries are there
+    if got is not None:
+        return got, True
     todo = store.missing(ident, hashes)
     first: dict[str, int] = {}  # one file per content: duplicates are encoded once
     for i in todo:
@@ -382,4 +420,4 @@ def cached_features(
         report,
     ):
         pass
-    return store.read(ident, hashes, "features"), False
+    return {n: store.read(ident, hashes, n) for n in names}, False
