@@ -300,19 +300,28 @@ def stored_batches(
     def run() -> Iterator[tuple[list[int], Encoded]]:
         from core.vision.features import stored_outputs
 
+        late: list[int] = []  # in a shard found damaged while reading: encoded below
         for k in range(0, len(hits), chunk):
             pos = hits[k : k + chunk]
-            names = inference.outputs
-            outs = {n: store.read(ident, [hashes[i] for i in pos], n) for n in names}
+            try:
+                outs = {
+                    n: store.read(ident, [hashes[i] for i in pos], n) for n in inference.outputs
+                }
+            except KeyError:
+                if not encode_missing:
+                    raise
+                late += pos
+                continue
             yield pos, encoder.from_outputs(outs)
-        if not encode_missing or not todo:
+        rest = sorted(todo + late)
+        if not encode_missing or not rest:
             return
         batches = stored_outputs(
             store,
             ident,
             inference,
-            [paths[i] for i in todo],
-            [hashes[i] for i in todo],
+            [paths[i] for i in rest],
+            [hashes[i] for i in rest],
             batch_size,
             workers,
             encoder.device,
@@ -323,7 +332,7 @@ def stored_batches(
             enc = encoder.from_outputs(out)
             enc.ok = ok
             enc.reasons = [r or None for r in reasons]
-            yield [todo[j] for j in pos], enc
+            yield [rest[j] for j in pos], enc
 
     return run(), [] if encode_missing else todo
 

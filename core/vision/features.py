@@ -397,8 +397,25 @@ def cached_outputs(
     got = from_store(ident)  # the planned backend fell back, and its entries are there
     if got is not None:
         return got, True
+    _encode_missing(store, ident, inference, paths, hashes, batch_size, workers, device, progress)
+    return {n: store.read(ident, hashes, n) for n in names}, False
+
+
+def _encode_missing(
+    store: Any,
+    ident: dict[str, Any],
+    inference: Any,
+    paths: list[str],
+    hashes: list[str],
+    batch_size: int,
+    workers: int | None,
+    device: torch.device,
+    progress: Progress | None,
+) -> None:
+    """Encode the files whose content the store lacks into it, one file per content
+    (duplicates are encoded once); progress counts the files already there as done."""
     todo = store.missing(ident, hashes)
-    first: dict[str, int] = {}  # one file per content: duplicates are encoded once
+    first: dict[str, int] = {}
     for i in todo:
         first.setdefault(hashes[i], i)
     pick = sorted(first.values())
@@ -420,4 +437,5 @@ def cached_outputs(
         report,
     ):
         pass
-    return {n: store.read(ident, hashes, n) for n in names}, False
+    if progress:  # duplicates were not encoded, and are done too
+        progress(len(paths), len(paths))
