@@ -23,6 +23,8 @@ from core.cli._app import (
     setup_logging,
 )
 
+PREDICT_BAR_MIN = 16  # files from which `predict` shows a progress bar
+
 # Options the commands here share.
 REVIEW = typer.Option(
     None, "--apply-review", help="Review sidecar (Curate page): drop/relabel images."
@@ -323,7 +325,8 @@ def predict_cmd(
         fail(_line(exc))
     ref = imagenet_reference(trained)
     rows: list[dict] = []
-    with progress_bar("predicting", as_json) as progress:
+    # A bar for a folder's worth of files; a handful is answered before one would draw.
+    with progress_bar("predicting", as_json or len(images) < PREDICT_BAR_MIN) as progress:
         preds = predict_files(trained, images, resolve_cache_dir(cache), ref, progress)
     for path, pred in zip(images, preds, strict=True):
         if isinstance(pred, BadImageError):

@@ -372,6 +372,7 @@ def _batches(
             cfg.batch_size,
             workers,
             encode_missing=cfg.engine != "ray",
+            chunk=cfg.batch_size,  # stored rows come in batches too: chunks commit as before
         )
         asked = list(todo)  # the generator runs later, after `todo` is narrowed
         stored = (([asked[j] for j in pos], enc) for pos, enc in found)

@@ -104,6 +104,8 @@ class EncodingStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self._shards: dict[Path, dict[str, _Shard]] = {}  # identity folder -> name -> shard
+        # identity folder -> (shard names, hash -> (shard, row)): rebuilt when shards change
+        self._maps: dict[Path, tuple[tuple[str, ...], dict[str, tuple[_Shard, int]]]] = {}
 
     @classmethod
     def at(cls, cache_dir: str | Path) -> EncodingStore:
@@ -165,11 +167,15 @@ class EncodingStore:
                 _set_aside(folder / name, exc)
                 continue
             known[name] = _Shard(folder / name, hashes)
+        cached = self._maps.get(folder)
+        if cached is not None and cached[0] == tuple(names):
+            return cached[1]
         out: dict[str, tuple[_Shard, int]] = {}
         for name in names:
             if name in known:
                 shard = known[name]
                 out.update((str(h), (shard, r)) for r, h in enumerate(shard.hashes))
+        self._maps[folder] = (tuple(names), out)
         return out
 
     def missing(

@@ -348,10 +348,8 @@ def cached_outputs(
     shape = (len(paths), backbone.feature_dim)
 
     def from_store(ident: dict[str, Any]) -> dict[str, np.ndarray] | None:
-        if store is None or store.missing(ident, hashes):
-            return None
-        if not paths:
-            return {n: np.zeros(shape if n == "features" else (0, 0), np.float32) for n in names}
+        if store is None or not paths or store.missing(ident, hashes):
+            return None  # no files: nothing to read (the model loads, as it always did)
         try:
             got = {n: store.read(ident, hashes, n) for n in names}
         except KeyError:  # a damaged shard, set aside: encode its photos again
@@ -397,6 +395,8 @@ def cached_outputs(
     got = from_store(ident)  # the planned backend fell back, and its entries are there
     if got is not None:
         return got, True
+    if not paths:
+        return {n: np.zeros(shape if n == "features" else (0, 0), np.float32) for n in names}, False
     _encode_missing(store, ident, inference, paths, hashes, batch_size, workers, device, progress)
     return {n: store.read(ident, hashes, n) for n in names}, False
 

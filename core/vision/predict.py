@@ -118,7 +118,7 @@ def predict_files(
                 names=("features", "imagenet"),
             )
             return _from_outputs(trained, outs, note)
-        except (BadImageError, RuntimeError):  # a DataLoader worker re-raises it as this
+        except (BadImageError, RuntimeError, OSError):  # a worker re-raises it as RuntimeError
             pass  # one by one below: every readable file still gets its prediction
     out: list[Prediction | BadImageError] = []
     for i, path in enumerate(paths):
