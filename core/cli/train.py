@@ -20,9 +20,12 @@ from core.cli._app import (
     emit_json,
     fail,
     hold_writer_lock,
+    progress_bar,
     refuse_inside_inputs,
     setup_logging,
 )
+
+PREDICT_BAR_MIN = 16  # files from which `predict` shows a progress bar
 
 # Options the commands here share.
 REVIEW = typer.Option(
@@ -309,13 +312,15 @@ def predict_cmd(
     run: Path = typer.Option(..., "--run", help="A run folder written by `train`."),
     checkpoint: str = CHECKPOINT,
     device: str | None = typer.Option(None, "--device"),
+    cache: Path | None = CACHE_OPTION,
     as_json: bool = JSON_OPTION,
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Class and probabilities per image (and the backbone's ImageNet top-5)."""
-    from core.data.images import BadImageError, load_rgb
+    from core.config import resolve_cache_dir
+    from core.data.images import BadImageError
     from core.vision.backbones import BackboneWeightsError
-    from core.vision.predict import imagenet_reference, predict_images
+    from core.vision.predict import imagenet_reference, predict_files
     from core.vision.runs import load_trained
 
     setup_logging(verbose)
@@ -325,12 +330,14 @@ def predict_cmd(
         fail(_line(exc))
     ref = imagenet_reference(trained)
     rows: list[dict] = []
-    for path in images:
-        try:
-            pred = predict_images(trained, [load_rgb(path)], ref)[0]
+    # A bar for a folder's worth of files; a handful is answered before one would draw.
+    with progress_bar("predicting", as_json or len(images) < PREDICT_BAR_MIN) as progress:
+        preds = predict_files(trained, images, resolve_cache_dir(cache), ref, progress)
+    for path, pred in zip(images, preds, strict=True):
+        if isinstance(pred, BadImageError):
+            rows.append({"path": str(path), "error": f"not a readable image: {pred.reason}"})
+        else:
             rows.append({"path": str(path), **pred.to_dict()})
-        except BadImageError as exc:
-            rows.append({"path": str(path), "error": f"not a readable image: {exc.reason}"})
     if as_json:
         emit_json({"run": str(run), "class_names": trained.class_names, "predictions": rows})
     else:

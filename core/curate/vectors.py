@@ -1,9 +1,8 @@
 """The collection to curate and its backbone vectors.
 
-Vectors come from core.vision.features.cached_features, called once per folder of the
-*resolved* files (a symlinked or relabelled copy of a data set reuses the vectors of the
-originals: features depend on pixels, not on the folder a link sits in), so the full Intel
-data and any relabelled view of it share one extraction.
+Vectors come from core.vision.features.cached_features, whose encoding store is keyed by the
+files' content (core.vision.encodings): a symlinked, copied or relabelled view of a data set,
+a run trained on it and its index all share one encoding of each photo.
 """
 
 from __future__ import annotations
@@ -141,7 +140,7 @@ def collection_vectors(
     progress: Progress | None = None,
     workers: int | None = None,
 ) -> np.ndarray:
-    """(n, d) float32 penultimate features of `paths`, in order; cached per real folder."""
+    """(n, d) float32 penultimate features of `paths`, in order, from the encoding store."""
     from core.config import resolve_cache_dir
     from core.vision.device import pick_device
     from core.vision.features import cached_features
@@ -149,31 +148,23 @@ def collection_vectors(
     cache = resolve_cache_dir(cache_dir)
     dev = pick_device(device)
     real = [_real(p) for p in paths]
-    groups: dict[str, list[str]] = {}
-    for r in sorted(set(real)):
-        groups.setdefault(os.path.dirname(r), []).append(r)
-    vec_of: dict[str, np.ndarray] = {}
-    total, done = len(set(real)), 0
-    for folder in sorted(groups):
-        files = groups[folder]
-        sub = (lambda d, t, base=done: progress(base + d, total)) if progress else None
-        feats, hit = cached_features(
-            source.backbone,
-            files,
-            source.image_size,
-            cache,
-            dev,
-            workers=workers,
-            progress=sub,
-            backend=BACKEND,
-            precision="fp32",
-        )
-        log.info("vectors of %s: %d files (%s)", folder, len(files), "cached" if hit else "new")
-        vec_of.update(zip(files, feats, strict=True))
-        done += len(files)
+    unique = sorted(set(real))
+    feats, hit = cached_features(
+        source.backbone,
+        unique,
+        source.image_size,
+        cache,
+        dev,
+        workers=workers,
+        progress=progress,
+        backend=BACKEND,
+        precision="fp32",
+    )
+    log.info("vectors of %d files (%s)", len(unique), "stored" if hit else "encoded")
     if not paths:
         return np.zeros((0, source.backbone.feature_dim), np.float32)
-    return np.stack([vec_of[r] for r in real]).astype(np.float32, copy=False)
+    row = {r: i for i, r in enumerate(unique)}
+    return feats[[row[r] for r in real]].astype(np.float32, copy=False)
 
 
 def vectors_key(source: VectorSource, paths: list[str]) -> str:

@@ -39,6 +39,7 @@ __all__ = [
     "encode_loader",
     "image_loader",
     "iter_encoded",
+    "stored_batches",
 ]
 
 TOP_K_LABELS = 5
@@ -188,6 +189,55 @@ class ImageEncoder:
         tf = self.transform()
         return self.encode_tensor(torch.stack([tf(im.convert("RGB")) for im in images]))
 
+    def outputs_inference(self) -> Inference | None:
+        """The pretrained backbone whose stored outputs (core.vision.encodings) this encoder's
+        rows derive from: a plain backbone, or a linear-probe run (its frozen trunk; the
+        run's head maps the stored features to class probabilities). None for a run that
+        changed the trunk (partial, fine-tune: its own model encodes) or no session."""
+        if self.inference is None:
+            return None
+        if self.run is None:
+            return self.inference
+        if self.run.config.mode != "linear-probe" or self.imagenet_ref is not None:
+            return None
+        from core.vision.inference import load_inference
+
+        return load_inference(self.backbone, self.image_size, self.device, amp=self.amp)
+
+    def store_identity(self, inference: Inference) -> dict[str, Any]:
+        from core.vision.encodings import encoder_identity
+
+        return encoder_identity(self.backbone, self.image_size, inference.numerics(), self.amp)
+
+    def from_outputs(self, outputs: dict[str, np.ndarray]) -> Encoded:
+        """Rows from stored backbone outputs ("features", "imagenet" logits): what
+        `encode_tensor` gives for the same images, with no image decoded."""
+        from core.vision.inference import softmax_np
+
+        raw = np.asarray(outputs["features"], np.float32)
+        if "imagenet" in outputs:
+            inet = outputs["imagenet"]
+        else:
+            with torch.inference_mode():
+                head = self.backbone.model.imagenet_head.float().cpu()
+                inet = head(torch.from_numpy(raw)).numpy()
+        probs = None
+        if self.run is not None:
+            with torch.inference_mode():
+                head = self.run.model.head.float().cpu().eval()
+                probs = softmax_np(head(torch.from_numpy(raw)).numpy())
+        feats = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+        inet = softmax_np(np.asarray(inet, np.float32))
+        top = np.argsort(-inet, axis=1)[:, :TOP_K_LABELS]
+        return Encoded(
+            features=feats.astype(np.float32),
+            top_ids=top.astype(np.int32),
+            top_probs=np.take_along_axis(inet, top, axis=1).astype(np.float32),
+            probs=probs,
+            ok=np.ones(len(feats), dtype=bool),
+            reasons=[None] * len(feats),
+        )
+
     def loader(
         self, paths: Sequence[str | Path], batch_size: int, workers: int | None = None
     ) -> DataLoader | ThreadLoader:
@@ -221,6 +271,72 @@ def iter_encoded(encoder: ImageEncoder, loader: DataLoader | ThreadLoader) -> It
 
 def encode_loader(encoder: ImageEncoder, loader: DataLoader | ThreadLoader) -> Encoded:
     return concat(list(iter_encoded(encoder, loader)))
+
+
+def stored_batches(
+    encoder: ImageEncoder,
+    cache_dir: str | Path,
+    paths: Sequence[str],
+    hashes: Sequence[str],
+    batch_size: int,
+    workers: int | None,
+    encode_missing: bool = True,
+    chunk: int = 512,
+) -> tuple[Iterator[tuple[list[int], Encoded]], list[int]]:
+    """(batches of (positions, Encoded), positions still to encode) for an encoder whose rows
+    derive from stored backbone outputs (core.vision.encodings): photos the store holds are
+    read, not decoded; with `encode_missing` the rest are encoded here and added to the store
+    (the returned list is then empty). Without a store identity nothing is read: every
+    position comes back."""
+    from core.vision.encodings import EncodingStore
+
+    inference = encoder.outputs_inference()
+    if inference is None:
+        return iter(()), list(range(len(paths)))
+    store = EncodingStore.at(cache_dir)
+    ident = encoder.store_identity(inference)
+    todo = store.missing(ident, hashes)
+    absent = set(todo)
+    hits = [i for i in range(len(paths)) if i not in absent]
+
+    def run() -> Iterator[tuple[list[int], Encoded]]:
+        from core.vision.features import stored_outputs
+
+        late: list[int] = []  # in a shard found damaged while reading: encoded below
+        for k in range(0, len(hits), chunk):
+            pos = hits[k : k + chunk]
+            try:
+                outs = {
+                    n: store.read(ident, [hashes[i] for i in pos], n) for n in inference.outputs
+                }
+            except KeyError:
+                if not encode_missing:
+                    raise
+                late += pos
+                continue
+            yield pos, encoder.from_outputs(outs)
+        rest = sorted(todo + late)
+        if not encode_missing or not rest:
+            return
+        batches = stored_outputs(
+            store,
+            ident,
+            inference,
+            [paths[i] for i in rest],
+            [hashes[i] for i in rest],
+            batch_size,
+            workers,
+            encoder.device,
+            unreadable_side=encoder.image_size,
+            read=read_path_bytes,
+        )
+        for pos, out, ok, reasons in batches:
+            enc = encoder.from_outputs(out)
+            enc.ok = ok
+            enc.reasons = [r or None for r in reasons]
+            yield [rest[j] for j in pos], enc
+
+    return run(), [] if encode_missing else todo
 
 
 def backbone_encoder(spec: EncoderSpec) -> ImageEncoder:

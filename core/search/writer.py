@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -91,6 +92,7 @@ class IndexConfig:
     derive: bool = True  # write what queries read (core.search.derive)
     map_config: Any = None  # core.search.semantic_map.MapConfig
     review: Any = None  # core.data.review.Review, or its file: applied before anything
+    cache_dir: str | Path | None = None  # the encoding store's cache (default: resolved)
 
 
 @dataclass
@@ -349,22 +351,55 @@ def _local_batches(
 
 
 def _batches(
-    cfg: IndexConfig, encoder: Any, files: Sequence[ImageFile], todo: list[int], opts: Any
+    cfg: IndexConfig,
+    encoder: Any,
+    files: Sequence[ImageFile],
+    todo: list[int],
+    opts: Any,
+    shas: Sequence[str] | None = None,
 ) -> EncodedBatches:
+    """Encoded batches of `todo`: first what the encoding store (core.vision.encodings)
+    holds for a backbone or linear-probe encoder (read, not decoded), then the rest, encoded
+    by the engine (the local one adds them to the store)."""
     if not todo:
         return iter(())
+    stored: EncodedBatches = iter(())
+    if shas is not None and hasattr(encoder, "outputs_inference"):
+        from core.config import resolve_cache_dir
+        from core.search.embed import stored_batches
+
+        found, rest = stored_batches(
+            encoder,
+            resolve_cache_dir(cfg.cache_dir),
+            [files[i].path for i in todo],
+            [shas[i] for i in todo],
+            cfg.batch_size,
+            cfg.workers,
+            encode_missing=cfg.engine != "ray",
+            chunk=cfg.batch_size,  # stored rows come in batches too: chunks commit as before
+        )
+        asked = list(todo)  # the generator runs later, after `todo` is narrowed
+        stored = (([asked[j] for j in pos], enc) for pos, enc in found)
+        todo = [asked[j] for j in rest]
+    if not todo:
+        return stored
     if cfg.engine == "ray":
         from core.search.ray_engine import encode_batches
 
-        return encode_batches(
-            encoder.spec("cuda" if opts.gpus_per_worker > 0 else "cpu"),
-            [files[i].path for i in todo],
-            todo,
-            opts,
-            cfg.batch_size,
-            encoder.transform(),
+        return itertools.chain(
+            stored,
+            encode_batches(
+                encoder.spec("cuda" if opts.gpus_per_worker > 0 else "cpu"),
+                [files[i].path for i in todo],
+                todo,
+                opts,
+                cfg.batch_size,
+                encoder.transform(),
+            ),
         )
-    return _local_batches(encoder, files, todo, cfg.batch_size, cfg.workers)
+    return itertools.chain(
+        stored, _local_batches(encoder, files, todo, cfg.batch_size, cfg.workers)
+    )
 
 
 def _commit_in_chunks(writer: _Writer, batches: EncodedBatches, chunk: int) -> None:
@@ -482,7 +517,7 @@ def build_index(
             # refresh() ends, index.json says so (a kill in between leaves an index that
             # tells its queries it is incomplete instead of hiding rows from them).
             meta["derived"] = False
-        _commit_in_chunks(writer, _batches(cfg, encoder, files, work.todo, opts), cfg.chunk)
+        _commit_in_chunks(writer, _batches(cfg, encoder, files, work.todo, opts, shas), cfg.chunk)
     changed = bool(work.todo or work.gone or stats.moved or stats.relabelled)
     refresh(writer.tbl, meta, encoder, cfg, stats, changed, index_dir)
     stats.seconds = round(time.perf_counter() - start, 3)

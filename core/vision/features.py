@@ -1,4 +1,5 @@
-"""Batched image loading and feature extraction, with an on-disk feature cache.
+"""Batched image loading and feature extraction, cached in the encoding store
+(core.vision.encodings: one entry per encoder and file content, shared by every command).
 
 `cached_features` runs the backbone through `core.vision.inference` (OpenVINO bf16 or ONNX
 Runtime fp32 on CPUs, PyTorch on CUDA; see there): the backend and its preprocessing come
@@ -28,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from core.data.images import check_image, load_rgb
-from core.io import atomic_path, file_stamp
+from core.io import file_stamp
 from core.vision.backbones import weights_stamp
 from core.vision.device import autocast, available_cores
 
@@ -331,15 +332,61 @@ def feature_ident(backbone: Any, image_size: int, amp: bool, numerics: str) -> d
     return ident
 
 
-def _read_cached(path: Path | None, shape: tuple[int, int]) -> np.ndarray | None:
-    if path is None or not path.exists():
-        return None
-    try:
-        feats = np.load(path)
-    except (OSError, ValueError) as exc:  # a damaged cache is recomputed
-        log.warning("ignoring unreadable feature cache %s: %s", path, exc)
-        return None
-    return feats if feats.shape == shape else None
+def stored_outputs(
+    store: Any,
+    ident: dict[str, Any],
+    inference: Any,
+    paths: Sequence[str],
+    hashes: Sequence[str],
+    batch_size: int,
+    workers: int | None,
+    device: torch.device,
+    progress: Progress | None = None,
+    unreadable_side: int | None = None,
+    read: Callable[[str], bytes] | None = None,
+    flush: int = 512,
+) -> Iterator[tuple[list[int], dict[str, np.ndarray], np.ndarray, list[str]]]:
+    """Encode `paths` (the ones the store lacks) with `inference`, streaming: yields
+    (positions, outputs, ok, reasons) per batch and writes the decoded ones into the store
+    (core.vision.encodings) every `flush` images, so a stopped run keeps what it encoded.
+    With `unreadable_side` an undecodable file comes back with ok False, not an error."""
+    loader = make_loader(
+        paths,
+        None,
+        inference.transform,
+        batch_size,
+        workers=workers,
+        device=device,
+        unreadable_side=unreadable_side,
+        read=read,
+    )
+    pending: list[tuple[list[int], dict[str, np.ndarray], np.ndarray]] = []
+
+    def write() -> None:
+        rows = [(i, k) for pos, _, ok in pending for k, i in enumerate(pos) if ok[k]]
+        if rows:
+            arrays = {
+                n: np.concatenate([out[n][ok] for _, out, ok in pending]) for n in inference.outputs
+            }
+            store.put(ident, [hashes[i] for i, _ in rows], arrays)
+        pending.clear()
+
+    done = 0
+    for batch in loader:
+        x = batch[0]
+        flagged = unreadable_side is not None
+        ok = batch[1].numpy().astype(bool) if flagged else np.ones(len(x), bool)
+        reasons = [r or "" for r in batch[2]] if flagged else [""] * len(x)
+        out = inference.run(x)
+        pos = list(range(done, done + len(x)))
+        pending.append((pos, out, ok))
+        yield pos, out, ok, reasons
+        done += len(x)
+        if sum(len(p) for p, _, _ in pending) >= flush:
+            write()
+        if progress:
+            progress(done, len(paths))
+    write()
 
 
 def cached_features(
@@ -356,28 +403,73 @@ def cached_features(
     precision: str = "auto",
     calibration: Sequence[str | Path] | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """Penultimate features of `paths` (eval preprocessing), from the cache when the backbone,
-    weights, image size, backend numerics and files are unchanged. Returns (features,
-    from_cache). batch_size None: CPU_BATCH on OpenVINO/ONNX Runtime, 64 on PyTorch. int8
-    without `calibration` calibrates on a seeded sample of `paths`."""
+    """Penultimate features of `paths`: `cached_outputs`' "features" (see there). Returns
+    (features, from_cache)."""
+    outs, hit = cached_outputs(
+        backbone,
+        paths,
+        image_size,
+        cache_dir,
+        device,
+        batch_size,
+        workers,
+        amp,
+        progress,
+        backend,
+        precision,
+        calibration,
+    )
+    return outs["features"], hit
+
+
+def cached_outputs(
+    backbone: Any,
+    paths: Sequence[str | Path],
+    image_size: int,
+    cache_dir: str | Path | None,
+    device: torch.device,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    amp: bool = True,
+    progress: Progress | None = None,
+    backend: str = "auto",
+    precision: str = "auto",
+    calibration: Sequence[str | Path] | None = None,
+    names: Sequence[str] = ("features",),
+) -> tuple[dict[str, np.ndarray], bool]:
+    """Backbone outputs `names` of `paths` ("features": penultimate features, "imagenet":
+    ImageNet logits; eval preprocessing), read from the encoding store
+    (core.vision.encodings: one entry per encoder identity and file content) and encoded
+    only for the files it lacks, which are then added. Returns ({name: (n, ...) float32}, from_cache):
+    from_cache when nothing was encoded. batch_size None: CPU_BATCH on OpenVINO/ONNX
+    Runtime, 64 on PyTorch. int8 without `calibration` calibrates on a seeded sample of
+    `paths`. cache_dir None: nothing is stored."""
+    from core.vision.encodings import EncodingStore, encoder_identity
     from core.vision.inference import load_inference, planned_numerics
 
-    def cache_path(numerics: str) -> Path | None:
-        if cache_dir is None:
-            return None
-        key = feature_cache_key(feature_ident(backbone, image_size, amp, numerics), paths)
-        return Path(cache_dir) / "features" / f"{backbone.name}-{image_size}-{key}.npy"
-
-    # Look before loading the model: a cache hit needs no export and no session (int8: the
-    # key names the quantised model, known once it is loaded).
+    paths = [str(p) for p in paths]
+    store = EncodingStore.at(cache_dir) if cache_dir is not None else None
+    hashes = store.hashes(paths) if store is not None else []
     shape = (len(paths), backbone.feature_dim)
-    feats = None
-    if precision != "int8":
-        feats = _read_cached(cache_path(planned_numerics(device, backend, precision, amp)), shape)
-    if feats is not None:
+
+    def from_store(ident: dict[str, Any]) -> dict[str, np.ndarray] | None:
+        if store is None or not paths or store.missing(ident, hashes):
+            return None  # no files: nothing to read (the model loads, as it always did)
+        try:
+            got = {n: store.read(ident, hashes, n) for n in names}
+        except KeyError:  # a damaged shard, set aside: encode its photos again
+            return None
         if progress:
             progress(len(paths), len(paths))
-        return feats, True
+        return got
+
+    # Look before loading the model: a store hit needs no export and no session (int8: the
+    # identity names the quantised model, known once it is loaded).
+    if precision != "int8":
+        planned = planned_numerics(device, backend, precision, amp)
+        got = from_store(encoder_identity(backbone, image_size, planned, amp))
+        if got is not None:
+            return got, True
     if precision == "int8" and calibration is None:  # a seeded sample of these photos
         from core.vision.inference import INT8_CALIBRATION
 
@@ -396,19 +488,59 @@ def cached_features(
     numerics = inference.numerics()
     if inference.precision == "int8" and inference.path is not None:
         numerics += f"-{inference.path.stem}"  # the quantised model (its calibration) too
-    cache_file = cache_path(numerics)
-    feats = _read_cached(cache_file, shape)
-    if feats is not None:  # the planned backend fell back, and its features are cached
-        if progress:
-            progress(len(paths), len(paths))
-        return feats, True
     if batch_size is None:
         batch_size = CPU_BATCH if inference.backend == "onnxruntime" else 64
-    loader = make_loader(
-        paths, None, inference.transform, batch_size, workers=workers, device=device
-    )
-    feats = run_outputs(inference, loader, progress)["features"]
-    if cache_file is not None:
-        with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, feats)
-    return feats, False
+    if store is None:
+        loader = make_loader(
+            paths, None, inference.transform, batch_size, workers=workers, device=device
+        )
+        outs = run_outputs(inference, loader, progress)
+        return {n: outs[n] for n in names}, False
+    ident = encoder_identity(backbone, image_size, numerics, amp)
+    got = from_store(ident)  # the planned backend fell back, and its entries are there
+    if got is not None:
+        return got, True
+    if not paths:
+        return {n: np.zeros(shape if n == "features" else (0, 0), np.float32) for n in names}, False
+    _encode_missing(store, ident, inference, paths, hashes, batch_size, workers, device, progress)
+    return {n: store.read(ident, hashes, n) for n in names}, False
+
+
+def _encode_missing(
+    store: Any,
+    ident: dict[str, Any],
+    inference: Any,
+    paths: list[str],
+    hashes: list[str],
+    batch_size: int,
+    workers: int | None,
+    device: torch.device,
+    progress: Progress | None,
+) -> None:
+    """Encode the files whose content the store lacks into it, one file per content
+    (duplicates are encoded once); progress counts the files already there as done."""
+    todo = store.missing(ident, hashes)
+    first: dict[str, int] = {}
+    for i in todo:
+        first.setdefault(hashes[i], i)
+    pick = sorted(first.values())
+    have = len(paths) - len(todo)
+
+    def report(done: int, total: int) -> None:
+        if progress:
+            progress(min(len(paths), have + done), len(paths))
+
+    for _ in stored_outputs(
+        store,
+        ident,
+        inference,
+        [paths[i] for i in pick],
+        [hashes[i] for i in pick],
+        batch_size,
+        workers,
+        device,
+        report,
+    ):
+        pass
+    if progress:  # duplicates were not encoded, and are done too
+        progress(len(paths), len(paths))

@@ -61,6 +61,7 @@ def _ray(folder, index: Path, encoder, **kw):
         batch_size=5,
         engine="ray",
         ray_options=RayOptions(workers=1),
+        cache_dir=index.parent / "store",  # its own empty encoding store: Ray encodes it all
         **kw,
     )
 

@@ -1,0 +1,158 @@
+"""Benchmark: a first afternoon on one folder with an empty cache (issue 19, item 1).
+
+    python benchmarks/first_afternoon.py [DATA] [--train-n 800] [--test-n 200]
+                                         [--backbone efficientnet_lite0] [--json]
+
+Copies an even pick of DATA's seg_train and seg_test (the Intel layout; default the shared
+Intel data, $SCENESEEK_SHARED_DATA/intel) into a temporary folder, then runs, each as its own
+`python -m core` process with the cache and the index in that temporary folder (empty at
+the start):
+
+  train   a linear probe (--mode linear-probe, default epochs) on seg_train, scored on seg_test
+  index   the whole folder with that run (--run)
+  audit   the whole folder (its default backbone: the one the run was trained with)
+
+and prints the wall time of each and, from the encoding store's own records
+(core.vision.encodings), how many times each photo was encoded: `encode_passes` is the
+most times any photo's content was encoded over every encoder identity (1: once), with
+`encode_passes_mean` and the number of distinct photos beside it. Goal: index and audit
+each under half of train's time, every photo encoded once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.common import copy_images, default_data  # noqa: E402
+
+GOAL_RATIO = 0.5  # index and audit each take under half of train's wall time
+
+
+def pick(folder: Path, n: int) -> list[Path]:
+    """n images spread evenly over the classes of `folder` (sorted, deterministic)."""
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    per = -(-n // len(classes))
+    out: list[Path] = []
+    for c in classes:
+        files = sorted(c.glob("*.jpg"))
+        out += files[:: max(1, len(files) // per)][:per]
+    return out[:n]
+
+
+def command(args: list[str], env: dict[str, str]) -> tuple[float, dict]:
+    """Wall seconds and the JSON object of `python -m core ARGS --json`."""
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "core", *args, "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"`python -m core {' '.join(args)}` failed: {done.stderr.strip()}")
+    return seconds, json.loads(done.stdout)
+
+
+def run(data: Path, train_n: int, test_n: int, backbone: str, work: Path) -> dict:
+    from core.vision.encodings import EncodingStore
+
+    photos = work / "photos"
+    copy_images(pick(data / "seg_train", train_n), photos / "seg_train")
+    copy_images(pick(data / "seg_test", test_n), photos / "seg_test")
+    cache, index, runs = work / "cache", work / "index", work / "run"
+    env = {
+        **os.environ,
+        "SCENESEEK_CACHE": str(cache),
+        "SCENESEEK_INDEX": str(index),
+        "PYTHONPATH": str(REPO),
+    }
+    store = EncodingStore.at(cache)
+    out: dict = {"photos": train_n + test_n, "backbone": backbone}
+    train_s, trained = command(
+        [
+            "train",
+            "--train",
+            str(photos / "seg_train"),
+            "--test",
+            str(photos / "seg_test"),
+            "--out",
+            str(runs),
+            "--mode",
+            "linear-probe",
+            "--backbone",
+            backbone,
+        ],
+        env,
+    )
+    out["encoded_by_train"] = store.encoded()
+    index_s, indexed = command(
+        ["index", "--images", str(photos), "--index", str(index), "--run", str(runs)], env
+    )
+    out["encoded_by_index"] = store.encoded() - out["encoded_by_train"]
+    audit_s, _ = command(["audit", "--images", str(photos)], env)
+    out["encoded_by_audit"] = store.encoded() - out["encoded_by_train"] - out["encoded_by_index"]
+    passes = store.passes()
+    out.update(
+        train_s=round(train_s, 2),
+        index_s=round(index_s, 2),
+        audit_s=round(audit_s, 2),
+        encode_passes=passes["max"],
+        encode_passes_mean=passes["mean"],
+        distinct_photos=passes["photos"],
+        test_accuracy=trained.get("accuracy"),
+        train_encode_s=round(
+            sum(
+                v
+                for k, v in (trained.get("timings") or {}).items()
+                if k.startswith("features_") and not k.endswith("_cached")
+            ),
+            2,
+        ),
+        index_rows=indexed.get("rows"),
+    )
+    out["index_over_train"] = round(index_s / train_s, 3)
+    out["audit_over_train"] = round(audit_s / train_s, 3)
+    out["goal_met"] = bool(
+        index_s < GOAL_RATIO * train_s and audit_s < GOAL_RATIO * train_s and passes["max"] == 1
+    )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("data", nargs="?", type=Path, default=None, help="Intel-layout folder")
+    ap.add_argument("--train-n", type=int, default=800, help="photos picked from seg_train")
+    ap.add_argument("--test-n", type=int, default=200, help="photos picked from seg_test")
+    ap.add_argument("--backbone", default="efficientnet_lite0")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--work", type=Path, default=None, help="empty folder to keep (default: temp)")
+    args = ap.parse_args()
+    data = args.data or default_data()
+    if args.work is not None:
+        out = run(data, args.train_n, args.test_n, args.backbone, args.work)
+    else:
+        with tempfile.TemporaryDirectory(prefix="first-afternoon-") as tmp:
+            out = run(data, args.train_n, args.test_n, args.backbone, Path(tmp))
+    if args.json:
+        print(json.dumps(out))
+        return
+    for k, v in out.items():
+        print(f"{k:20s} {v}")
+
+
+if __name__ == "__main__":
+    main()
