@@ -35,6 +35,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.common import copy_images, default_data  # noqa: E402
+from core.config import CACHE_ENV, INDEX_ENV  # noqa: E402
 
 GOAL_RATIO = 0.5  # index and audit each take under half of train's wall time
 
@@ -76,8 +77,8 @@ def run(data: Path, train_n: int, test_n: int, backbone: str, work: Path) -> dic
     cache, index, runs = work / "cache", work / "index", work / "run"
     env = {
         **os.environ,
-        "SCENESEEK_CACHE": str(cache),
-        "SCENESEEK_INDEX": str(index),
+        CACHE_ENV: str(cache),
+        INDEX_ENV: str(index),
         "PYTHONPATH": str(REPO),
     }
     store = EncodingStore.at(cache)
