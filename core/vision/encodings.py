@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from core.io import append_jsonl, atomic_write_json, read_jsonl
+from core.io import append_jsonl, atomic_write_json, open_regular, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,9 @@ def identity_key(ident: dict[str, Any]) -> str:
 
 
 def file_sha256(path: str | Path) -> str:
+    """sha256 of a regular file's bytes: a device or a FIFO is refused (OSError) unread."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()

@@ -5,6 +5,7 @@ and the cache registry's CLI."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 
@@ -181,3 +182,15 @@ def test_cache_cli_lists_and_clears(lite0: Backbone, photos: list[Path], tmp_pat
     assert after["encodings"]["entries"] == 0 and after["exports"]["entries"] > 0
     everything = cli_json("cache", "clear", "--cache", cache)["removed"]
     assert everything["exports"] > 0 and not any(cache.glob("onnx/*"))
+
+
+def test_content_hash_refuses_special_files_unread(tmp_path: Path) -> None:
+    """The store keys photos by their bytes: /dev/zero would be hashed forever and a FIFO
+    would block, so both are refused before a byte is read (issue 22)."""
+    from core.vision.encodings import file_sha256
+
+    fifo = tmp_path / "f.jpg"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(OSError, match="not a regular file"):
+            file_sha256(path)
