@@ -285,7 +285,7 @@ def test_index_build_goes_on_while_the_user_visits_another_page(fresh_app: str, 
     first.wait_for(timeout=LONG)
     started = re.search(r"Started at (\d\d:\d\d:\d\d)", first.inner_text())
     go_to(page, "Home", "SceneSeek")  # the build is listed there, live or already finished
-    page.get_by_text("Background work").wait_for(timeout=WAIT)
+    page.get_by_text("Background work", exact=True).wait_for(timeout=WAIT)
     page.get_by_text(re.compile(r"Indexing|Loading the models|Writing what")).first.wait_for()
     go_to(page, "Search", "Search")
     # Back on the page: the same job still running (same start time), or its result; never
