@@ -29,20 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.common import default_data, pick_images  # noqa: E402
+from benchmarks.common import cpu_name, default_data, pick_images  # noqa: E402
 from core.io import atomic_write_json  # noqa: E402
 from core.resources import resource_path  # noqa: E402
 from core.vision.backbones import BACKBONE_SPECS, SPEED_RESOURCE, create_backbone  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure(name: str, photos: list[Image.Image], batch: int, repeats: int) -> dict:
@@ -84,7 +74,7 @@ def main() -> None:
         print(f"{name:20s} {r['images_per_second']:7.2f} img/s at {r['input_px']} px")
     record = {
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
-        "cpu": cpu_name(),
+        "cpu": cpu_name(platform.processor() or platform.machine()),
         "threads": torch.get_num_threads(),
         "load_average": [round(v, 2) for v in os.getloadavg()],
         "method": f"PyTorch eager fp32, batch {args.batch}, best of {args.repeats} passes over "

@@ -18,15 +18,31 @@ def default_data() -> Path:
     return shared_data_dir() / "intel"
 
 
-def pick_images(root: Path, n: int) -> list[Path]:
-    """n images spread evenly over the classes of seg_train (sorted, deterministic)."""
-    classes = sorted(p for p in (root / "seg_train").iterdir() if p.is_dir())
+def pick_from(folder: Path, n: int) -> list[Path]:
+    """n images spread evenly over the class folders of `folder` (sorted, deterministic)."""
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
     per = -(-n // len(classes))
     out: list[Path] = []
     for c in classes:
         files = sorted(c.glob("*.jpg"))
         out += files[:: max(1, len(files) // per)][:per]
     return out[:n]
+
+
+def pick_images(root: Path, n: int) -> list[Path]:
+    """n images spread evenly over the classes of seg_train (sorted, deterministic)."""
+    return pick_from(root / "seg_train", n)
+
+
+def cpu_name(default: str = "unknown") -> str:
+    """The CPU's model name from /proc/cpuinfo, else `default`."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return default
 
 
 def copy_images(paths: list[Path], dest: Path) -> int:

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.common import default_data, pick_images  # noqa: E402
+from benchmarks.common import cpu_name, default_data, pick_images  # noqa: E402
 from core.vision.backbones import create_backbone  # noqa: E402
 from core.vision.device import inference_threads, pick_device  # noqa: E402
 from core.vision.features import CPU_BATCH, cached_features, plan_loader  # noqa: E402
@@ -228,7 +228,7 @@ def main() -> None:
         "model_share_of_fp32_bound": model_rate * flops / peaks["fp32"],
         "backbone": args.backbone,
         "device": str(device),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "images": len(paths),
         "image_size": size,
         "batch_size": batch,
@@ -280,16 +280,6 @@ def _routes(backbone, size: int, device, x: np.ndarray, batch: int) -> dict[str,
         if inf.backend == backend and (inf.precision == prec or backend == "torch"):
             fns[f"{backend}-{prec}"] = model_only(inf, x, batch)
     return paired(fns, len(x))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def _print(r: dict) -> None:

@@ -34,21 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.common import copy_images, default_data  # noqa: E402
+from benchmarks.common import copy_images, default_data, pick_from  # noqa: E402
 from core.config import CACHE_ENV, INDEX_ENV  # noqa: E402
 
 GOAL_RATIO = 0.5  # index and audit each take under half of train's wall time
-
-
-def pick(folder: Path, n: int) -> list[Path]:
-    """n images spread evenly over the classes of `folder` (sorted, deterministic)."""
-    classes = sorted(p for p in folder.iterdir() if p.is_dir())
-    per = -(-n // len(classes))
-    out: list[Path] = []
-    for c in classes:
-        files = sorted(c.glob("*.jpg"))
-        out += files[:: max(1, len(files) // per)][:per]
-    return out[:n]
 
 
 def command(args: list[str], env: dict[str, str]) -> tuple[float, dict]:
@@ -72,8 +61,8 @@ def run(data: Path, train_n: int, test_n: int, backbone: str, work: Path) -> dic
     from core.vision.encodings import EncodingStore
 
     photos = work / "photos"
-    copy_images(pick(data / "seg_train", train_n), photos / "seg_train")
-    copy_images(pick(data / "seg_test", test_n), photos / "seg_test")
+    copy_images(pick_from(data / "seg_train", train_n), photos / "seg_train")
+    copy_images(pick_from(data / "seg_test", test_n), photos / "seg_test")
     cache, index, runs = work / "cache", work / "index", work / "run"
     env = {
         **os.environ,
