@@ -204,3 +204,50 @@ def test_evaluation_counts_queries_without_a_content_word(
     out = evaluate_queries(engine, f, ["keyword", "semantic"])
     assert out["n_queries"] == 2 and out["no_content_queries"] == 1
     assert "1 of them had no content word" in describe_evaluation(out)
+
+
+@pytest.fixture(scope="module")
+def validation_figures(engine: SearchEngine) -> tuple[dict, dict]:
+    """P@10 per mode on the validation file's category sentences (pool: the test images) and
+    R@10 per mode on the held-out photos' captions (pool: every image)."""
+    from core.resources import resource_path
+    from core.search.evaluate import evaluate_captions, evaluate_queries
+
+    modes = ["keyword", "category", "semantic", "hybrid"]
+    cat = evaluate_queries(engine, resource_path("validation_queries.csv"), modes)["modes"]
+    cap = evaluate_captions(engine, None, modes)["modes"]
+    return {m: cat[m]["P@10"] for m in modes}, {m: cap[m]["R@10"] for m in modes}
+
+
+def test_hybrid_adds_the_category_to_meaning(validation_figures: tuple[dict, dict]) -> None:
+    # the category part earns its place: on category sentences the hybrid ranks better than
+    # meaning alone (measured: 0.717 against 0.703), and captions still find their photo
+    p10, r10 = validation_figures
+    assert p10["hybrid"] > p10["semantic"], p10
+    assert r10["hybrid"] > 0.6 and r10["category"] == 0.0, r10
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 20 is not met on this small index: the weights chosen on the large "
+    "validation set give P@10 0.717 against category's 0.750 and R@10 0.714 against "
+    "semantic's 0.743 (1 of 35 captions); this test passes (and must lose this mark) once "
+    "the hybrid reaches its best part on both",
+)
+def test_hybrid_never_loses_to_its_best_part(validation_figures: tuple[dict, dict]) -> None:
+    # issue 20's bar, on a small validation-like set: the hybrid at or above the best single
+    # mode on both category P@10 and caption R@10
+    p10, r10 = validation_figures
+    assert p10["hybrid"] >= max(p10.values()), p10
+    assert r10["hybrid"] >= max(r10.values()), r10
+
+
+def test_hybrid_weighs_the_category_fully_only_for_a_query_about_one(
+    engine: SearchEngine,
+) -> None:
+    hybrid = engine.hybrid_retriever
+    about = engine.analyze("snowy mountain peaks")
+    caption = engine.analyze("A black dog runs across the grass with a ball in its mouth.")
+    assert hybrid.about_category(about) and not hybrid.about_category(caption)
+    assert hybrid.part_weights(about)["category"] == hybrid.weights["category"]
+    assert 0 < hybrid.part_weights(caption)["category"] == hybrid.prior < 0.1
