@@ -48,7 +48,8 @@ def test_example_sentence_gives_results_with_why(page: AppTest) -> None:
     page.selectbox[0].select("hybrid").run()
     md = _markdown(page)
     # hybrid's why names the parts it weighed: a sentence about people on a beach reads as a
-    # description here (not close enough to a category's sentences), so meaning alone
+    # description here (not close enough to a category's sentences): meaning, and the
+    # category only as a light prior
     assert "semantic: semantic vector ~ query" in md and "keyword: " not in md
 
 
