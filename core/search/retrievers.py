@@ -40,11 +40,12 @@ Columns = tuple[str, ...]
 # single mode on both caption R@10 and category P@10 over bootstrap resamples of those queries.
 # A query about a category (its embedding at least CATEGORY_GATE from a category's sentences:
 # validation captions' 99th percentile 0.50, category sentences' median 0.60) weighs the
-# category 0.3: the classifier orders, the cosine breaks near-ties within a category. Any other
-# query, a description, weighs it CATEGORY_PRIOR: a light prior that never outweighs a clear
-# match by meaning (cosine gaps between a caption's photo and the next are ~0.05) yet settles
-# close calls; the two weights give validation R@10 0.435 against semantic's 0.428 and P@10
-# 0.963 against category's 0.960, where one weight for all queries lost one or the other.
+# category 0.3: the classifier orders, the cosine settles near-ties. Any other query, a
+# description, weighs it CATEGORY_PRIOR: 0.03 x a probability moves a score less than the
+# cosines of a caption's top 10 spread (median 0.06), so it only settles close calls.
+# Validation R@10 0.435 against semantic's 0.428, P@10 0.963 against category's 0.960; on the
+# figures it still trails the best part on both kinds by a few queries (README, "Search
+# answers").
 FUSION_WEIGHTS = {"semantic": 1.0, "category": 0.3, "keyword": 0.0}
 CATEGORY_GATE = 0.5
 CATEGORY_PRIOR = 0.03
