@@ -33,12 +33,14 @@ __all__ = [
     "DEFAULT_BACKBONE",
     "Encoded",
     "ImageEncoder",
+    "StoreSink",
     "backbone_encoder",
     "concat",
     "decode",
     "encode_loader",
     "image_loader",
     "iter_encoded",
+    "rows_from",
     "stored_batches",
 ]
 
@@ -226,17 +228,7 @@ class ImageEncoder:
             with torch.inference_mode():
                 head = self.run.model.head.float().cpu().eval()
                 probs = softmax_np(head(torch.from_numpy(raw)).numpy())
-        feats = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
-        inet = softmax_np(np.asarray(inet, np.float32))
-        top = np.argsort(-inet, axis=1)[:, :TOP_K_LABELS]
-        return Encoded(
-            features=feats.astype(np.float32),
-            top_ids=top.astype(np.int32),
-            top_probs=np.take_along_axis(inet, top, axis=1).astype(np.float32),
-            probs=probs,
-            ok=np.ones(len(feats), dtype=bool),
-            reasons=[None] * len(feats),
-        )
+        return rows_from(raw, inet, probs)
 
     def loader(
         self, paths: Sequence[str | Path], batch_size: int, workers: int | None = None
@@ -244,6 +236,24 @@ class ImageEncoder:
         return image_loader(
             paths, self.transform(), self.image_size, batch_size, workers, self.device
         )
+
+
+def rows_from(raw: np.ndarray, inet_logits: np.ndarray, probs: np.ndarray | None) -> Encoded:
+    """Rows from pooled features, ImageNet logits and class probabilities (all decoded)."""
+    from core.vision.inference import softmax_np
+
+    raw = np.asarray(raw, np.float32)
+    feats = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+    inet = softmax_np(np.asarray(inet_logits, np.float32))
+    top = np.argsort(-inet, axis=1)[:, :TOP_K_LABELS]
+    return Encoded(
+        features=feats.astype(np.float32),
+        top_ids=top.astype(np.int32),
+        top_probs=np.take_along_axis(inet, top, axis=1).astype(np.float32),
+        probs=probs,
+        ok=np.ones(len(feats), dtype=bool),
+        reasons=[None] * len(feats),
+    )
 
 
 def concat(parts: Sequence[Encoded]) -> Encoded:
@@ -284,12 +294,18 @@ def stored_batches(
     chunk: int = 512,
 ) -> tuple[Iterator[tuple[list[int], Encoded]], list[int]]:
     """(batches of (positions, Encoded), positions still to encode) for an encoder whose rows
-    derive from stored backbone outputs (core.vision.encodings): photos the store holds are
-    read, not decoded; with `encode_missing` the rest are encoded here and added to the store
+    derive from stored backbone outputs (core.vision.encodings), or from stored activations
+    for a partial run (core.search.partial_rows): photos the store holds are read, not decoded; with `encode_missing` the rest are encoded here and added to the store
     (the returned list is then empty). Without a store identity nothing is read: every
     position comes back."""
     from core.vision.encodings import EncodingStore
 
+    if encoder.run is not None and encoder.run.config.mode == "partial":
+        from core.search.partial_rows import activation_batches
+
+        return activation_batches(
+            encoder, cache_dir, paths, hashes, batch_size, workers, encode_missing, chunk
+        )
     inference = encoder.outputs_inference()
     if inference is None:
         return iter(()), list(range(len(paths)))
@@ -337,6 +353,52 @@ def stored_batches(
             yield [rest[j] for j in pos], enc
 
     return run(), [] if encode_missing else todo
+
+
+class StoreSink:
+    """Writes the pretrained outputs another engine encoded (core.search.ray_engine's actors
+    return them) into this machine's encoding store, STORE_FLUSH rows a shard, so a later
+    local index, audit or training run encodes nothing again. `hashes[i]` is the content hash
+    of the engine's index i."""
+
+    STORE_FLUSH = 512
+
+    def __init__(self, encoder: ImageEncoder, cache_dir: str | Path, hashes: dict[int, str]):
+        from core.vision.encodings import EncodingStore
+
+        self.encoder, self.hashes = encoder, hashes
+        self.store = EncodingStore.at(cache_dir)
+        self.pending: dict[str, tuple[list[str], list[dict[str, np.ndarray]]]] = {}
+        self.rows = 0
+
+    def __call__(
+        self, idx: list[int], numerics: str, outputs: dict[str, np.ndarray], ok: np.ndarray
+    ) -> None:
+        hashes, parts = self.pending.setdefault(numerics, ([], []))
+        hashes += [self.hashes[i] for i, good in zip(idx, ok, strict=True) if good]
+        parts.append({n: v[ok] for n, v in outputs.items()})
+        self.rows += int(ok.sum())
+        if self.rows >= self.STORE_FLUSH:
+            self.flush()
+
+    def flush(self) -> None:
+        from core.vision.encodings import encoder_identity
+
+        for numerics, (hashes, parts) in self.pending.items():
+            if hashes:
+                ident = encoder_identity(
+                    self.encoder.backbone, self.encoder.image_size, numerics, self.encoder.amp
+                )
+                arrays = {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
+                self.store.put(ident, hashes, arrays)
+        self.pending, self.rows = {}, 0
+
+    def wrap(self, batches: Iterator[tuple[list[int], Encoded]]) -> Iterator[Any]:
+        """`batches`, flushing what is left once they end (or the consumer stops)."""
+        try:
+            yield from batches
+        finally:
+            self.flush()
 
 
 def backbone_encoder(spec: EncoderSpec) -> ImageEncoder:
