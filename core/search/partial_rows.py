@@ -44,13 +44,19 @@ class RunTails:
         cfg = trained.config
         self.split = cfg.unfreeze or partial_defaults(cfg.backbone)["unfreeze"]
         self.frozen, self.tail = split_trunk(trained.backbone, self.split)
-        ref = encoder.imagenet_ref
+        ref = encoder.imagenet_ref  # None (no pretrained weights): `identity` is None
         self.ref_tail = split_trunk(ref, self.split)[1].eval() if ref is not None else None
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self) -> dict[str, Any] | None:
+        """The store identity of the run's frozen part: the pretrained backbone's (the run's
+        own backbone was rebuilt from its checkpoint, so its weights stamp says "random");
+        None without the pretrained weights, when nothing in the store can be trusted."""
         from core.vision.activations import activation_identity
 
-        return activation_identity(self.encoder.backbone, self.encoder.image_size, self.split)
+        ref = self.encoder.imagenet_ref
+        if ref is None:
+            return None
+        return activation_identity(ref, self.encoder.image_size, self.split)
 
     def rows(self, acts: np.ndarray) -> Encoded:
         """Rows of photos from their (n, 2, C, H, W) activations (view 0: the photo)."""
@@ -63,10 +69,7 @@ class RunTails:
             else:
                 feats = self.tail(x)
                 logits = self.model.head(feats)
-            if self.ref_tail is not None:
-                inet = self.encoder.imagenet_ref.model.imagenet_head(self.ref_tail(x))
-            else:  # no pretrained weights: the run's own ImageNet head, as a full pass does
-                inet = self.encoder.backbone.model.imagenet_head(feats)
+            inet = self.encoder.imagenet_ref.model.imagenet_head(self.ref_tail(x))
             probs = logits.float().softmax(1).cpu().numpy()
         return rows_from(feats.float().cpu().numpy(), inet.float().cpu().numpy(), probs)
 
@@ -91,6 +94,8 @@ def activation_batches(
     store = EncodingStore.at(cache_dir)
     tails = RunTails(encoder)
     ident = tails.identity()
+    if ident is None:  # the engine encodes every photo with the run's whole model
+        return iter(()), list(range(len(paths)))
     todo = store.missing(ident, hashes, ACTIVATIONS)
     absent = set(todo)
     hits = [i for i in range(len(paths)) if i not in absent]

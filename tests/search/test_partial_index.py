@@ -86,9 +86,9 @@ def test_partial_index_encodes_a_new_photo_once_and_flags_a_bad_file(
     assert store.encoded(ACTIVATIONS) == before + 1  # the new photo only, both views
     # Its stored activations are what training would read: the frozen part of the photo.
     from core.vision.activations import cached_activations
-    from core.vision.runs import load_trained
+    from core.vision.backbones import create_backbone
 
-    bb = load_trained(run).backbone
+    bb = create_backbone("efficientnet_lite0")  # the pretrained backbone the run started from
     cpu = torch.device("cpu")
     new = [str(mine / "seg_test" / "sea" / "new.jpg")]
     acts, hit = cached_activations(bb, "blocks.6.0", new, SIZE, cache, cpu, workers=0)
