@@ -33,7 +33,6 @@ __all__ = [
     "DEFAULT_BACKBONE",
     "Encoded",
     "ImageEncoder",
-    "StoreSink",
     "backbone_encoder",
     "concat",
     "decode",
@@ -294,18 +293,12 @@ def stored_batches(
     chunk: int = 512,
 ) -> tuple[Iterator[tuple[list[int], Encoded]], list[int]]:
     """(batches of (positions, Encoded), positions still to encode) for an encoder whose rows
-    derive from stored backbone outputs (core.vision.encodings), or from stored activations
-    for a partial run (core.search.partial_rows): photos the store holds are read, not decoded; with `encode_missing` the rest are encoded here and added to the store
+    derive from stored backbone outputs (core.vision.encodings) (a partial run's:
+    core.search.partial_rows.activation_batches): photos the store holds are read, not decoded; with `encode_missing` the rest are encoded here and added to the store
     (the returned list is then empty). Without a store identity nothing is read: every
     position comes back."""
     from core.vision.encodings import EncodingStore
 
-    if encoder.run is not None and encoder.run.config.mode == "partial":
-        from core.search.partial_rows import activation_batches
-
-        return activation_batches(
-            encoder, cache_dir, paths, hashes, batch_size, workers, encode_missing, chunk
-        )
     inference = encoder.outputs_inference()
     if inference is None:
         return iter(()), list(range(len(paths)))
@@ -353,52 +346,6 @@ def stored_batches(
             yield [rest[j] for j in pos], enc
 
     return run(), [] if encode_missing else todo
-
-
-class StoreSink:
-    """Writes the pretrained outputs another engine encoded (core.search.ray_engine's actors
-    return them) into this machine's encoding store, STORE_FLUSH rows a shard, so a later
-    local index, audit or training run encodes nothing again. `hashes[i]` is the content hash
-    of the engine's index i."""
-
-    STORE_FLUSH = 512
-
-    def __init__(self, encoder: ImageEncoder, cache_dir: str | Path, hashes: dict[int, str]):
-        from core.vision.encodings import EncodingStore
-
-        self.encoder, self.hashes = encoder, hashes
-        self.store = EncodingStore.at(cache_dir)
-        self.pending: dict[str, tuple[list[str], list[dict[str, np.ndarray]]]] = {}
-        self.rows = 0
-
-    def __call__(
-        self, idx: list[int], numerics: str, outputs: dict[str, np.ndarray], ok: np.ndarray
-    ) -> None:
-        hashes, parts = self.pending.setdefault(numerics, ([], []))
-        hashes += [self.hashes[i] for i, good in zip(idx, ok, strict=True) if good]
-        parts.append({n: v[ok] for n, v in outputs.items()})
-        self.rows += int(ok.sum())
-        if self.rows >= self.STORE_FLUSH:
-            self.flush()
-
-    def flush(self) -> None:
-        from core.vision.encodings import encoder_identity
-
-        for numerics, (hashes, parts) in self.pending.items():
-            if hashes:
-                ident = encoder_identity(
-                    self.encoder.backbone, self.encoder.image_size, numerics, self.encoder.amp
-                )
-                arrays = {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
-                self.store.put(ident, hashes, arrays)
-        self.pending, self.rows = {}, 0
-
-    def wrap(self, batches: Iterator[tuple[list[int], Encoded]]) -> Iterator[Any]:
-        """`batches`, flushing what is left once they end (or the consumer stops)."""
-        try:
-            yield from batches
-        finally:
-            self.flush()
 
 
 def backbone_encoder(spec: EncoderSpec) -> ImageEncoder:

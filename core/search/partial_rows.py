@@ -31,6 +31,12 @@ log = logging.getLogger(__name__)
 Batches = Iterator[tuple[list[int], Encoded]]
 
 
+def is_partial(encoder: Any) -> bool:
+    """A partial run's encoder: its rows come from activations (`activation_batches`)."""
+    run = getattr(encoder, "run", None)
+    return run is not None and run.config.mode == "partial"
+
+
 class RunTails:
     """The tails of a partial run (features, class log-probabilities) and of the pretrained
     backbone (ImageNet logits), run on activations at the run's split point."""

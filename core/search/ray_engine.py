@@ -46,6 +46,7 @@ import numpy as np
 
 from core.config import ray_batch_delay
 from core.search.backend import EncoderSpec
+from core.vision.encodings import ACTIVATIONS  # the "numerics" of a partial run's batches
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,12 @@ class _EncoderActor:
         # encoder has no such outputs (CLIP, a run that changed the trunk).
         outputs = getattr(self.encoder, "outputs_inference", None)
         self.raw = outputs() if raw and outputs is not None else None
+        self.tails = None  # a partial run: its rows come from activations, returned too
+        if raw and getattr(self.encoder, "run", None) is not None:
+            from core.search.partial_rows import RunTails
+
+            tails = RunTails(self.encoder)
+            self.tails = tails if tails.identity() is not None else None
         # Fault injection ($SCENESEEK_RAY_BATCH_DELAY): a worker can be killed while a batch is
         # in flight. Read in the actor, i.e. on the worker node.
         self.delay = ray_batch_delay()
@@ -180,9 +187,16 @@ class _EncoderActor:
             time.sleep(self.delay)
         x = np.require(batch["x"], np.float32, ["C", "W"])  # Arrow-backed batches are read-only
         raw: dict[str, np.ndarray] = {}
-        if self.raw is not None:  # one pass: the stored outputs, and the rows from them
+        numerics = ""
+        if self.tails is not None:  # one frozen pass: the activations, the rows from them
+            from core.vision.activations import ACT, frozen_pair
+
+            self.tails.frozen.eval()
+            raw = {ACT: frozen_pair(self.tails.frozen, torch.from_numpy(x), self.encoder.device)}
+            enc, numerics = self.tails.rows(raw[ACT]), ACTIVATIONS
+        elif self.raw is not None:  # one pass: the stored outputs, and the rows from them
             raw = self.raw.run(torch.from_numpy(x))
-            enc = self.encoder.from_outputs(raw)
+            enc, numerics = self.encoder.from_outputs(raw), self.raw.numerics()
         else:
             enc = self.encoder.encode_tensor(torch.from_numpy(x))
         out = {
@@ -197,7 +211,7 @@ class _EncoderActor:
             out["probs"] = enc.probs
         if raw:
             out.update({RAW + n: np.asarray(v, np.float32) for n, v in raw.items()})
-            out["numerics"] = np.array([self.raw.numerics()] * len(x))
+            out["numerics"] = np.array([numerics] * len(x))
         return out
 
 

@@ -369,8 +369,10 @@ def _batches(
     if shas is not None and hasattr(encoder, "outputs_inference"):
         from core.config import resolve_cache_dir
         from core.search.embed import stored_batches
+        from core.search.partial_rows import activation_batches, is_partial
 
-        found, rest = stored_batches(
+        read = activation_batches if is_partial(encoder) else stored_batches
+        found, rest = read(
             encoder,
             resolve_cache_dir(cfg.cache_dir),
             [files[i].path for i in todo],
@@ -391,7 +393,7 @@ def _batches(
         sink = None  # the pretrained outputs the actors encode go into the store too
         if shas is not None and hasattr(encoder, "outputs_inference"):
             from core.config import resolve_cache_dir
-            from core.search.embed import StoreSink
+            from core.search.store_sink import StoreSink
 
             sink = StoreSink(encoder, resolve_cache_dir(cfg.cache_dir), {i: shas[i] for i in todo})
         encoded = encode_batches(

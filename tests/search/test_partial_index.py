@@ -94,3 +94,39 @@ def test_partial_index_encodes_a_new_photo_once_and_flags_a_bad_file(
     acts, hit = cached_activations(bb, "blocks.6.0", new, SIZE, cache, cpu, workers=0)
     fresh, _ = cached_activations(bb, "blocks.6.0", [str(extra)], SIZE, None, cpu, workers=0)
     assert hit and np.allclose(acts, fresh, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_index_of_a_partial_run_writes_its_activations_back(
+    trained: tuple[Path, Path, Path], local_ray, tmp_path: Path
+) -> None:
+    """On an empty store the Ray actors run the frozen part once per photo and return its
+    activations, which the driver stores: a local index afterwards encodes nothing, and both
+    give the rows the training store gives."""
+    from core.search.ray_engine import RayOptions
+
+    folder, run, trained_cache = trained
+    cache = tmp_path / "cache"
+    store = EncodingStore.at(cache)
+    stats = build_index(
+        folder,
+        tmp_path / "ray",
+        run_dir=run,
+        cache_dir=cache,
+        engine="ray",
+        batch_size=8,
+        ray_options=RayOptions(workers=1),
+    )
+    assert stats.encoded == 36 and store.encoded(ACTIVATIONS) == 36
+    local = build_index(folder, tmp_path / "local", run_dir=run, cache_dir=cache, workers=0)
+    assert local.encoded == 36 and store.encoded(ACTIVATIONS) == 36
+    ref = build_index(folder, tmp_path / "ref", run_dir=run, cache_dir=trained_cache, workers=0)
+    assert ref.encoded == 36
+    want = _sorted(tmp_path / "ref")
+    for name in ("ray", "local"):
+        got = _sorted(tmp_path / name)
+        assert got["category"].to_pylist() == want["category"].to_pylist(), name
+        for col in ("vector", "probs"):
+            a, b = np.array(want[col].to_pylist()), np.array(got[col].to_pylist())
+            np.testing.assert_allclose(b, a, atol=1e-4, err_msg=f"{name} {col}")
