@@ -137,6 +137,23 @@ def test_killed_write_leaves_the_store_readable(lite0, photos: list[str], tmp_pa
     assert not orphan.exists() and list(folder.glob(".damaged-shard-*"))
 
 
+def test_a_large_collection_is_assembled_memory_mapped(
+    lite0, photos: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above IN_MEMORY_BYTES the rows are copied into a memory-mapped file, unlinked at once:
+    the collection is never held in RAM, and nothing is left in the cache folder."""
+    import core.vision.activations as activations
+
+    cpu = torch.device("cpu")
+    cache = tmp_path / "cache"
+    small, _ = cached_activations(lite0, "blocks.6.0", photos[:4], SIZE, cache, cpu, workers=0)
+    assert not isinstance(small, np.memmap)
+    monkeypatch.setattr(activations, "IN_MEMORY_BYTES", 0)
+    big, hit = cached_activations(lite0, "blocks.6.0", photos[:4], SIZE, cache, cpu, workers=0)
+    assert hit and isinstance(big, np.memmap) and np.array_equal(big, small)
+    assert not list(cache.rglob(".view-*"))
+
+
 def test_cache_cli_lists_and_clears_activations(lite0, photos: list[str], tmp_path: Path) -> None:
     from tests.helpers import cli_json
 
