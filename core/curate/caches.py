@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.vision.encodings import EncodingStore, folder_bytes
+from core.vision.encodings import ACTIVATIONS, OUTPUTS, EncodingStore, folder_bytes
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,16 @@ CACHE_KINDS: tuple[CacheKind, ...] = (
     CacheKind(
         "encodings",
         "cache",
-        "encodings/*/*",
+        "encodings/outputs/*",
         "core.vision.encodings",
         "backbone outputs per encoder identity and photo content (train, index, audit, map)",
+    ),
+    CacheKind(
+        "activations",
+        "cache",
+        "encodings/activations/*",
+        "core.vision.activations",
+        "frozen-trunk activations (photo + mirror) per split point and photo content (partial)",
     ),
     CacheKind(
         "content-hashes",
@@ -42,11 +49,11 @@ CACHE_KINDS: tuple[CacheKind, ...] = (
         "sha256 of each file, memoised by path, size and mtime",
     ),
     CacheKind(
-        "activations",
+        "activations-legacy",
         "cache",
         "activations/*.npy",
-        "core.vision.activations",
-        "frozen-trunk activations of partial runs",
+        "core.vision.activations (before the encoding store)",
+        "whole-list activation files no longer read",
     ),
     CacheKind(
         "features-legacy",
@@ -81,6 +88,7 @@ CACHE_KINDS: tuple[CacheKind, ...] = (
     ),
 )
 KIND_NAMES = tuple(k.name for k in CACHE_KINDS)
+STORE_KINDS = {"encodings": OUTPUTS, "activations": ACTIVATIONS}  # registry name -> store kind
 
 
 def _entries(kind: CacheKind, cache_dir: Path, index_dir: Path) -> list[Path]:
@@ -105,8 +113,9 @@ def list_caches(cache_dir: str | Path, index_dir: str | Path) -> list[dict[str, 
             "owner": kind.owner,
             "what": kind.what,
         }
-        if kind.name == "encodings":
-            row["identities"] = EncodingStore.at(cache_dir).describe()
+        if kind.name in STORE_KINDS:  # the encoding store: one row per identity
+            idents = EncodingStore.at(cache_dir).describe()
+            row["identities"] = [i for i in idents if i["kind"] == STORE_KINDS[kind.name]]
             row["entries"] = sum(i["entries"] for i in row["identities"])
         rows.append(row)
     return rows

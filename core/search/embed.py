@@ -39,6 +39,7 @@ __all__ = [
     "encode_loader",
     "image_loader",
     "iter_encoded",
+    "rows_from",
     "stored_batches",
 ]
 
@@ -226,17 +227,7 @@ class ImageEncoder:
             with torch.inference_mode():
                 head = self.run.model.head.float().cpu().eval()
                 probs = softmax_np(head(torch.from_numpy(raw)).numpy())
-        feats = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
-        inet = softmax_np(np.asarray(inet, np.float32))
-        top = np.argsort(-inet, axis=1)[:, :TOP_K_LABELS]
-        return Encoded(
-            features=feats.astype(np.float32),
-            top_ids=top.astype(np.int32),
-            top_probs=np.take_along_axis(inet, top, axis=1).astype(np.float32),
-            probs=probs,
-            ok=np.ones(len(feats), dtype=bool),
-            reasons=[None] * len(feats),
-        )
+        return rows_from(raw, inet, probs)
 
     def loader(
         self, paths: Sequence[str | Path], batch_size: int, workers: int | None = None
@@ -244,6 +235,24 @@ class ImageEncoder:
         return image_loader(
             paths, self.transform(), self.image_size, batch_size, workers, self.device
         )
+
+
+def rows_from(raw: np.ndarray, inet_logits: np.ndarray, probs: np.ndarray | None) -> Encoded:
+    """Rows from pooled features, ImageNet logits and class probabilities (all decoded)."""
+    from core.vision.inference import softmax_np
+
+    raw = np.asarray(raw, np.float32)
+    feats = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+    inet = softmax_np(np.asarray(inet_logits, np.float32))
+    top = np.argsort(-inet, axis=1)[:, :TOP_K_LABELS]
+    return Encoded(
+        features=feats.astype(np.float32),
+        top_ids=top.astype(np.int32),
+        top_probs=np.take_along_axis(inet, top, axis=1).astype(np.float32),
+        probs=probs,
+        ok=np.ones(len(feats), dtype=bool),
+        reasons=[None] * len(feats),
+    )
 
 
 def concat(parts: Sequence[Encoded]) -> Encoded:
@@ -284,8 +293,8 @@ def stored_batches(
     chunk: int = 512,
 ) -> tuple[Iterator[tuple[list[int], Encoded]], list[int]]:
     """(batches of (positions, Encoded), positions still to encode) for an encoder whose rows
-    derive from stored backbone outputs (core.vision.encodings): photos the store holds are
-    read, not decoded; with `encode_missing` the rest are encoded here and added to the store
+    derive from stored backbone outputs (core.vision.encodings) (a partial run's:
+    core.search.partial_rows.activation_batches): photos the store holds are read, not decoded; with `encode_missing` the rest are encoded here and added to the store
     (the returned list is then empty). Without a store identity nothing is read: every
     position comes back."""
     from core.vision.encodings import EncodingStore

@@ -38,7 +38,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,10 +46,14 @@ import numpy as np
 
 from core.config import ray_batch_delay
 from core.search.backend import EncoderSpec
+from core.vision.encodings import ACTIVATIONS  # the "numerics" of a partial run's batches
 
 log = logging.getLogger(__name__)
 
 HASH_BLOCK = 256  # paths per hashing task
+RAW = "raw_"  # column prefix of the pretrained outputs an actor returns for the store
+# keep(indices, numerics, {output name: (n, ...) float32}, ok): what the driver stores
+RawSink = Callable[[list[int], str, dict[str, np.ndarray], np.ndarray], None]
 
 
 @dataclass
@@ -156,10 +160,21 @@ def _decode_batch(batch: dict[str, np.ndarray], transform: Any, size: int) -> di
 class _EncoderActor:
     """One per actor: loads the backbone once, then encodes decoded batches."""
 
-    def __init__(self, spec: EncoderSpec):  # any backend's spec (core.search.backend)
+    def __init__(self, spec: EncoderSpec, raw: bool = False):  # any backend's spec
         from core.search.encoders import create_image_encoder
 
         self.encoder = create_image_encoder(spec)
+        # raw: also return the pretrained backbone's outputs the rows derive from, for the
+        # driver to write into its encoding store (core.vision.encodings); None when the
+        # encoder has no such outputs (CLIP, a run that changed the trunk).
+        outputs = getattr(self.encoder, "outputs_inference", None)
+        self.raw = outputs() if raw and outputs is not None else None
+        self.tails = None  # a partial run: its rows come from activations, returned too
+        if raw and getattr(self.encoder, "run", None) is not None:
+            from core.search.partial_rows import RunTails
+
+            tails = RunTails(self.encoder)
+            self.tails = tails if tails.identity() is not None else None
         # Fault injection ($SCENESEEK_RAY_BATCH_DELAY): a worker can be killed while a batch is
         # in flight. Read in the actor, i.e. on the worker node.
         self.delay = ray_batch_delay()
@@ -171,7 +186,19 @@ class _EncoderActor:
         if self.delay:
             time.sleep(self.delay)
         x = np.require(batch["x"], np.float32, ["C", "W"])  # Arrow-backed batches are read-only
-        enc = self.encoder.encode_tensor(torch.from_numpy(x))
+        raw: dict[str, np.ndarray] = {}
+        numerics = ""
+        if self.tails is not None:  # one frozen pass: the activations, the rows from them
+            from core.vision.activations import ACT, frozen_pair
+
+            self.tails.frozen.eval()
+            raw = {ACT: frozen_pair(self.tails.frozen, torch.from_numpy(x), self.encoder.device)}
+            enc, numerics = self.tails.rows(raw[ACT]), ACTIVATIONS
+        elif self.raw is not None:  # one pass: the stored outputs, and the rows from them
+            raw = self.raw.run(torch.from_numpy(x))
+            enc, numerics = self.encoder.from_outputs(raw), self.raw.numerics()
+        else:
+            enc = self.encoder.encode_tensor(torch.from_numpy(x))
         out = {
             "i": batch["i"],
             "ok": batch["ok"],
@@ -182,6 +209,9 @@ class _EncoderActor:
         }
         if enc.probs is not None:
             out["probs"] = enc.probs
+        if raw:
+            out.update({RAW + n: np.asarray(v, np.float32) for n, v in raw.items()})
+            out["numerics"] = np.array([numerics] * len(x))
         return out
 
 
@@ -192,9 +222,12 @@ def encode_batches(
     opts: RayOptions,
     batch_size: int,
     transform: Any = None,
+    keep: RawSink | None = None,
 ) -> Iterator[tuple[list[int], Any]]:
     """(indices, embed.Encoded) per batch as the cluster finishes them (any order; each
-    index exactly once)."""
+    index exactly once). With `keep`, the actors also return the pretrained outputs the
+    rows derive from, and keep(indices, numerics, outputs, ok) gets each batch's before it
+    is yielded (the driver writes them into its encoding store)."""
     import ray
 
     from core.search.backend import Encoded
@@ -217,7 +250,7 @@ def encode_batches(
         _EncoderActor,
         batch_size=batch_size,
         batch_format="numpy",
-        fn_constructor_kwargs={"spec": spec},
+        fn_constructor_kwargs={"spec": spec, "raw": keep is not None},
         compute=ray.data.ActorPoolStrategy(size=max(1, opts.workers)),
         num_cpus=opts.cpus_per_worker,
         num_gpus=opts.gpus_per_worker or None,
@@ -226,18 +259,26 @@ def encode_batches(
     seen: set[int] = set()
     for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
         ids = [int(i) for i in b["i"]]
-        keep = np.array([i not in seen for i in ids], dtype=bool)
-        if not keep.any():
+        keep_rows = np.array([i not in seen for i in ids], dtype=bool)
+        if not keep_rows.any():
             continue
         seen.update(ids)
+        kept = [i for i, k in zip(ids, keep_rows, strict=True) if k]
+        if keep is not None and "numerics" in b:
+            raw = {
+                k[len(RAW) :]: np.asarray(v, np.float32)[keep_rows]
+                for k, v in b.items()
+                if k.startswith(RAW)
+            }
+            keep(kept, str(b["numerics"][0]), raw, np.asarray(b["ok"], bool)[keep_rows])
         yield (
-            [i for i, k in zip(ids, keep, strict=True) if k],
+            kept,
             Encoded(
-                features=np.asarray(b["features"], np.float32)[keep],
-                top_ids=np.asarray(b["top_ids"], np.int32)[keep],
-                top_probs=np.asarray(b["top_probs"], np.float32)[keep],
-                probs=np.asarray(b["probs"], np.float32)[keep] if "probs" in b else None,
-                ok=np.asarray(b["ok"], bool)[keep],
-                reasons=[str(r) or None for r, k in zip(b["reason"], keep, strict=True) if k],
+                features=np.asarray(b["features"], np.float32)[keep_rows],
+                top_ids=np.asarray(b["top_ids"], np.int32)[keep_rows],
+                top_probs=np.asarray(b["top_probs"], np.float32)[keep_rows],
+                probs=np.asarray(b["probs"], np.float32)[keep_rows] if "probs" in b else None,
+                ok=np.asarray(b["ok"], bool)[keep_rows],
+                reasons=[str(r) or None for r, k in zip(b["reason"], keep_rows, strict=True) if k],
             ),
         )

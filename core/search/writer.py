@@ -359,16 +359,20 @@ def _batches(
     shas: Sequence[str] | None = None,
 ) -> EncodedBatches:
     """Encoded batches of `todo`: first what the encoding store (core.vision.encodings)
-    holds for a backbone or linear-probe encoder (read, not decoded), then the rest, encoded
-    by the engine (the local one adds them to the store)."""
+    holds for a backbone, linear-probe or partial-run encoder (read, not decoded), then the
+    rest, encoded by the engine; both add what they encode to the store (the Ray engine's
+    actors return the pretrained outputs, written here; a partial run's activations are
+    stored by the local engine only)."""
     if not todo:
         return iter(())
     stored: EncodedBatches = iter(())
     if shas is not None and hasattr(encoder, "outputs_inference"):
         from core.config import resolve_cache_dir
         from core.search.embed import stored_batches
+        from core.search.partial_rows import activation_batches, is_partial
 
-        found, rest = stored_batches(
+        read = activation_batches if is_partial(encoder) else stored_batches
+        found, rest = read(
             encoder,
             resolve_cache_dir(cfg.cache_dir),
             [files[i].path for i in todo],
@@ -386,17 +390,22 @@ def _batches(
     if cfg.engine == "ray":
         from core.search.ray_engine import encode_batches
 
-        return itertools.chain(
-            stored,
-            encode_batches(
-                encoder.spec("cuda" if opts.gpus_per_worker > 0 else "cpu"),
-                [files[i].path for i in todo],
-                todo,
-                opts,
-                cfg.batch_size,
-                encoder.transform(),
-            ),
+        sink = None  # the pretrained outputs the actors encode go into the store too
+        if shas is not None and hasattr(encoder, "outputs_inference"):
+            from core.config import resolve_cache_dir
+            from core.search.store_sink import StoreSink
+
+            sink = StoreSink(encoder, resolve_cache_dir(cfg.cache_dir), {i: shas[i] for i in todo})
+        encoded = encode_batches(
+            encoder.spec("cuda" if opts.gpus_per_worker > 0 else "cpu"),
+            [files[i].path for i in todo],
+            todo,
+            opts,
+            cfg.batch_size,
+            encoder.transform(),
+            keep=sink,
         )
+        return itertools.chain(stored, sink.wrap(encoded) if sink is not None else encoded)
     return itertools.chain(
         stored, _local_batches(encoder, files, todo, cfg.batch_size, cfg.workers)
     )

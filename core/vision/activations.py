@@ -13,21 +13,23 @@ head. `split_trunk(backbone, first_trainable)` cuts it before a unit. The units 
 backbone's own modules, so training the tail trains the run's model in place and its
 checkpoint stays a complete model (predict/evaluate run it on images as usual).
 
-The cache (`cached_activations`) is keyed like the feature cache: backbone, weights file
-stamp, preprocessing, image size, split point and every file's path + size + mtime. It
-holds float32 arrays of shape (n, 2, C, H, W) (original, flipped) for the paths in sorted
-order, written through a temporary file and renamed, so a killed run leaves no half file.
-A later split point of the same images is derived from an earlier one's cache by running
+The activations live in the one encoding store (core.vision.encodings, kind "activations"):
+one entry per file content and encoder identity + split point, a float32 (2, C, H, W) array
+(the photo, its mirror image). New photos add shards of STORE_CHUNK entries, nothing is
+rewritten, each shard appears whole or not at all (a killed run keeps the shards it finished),
+and a changed file is a new content hash, so it is computed again. Photos the store lacks at
+this split point but holds at an earlier one are derived from those activations by running
 only the blocks in between (trying several split points costs one pass over the photos).
+A partial run's index reads the same entries (core.search.partial_rows).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +37,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.vision.backbones import Backbone, weights_stamp
+from core.vision.backbones import Backbone
 from core.vision.device import TrainingStopped
+from core.vision.encodings import ACTIVATIONS, EncodingStore, encoder_identity
 from core.vision.features import make_loader
 
 log = logging.getLogger(__name__)
 
 # 2: computed with the one eval transform (core.vision.transforms) instead of torchvision's.
-ACTIVATION_CACHE_VERSION = 2
+# 3: entries of the encoding store, per file content.
+ACTIVATION_CACHE_VERSION = 3
+ACT = "acts"  # the array name of an activation entry in the store
+STORE_CHUNK = 256  # photos per shard written: the unit a killed run keeps
+# A collection larger than this is assembled in a memory-mapped file (unlinked at once, so
+# nothing is left behind) instead of in RAM: a long training run never pins it all in memory.
+IN_MEMORY_BYTES = 1 << 30
 # Photos per forward pass when caching (each pass also runs their mirror images). Measured on
 # the project's 2-core CPU, EfficientNet-Lite0 up to blocks.5 at 224 px, one thread: 4.3 img/s
 # in batches of 64, 6.6 in 16, 7.2 in 4, 6.1 one at a time (loaded machine; the order held).
@@ -98,43 +107,42 @@ def tail_train_mode(tail: nn.Module) -> None:
     tail.train()
 
 
-def activation_cache_key(ident: dict[str, Any], paths: Sequence[str]) -> str:
-    h = hashlib.sha256(json.dumps(ident, sort_keys=True).encode())
-    for p in paths:
-        try:
-            st = os.stat(p)
-            stamp = [p, st.st_size, st.st_mtime_ns]
-        except OSError:
-            stamp = [p, -1, -1]
-        h.update(json.dumps(stamp).encode())
-    return h.hexdigest()[:24]
-
-
 def activation_identity(backbone: Backbone, image_size: int, first_trainable: str) -> dict:
-    return {
-        "version": ACTIVATION_CACHE_VERSION,
-        "backbone": backbone.name,
-        "weights": weights_stamp(backbone.weights),
-        "image_size": int(image_size),
-        "split": first_trainable,
-        "preprocess": [backbone.mean, backbone.std, backbone.interpolation, backbone.crop_pct],
-        "dtype": "float32",
-    }
+    """The store identity of the activations before `first_trainable` (photo + mirror image,
+    PyTorch fp32, the eval preprocessing)."""
+    return encoder_identity(
+        backbone,
+        image_size,
+        "torch-fp32",
+        split=first_trainable,
+        views=["photo", "mirror"],
+        activations=ACTIVATION_CACHE_VERSION,
+    )
 
 
-def _compute(
+def frozen_pair(frozen: nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
+    """(n, 2, C, H, W) float32: frozen(x) and frozen of its mirror image. The preprocessing is
+    a centred crop, so flipping the tensor equals flipping the photo first: one decode serves
+    both copies."""
+    x = x.to(device, non_blocking=True)
+    both = torch.cat([x, x.flip(-1)])
+    with torch.inference_mode():
+        a = frozen(both.contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
+    n = len(x)
+    return np.stack([a[:n], a[n:]], axis=1)
+
+
+def _frozen_batches(
     frozen: nn.Module,
     backbone: Backbone,
     paths: Sequence[str],
     image_size: int,
-    out: np.ndarray,
     device: torch.device,
     batch_size: int,
     workers: int | None,
-    progress: Progress | None,
     should_stop: Callable[[], bool] | None,
-) -> None:
-    """Fill out[i, 0] with frozen(image i) and out[i, 1] with frozen(flipped image i)."""
+) -> Iterator[np.ndarray]:
+    """frozen_pair of each batch of photos, in order (the only place photos are decoded)."""
     loader = make_loader(
         paths,
         None,
@@ -144,27 +152,41 @@ def _compute(
         device=device,
     )
     frozen.eval().to(device)
-    done = 0
-    with torch.inference_mode():
-        for x, _ in loader:
-            if should_stop is not None and should_stop():
-                raise TrainingStopped("stopped while caching activations; resume to continue")
-            x = x.to(device, non_blocking=True)
-            # The preprocessing is a centred crop, so flipping the tensor equals flipping the
-            # photo first: one decode serves both copies.
-            both = torch.cat([x, x.flip(-1)])
-            a = frozen(both.contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
-            n = len(x)
-            out[done : done + n, 0] = a[:n]
-            out[done : done + n, 1] = a[n:]
-            done += n
-            if progress:
-                progress(done, len(paths))
+    for x, _ in loader:
+        _check_stop(should_stop)
+        yield frozen_pair(frozen, x, device)
+
+
+def _check_stop(should_stop: Callable[[], bool] | None) -> None:
+    if should_stop is not None and should_stop():
+        raise TrainingStopped("stopped while caching activations; resume to continue")
 
 
 def activation_shape(frozen: nn.Module, image_size: int) -> tuple[int, ...]:
     with torch.inference_mode():
         return tuple(frozen.eval()(torch.zeros(1, 3, image_size, image_size)).shape[1:])
+
+
+class ActivationWriter:
+    """Buffered writes of activation entries: one store shard per STORE_CHUNK photos, so a
+    stopped run keeps what it computed and memory holds one chunk."""
+
+    def __init__(self, store: EncodingStore, ident: dict[str, Any]) -> None:
+        self.store, self.ident = store, ident
+        self.hashes: list[str] = []
+        self.parts: list[np.ndarray] = []
+
+    def add(self, hashes: Sequence[str], acts: np.ndarray) -> None:
+        self.hashes += list(hashes)
+        self.parts.append(acts)
+        if len(self.hashes) >= STORE_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.hashes:
+            arr = np.concatenate(self.parts)
+            self.store.put(self.ident, self.hashes, {ACT: arr}, ACTIVATIONS)
+        self.hashes, self.parts = [], []
 
 
 def cached_activations(
@@ -181,150 +203,169 @@ def cached_activations(
 ) -> tuple[np.ndarray, bool]:
     """Activations before `first_trainable` for `paths` (in the order given), shape
     (n, 2, C, H, W) float32: [:, 0] the photo, [:, 1] its mirror image. Returns
-    (array, from_cache). The array is memory-mapped from the cache file when there is one."""
+    (array, from_cache): from_cache when the store held every photo (nothing computed or
+    derived). The photos the store lacks are computed (or derived) and added to it; the
+    array is assembled from the store, in RAM or, above IN_MEMORY_BYTES, memory-mapped.
+    cache_dir None: computed, nothing stored."""
     frozen, _ = split_trunk(backbone, first_trainable)
     paths = [str(p) for p in paths]
-    order = sorted(range(len(paths)), key=paths.__getitem__)
-    canonical = [paths[i] for i in order]  # a different order of the same files shares a file
     shape = (len(paths), 2, *activation_shape(frozen, image_size))
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = _cache_file(backbone, first_trainable, image_size, cache_dir, canonical)
-        if cache_file.exists():
-            try:
-                arr = np.load(cache_file, mmap_mode="r")
-                if arr.shape == shape and arr.dtype == np.float32:
-                    if progress:
-                        progress(len(paths), len(paths))
-                    return _reorder(arr, order), True
-                log.warning(
-                    "activation cache %s has shape %s, expected %s; recomputing",
-                    cache_file,
-                    arr.shape,
-                    shape,
-                )
-            except (OSError, ValueError) as exc:  # a damaged cache file is recomputed
-                log.warning("ignoring unreadable activation cache %s: %s", cache_file, exc)
-    if cache_file is None:
+    if cache_dir is None:
         arr = np.empty(shape, dtype=np.float32)
-        _compute(
-            frozen,
-            backbone,
-            canonical,
-            image_size,
-            arr,
-            device,
-            batch_size,
-            workers,
-            progress,
-            should_stop,
-        )
-        return _reorder(arr, order), False
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    _remove_orphans(cache_file)
-    tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-    try:
-        # Written straight into a memory-mapped temporary file: the whole array never has to
-        # sit in memory twice, and the rename makes it appear complete or not at all.
-        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-        source = _earlier_cache(backbone, first_trainable, image_size, cache_dir, canonical)
-        if source is not None:  # cheaper: run only the blocks between the two split points
-            _derive(source[0], source[1], mm, device, batch_size, progress, should_stop)
-        else:
-            _compute(
-                frozen,
-                backbone,
-                canonical,
-                image_size,
-                mm,
-                device,
-                batch_size,
-                workers,
-                progress,
-                should_stop,
-            )
-        mm.flush()
-        del mm
-        os.replace(tmp, cache_file)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    log.info("cached activations of %d images in %s", len(paths), cache_file)
-    return _reorder(np.load(cache_file, mmap_mode="r"), order), False
-
-
-def _cache_file(
-    backbone: Backbone, split: str, image_size: int, cache_dir: str | Path, canonical: list[str]
-) -> Path:
-    key = activation_cache_key(activation_identity(backbone, image_size, split), canonical)
-    return Path(cache_dir) / "activations" / f"{backbone.name}-{image_size}-{split}-{key}.npy"
-
-
-def _earlier_cache(
-    backbone: Backbone,
-    first_trainable: str,
-    image_size: int,
-    cache_dir: str | Path,
-    canonical: list[str],
-) -> tuple[np.ndarray, nn.Module] | None:
-    """A cache of the same images at an earlier split point, and the blocks that lead from
-    there to `first_trainable` (nearest earlier split first)."""
-    units = trunk_units(backbone)
-    names = [n for n, _ in units]
-    k = names.index(first_trainable)
-    for j in range(k - 1, 0, -1):
-        path = _cache_file(backbone, names[j], image_size, cache_dir, canonical)
-        if not path.exists():
-            continue
+        done = 0
+        for a in _frozen_batches(
+            frozen, backbone, paths, image_size, device, batch_size, workers, should_stop
+        ):
+            arr[done : done + len(a)] = a
+            done += len(a)
+            if progress:
+                progress(done, len(paths))
+        return arr, False
+    store = EncodingStore.at(cache_dir)
+    hashes = store.hashes(paths)
+    ident = activation_identity(backbone, image_size, first_trainable)
+    computed = False
+    for _ in range(2):  # a shard found damaged while reading is set aside: compute it again
+        if store.missing(ident, hashes, ACTIVATIONS):
+            computed = True
+            job = _Job(backbone, first_trainable, image_size, device, batch_size, workers)
+            _fill(store, ident, job, paths, hashes, progress, should_stop)
         try:
-            arr = np.load(path, mmap_mode="r")
-        except (OSError, ValueError):
+            out = _assemble(store, ident, hashes, shape, cache_dir)
+        except KeyError as exc:
+            log.warning("recomputing activations: %s", exc)
             continue
-        if arr.ndim == 5 and arr.shape[:2] == (len(canonical), 2):
-            log.info("deriving %s activations from the cache at %s", first_trainable, names[j])
-            return arr, nn.Sequential(*(m for _, m in units[j:k]))
-    return None
+        if progress:
+            progress(len(paths), len(paths))
+        return out, not computed
+    raise OSError(f"the activation store under {cache_dir} cannot be read back")
 
 
-def _derive(
-    source: np.ndarray,
-    between: nn.Module,
-    out: np.ndarray,
-    device: torch.device,
-    batch_size: int,
+def _assemble(
+    store: EncodingStore,
+    ident: dict[str, Any],
+    hashes: Sequence[str],
+    shape: tuple[int, ...],
+    cache_dir: str | Path,
+) -> np.ndarray:
+    """The rows of `hashes` in order, copied from the store once (KeyError: a damaged shard)."""
+    if int(np.prod(shape)) * 4 <= IN_MEMORY_BYTES:
+        out = np.empty(shape, np.float32)
+    else:
+        folder = store.root / ACTIVATIONS
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".view-{os.getpid()}-{uuid.uuid4().hex[:8]}.npy"
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+        tmp.unlink()  # the mapping stays valid; the space is freed when the array goes
+    store.read_into(ident, hashes, ACT, out, ACTIVATIONS)
+    return out
+
+
+@dataclass(frozen=True)
+class _Job:
+    backbone: Backbone
+    split: str
+    image_size: int
+    device: torch.device
+    batch_size: int
+    workers: int | None
+
+
+def _fill(
+    store: EncodingStore,
+    ident: dict[str, Any],
+    job: _Job,
+    paths: Sequence[str],
+    hashes: Sequence[str],
     progress: Progress | None,
     should_stop: Callable[[], bool] | None,
 ) -> None:
-    between.eval().to(device)
-    n = len(source)
-    with torch.inference_mode():
-        for i in range(0, n, batch_size):
-            if should_stop is not None and should_stop():
-                raise TrainingStopped("stopped while caching activations; resume to continue")
-            x = torch.from_numpy(np.array(source[i : i + batch_size]))  # a writable copy
-            b = x.shape[0]
-            y = between(x.flatten(0, 1).to(device).contiguous(memory_format=torch.channels_last))
-            out[i : i + b] = y.float().cpu().numpy().reshape(b, 2, *y.shape[1:])
-            if progress:
-                progress(min(n, i + b), n)
+    """Add the photos the store lacks at this split point (one per content): derived from
+    the nearest earlier split point that holds them, else computed from the photos."""
+    backbone, image_size, device = job.backbone, job.image_size, job.device
+    first: dict[str, int] = {}
+    for i in store.missing(ident, hashes, ACTIVATIONS):
+        first.setdefault(hashes[i], i)
+    pick = sorted(first.values())
+    done = [len(paths) - len(pick)]
 
+    def report(n: int) -> None:
+        done[0] += n
+        if progress:
+            progress(min(done[0], len(paths)), len(paths))
 
-def _remove_orphans(cache_file: Path) -> None:
-    """Temporary files of killed runs (their process is gone) would fill the disk."""
-    for tmp in cache_file.parent.glob(f".{cache_file.name}.*.tmp"):
-        try:
-            pid = int(tmp.name.rsplit(".", 2)[-2])
-            os.kill(pid, 0)  # raises when no such process
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except (ValueError, PermissionError, OSError):
+    def left() -> list[int]:
+        absent = set(store.missing(ident, [hashes[i] for i in pick], ACTIVATIONS))
+        return [i for k, i in enumerate(pick) if k in absent]
+
+    units = trunk_units(backbone)
+    names = [n for n, _ in units]
+    k = names.index(job.split)
+    for j in range(k - 1, 0, -1):
+        todo = left()
+        if not todo:
+            return
+        earlier = activation_identity(backbone, image_size, names[j])
+        absent = set(store.missing(earlier, [hashes[i] for i in todo], ACTIVATIONS))
+        have = [hashes[i] for n, i in enumerate(todo) if n not in absent]
+        if not have:
             continue
+        log.info("deriving %d %s activations from %s", len(have), job.split, names[j])
+        between = nn.Sequential(*(m for _, m in units[j:k])).eval().to(device)
+        derived = _derived(store, earlier, have, between, device, job.batch_size, should_stop)
+        try:
+            _write(store, ident, have, derived, report)
+        except KeyError as exc:  # a damaged earlier shard: those photos are computed below
+            log.warning("cannot derive from %s: %s", names[j], exc)
+    todo = left()
+    if todo:
+        frozen, _ = split_trunk(backbone, job.split)
+        todo_paths = [paths[i] for i in todo]
+        batches = _frozen_batches(
+            frozen,
+            backbone,
+            todo_paths,
+            image_size,
+            device,
+            job.batch_size,
+            job.workers,
+            should_stop,
+        )
+        _write(store, ident, [hashes[i] for i in todo], batches, report)
+    log.info("stored %s activations of %d photos", job.split, len(pick))
 
 
-def _reorder(arr: np.ndarray, order: list[int]) -> np.ndarray:
-    """Rows back in the caller's order (arr holds them sorted by path)."""
-    if order == sorted(order):
-        return arr
-    inverse = np.empty(len(order), dtype=np.int64)
-    inverse[np.asarray(order, dtype=np.int64)] = np.arange(len(order))
-    return np.asarray(arr)[inverse]
+def _write(
+    store: EncodingStore,
+    ident: dict[str, Any],
+    hashes: Sequence[str],
+    batches: Iterator[np.ndarray],
+    report: Callable[[int], None],
+) -> None:
+    """Store each batch of activations (in the order of `hashes`) as it comes."""
+    writer = ActivationWriter(store, ident)
+    done = 0
+    for a in batches:
+        writer.add(hashes[done : done + len(a)], a)
+        done += len(a)
+        report(len(a))
+    writer.flush()
+
+
+def _derived(
+    store: EncodingStore,
+    earlier: dict[str, Any],
+    hashes: Sequence[str],
+    between: nn.Module,
+    device: torch.device,
+    batch_size: int,
+    should_stop: Callable[[], bool] | None,
+) -> Iterator[np.ndarray]:
+    """The blocks `between` run on the stored earlier activations, batch by batch."""
+    for i in range(0, len(hashes), batch_size):
+        _check_stop(should_stop)
+        x = torch.from_numpy(store.read(earlier, hashes[i : i + batch_size], ACT, ACTIVATIONS))
+        b = x.shape[0]
+        with torch.inference_mode():
+            y = between(x.flatten(0, 1).to(device).contiguous(memory_format=torch.channels_last))
+        yield y.float().cpu().numpy().reshape(b, 2, *y.shape[1:])

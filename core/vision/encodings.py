@@ -1,7 +1,9 @@
 """One encoding per photo: the store of backbone outputs every command reads first.
 
 An entry is what one encoder made of one file's content: pooled penultimate features and
-ImageNet logits (one pass gives both; kind "outputs"). It is keyed by the encoder's identity
+ImageNet logits (one pass gives both; kind "outputs"), or the activations of a backbone's
+frozen part at a split point, for the photo and its mirror image (kind "activations": what a
+partial run trains its tail on, core.vision.activations). It is keyed by the encoder's identity
 (`encoder_identity`: backbone, weights stamp, preprocessing, input size, numerics) and the
 file's content hash (sha256 of its bytes, memoised by path + size + mtime + ctime so a second look at
 a folder reads no bytes). Training a linear probe, indexing, the audit and its map all ask
@@ -10,7 +12,7 @@ the store first and encode only what it lacks, so a folder is encoded once per e
 Layout under `<cache>/encodings/`:
 
     hashes.json                       path -> [size, mtime_ns, ctime_ns, sha256] (the memo)
-    <kind>/<backbone>-<size>-<numerics>-<key>/
+    <kind>/<backbone>-<size>[-<split>]-<numerics>-<key>/
         identity.json                 what the entries depend on
         shard-<id>/hashes.npy         (n,) content hashes
         shard-<id>/<output>.npy       (n, ...) float32, one file per output
@@ -49,7 +51,9 @@ log = logging.getLogger(__name__)
 
 STORE_VERSION = 1
 OUTPUTS = "outputs"  # pooled features + ImageNet logits of a pretrained backbone
-KINDS = (OUTPUTS,)
+ACTIVATIONS = "activations"  # a frozen part's output at a split point (photo, mirror image)
+KINDS = (OUTPUTS, ACTIVATIONS)
+READ_ROWS = 256  # rows copied per step when reading: a big shard is never copied whole
 SHARD_PREFIX = "shard-"
 HASH_DTYPE = "<U64"  # a sha256 hex digest
 Progress = Callable[[int, int], None]
@@ -150,6 +154,8 @@ class EncodingStore:
 
     def folder(self, ident: dict[str, Any], kind: str = OUTPUTS) -> Path:
         name = f"{ident.get('backbone', 'x')}-{ident.get('image_size', 0)}"
+        if ident.get("split"):  # activations: the split point names the entry
+            name += f"-{ident['split']}"
         name += f"-{ident.get('numerics', '')}-{identity_key(ident)}"
         return self.root / kind / name
 
@@ -192,6 +198,38 @@ class EncodingStore:
         """(len(hashes), ...) float32 rows of output `name`, in the order given; every hash
         must be present (`missing` is empty). A shard found damaged here is set aside and
         KeyError names it: the caller encodes again."""
+        shape = self.row_shape(ident, hashes, name, kind)
+        if shape is None:
+            return np.zeros((0, 0), np.float32)
+        out = np.empty((len(hashes), *shape), np.float32)
+        self.read_into(ident, hashes, name, out, kind)
+        return out
+
+    def row_shape(
+        self, ident: dict[str, Any], hashes: Sequence[str], name: str, kind: str = OUTPUTS
+    ) -> tuple[int, ...] | None:
+        """The shape of one row of output `name` (None: no hashes); KeyError as `read`."""
+        if not len(hashes):
+            return None
+        folder = self.folder(ident, kind)
+        shard, _ = self._index(folder)[hashes[0]]
+        try:
+            return tuple(np.load(shard.path / f"{name}.npy", mmap_mode="r").shape[1:])
+        except (OSError, ValueError, EOFError) as exc:
+            self._drop(folder, shard.path, exc)
+            raise KeyError(f"damaged shard {shard.path}") from exc
+
+    def read_into(
+        self,
+        ident: dict[str, Any],
+        hashes: Sequence[str],
+        name: str,
+        out: np.ndarray,
+        kind: str = OUTPUTS,
+    ) -> None:
+        """Fill out[i] with the row of hashes[i], READ_ROWS rows at a time from memory-mapped
+        shards: reading a collection (into RAM or into a memory-mapped file) never holds it
+        twice. KeyError as `read`."""
         folder = self.folder(ident, kind)
         have = self._index(folder)
         by_shard: dict[Path, tuple[list[int], list[int]]] = {}
@@ -200,23 +238,23 @@ class EncodingStore:
             pos, rows = by_shard.setdefault(shard.path, ([], []))
             pos.append(i)
             rows.append(row)
-        out: np.ndarray | None = None
         for path, (pos, rows) in by_shard.items():
             try:
                 arr = np.load(path / f"{name}.npy", mmap_mode="r")
                 if len(arr) != len(self._shards[folder][path.name].hashes):
                     raise ValueError(f"{len(arr)} rows for {len(rows)} hashes")
-                part = np.asarray(arr[np.asarray(rows)], dtype=np.float32)
+                if arr.shape[1:] != out.shape[1:]:
+                    raise ValueError(f"rows of shape {arr.shape[1:]}, not {out.shape[1:]}")
+                for k in range(0, len(rows), READ_ROWS):
+                    r = np.asarray(rows[k : k + READ_ROWS])
+                    out[np.asarray(pos[k : k + READ_ROWS])] = arr[r]
             except (OSError, ValueError, EOFError) as exc:
-                _set_aside(path, exc)
-                self._shards[folder].pop(path.name, None)
+                self._drop(folder, path, exc)
                 raise KeyError(f"damaged shard {path}") from exc
-            if out is None:
-                out = np.empty((len(hashes), *part.shape[1:]), np.float32)
-            out[np.asarray(pos)] = part
-        if out is None:
-            return np.zeros((0, 0), np.float32)
-        return out
+
+    def _drop(self, folder: Path, shard: Path, exc: BaseException) -> None:
+        _set_aside(shard, exc)
+        self._shards.get(folder, {}).pop(shard.name, None)
 
     def put(
         self,
@@ -305,6 +343,7 @@ class EncodingStore:
                         "backbone": ident.get("backbone"),
                         "image_size": ident.get("image_size"),
                         "numerics": ident.get("numerics"),
+                        "split": ident.get("split"),
                         "entries": len(have),
                         "shards": len(self._shards.get(folder, {})),
                         "bytes": folder_bytes(folder),

@@ -13,3 +13,18 @@ def encoder():
     from core.search.encoders import create_image_encoder
 
     return create_image_encoder(image_size=IMAGE_SIZE, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory: pytest.TempPathFactory):
+    """A Ray instance in this process on the machine's 2 cores, stopped even on failure."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=str(tmp_path_factory.mktemp("ray")),
+    )
+    yield ray
+    ray.shutdown()

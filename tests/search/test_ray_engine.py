@@ -29,21 +29,6 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_ray(tmp_path_factory: pytest.TempPathFactory):
-    """A Ray instance in this process on the machine's 2 cores, stopped even on failure."""
-    import ray
-
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        _temp_dir=str(tmp_path_factory.mktemp("ray")),
-    )
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def local_index(folder: Path, encoder, tmp_path_factory: pytest.TempPathFactory) -> Path:
     index = tmp_path_factory.mktemp("local") / "idx"
     stats = build_index(folder, index, encoder=encoder, workers=0, batch_size=8)
@@ -130,6 +115,37 @@ def test_ray_engine_resumes_after_an_interruption(folder, encoder, local_ray, tm
     assert 0 < first < 24 and read_json(index / "index.json")["rows"] == first
     stats = _ray(folder, index, encoder, chunk=10)
     assert (stats.unchanged, stats.encoded, stats.rows) == (first, 24 - first, 24)
+
+
+def test_ray_engine_writes_the_store_back_so_local_encodes_nothing(
+    folder, encoder, local_ray, local_index, tmp_path
+):
+    """The actors return the pretrained outputs the rows derive from; the driver writes them
+    into its encoding store, so a later local index of the folder decodes no photo. A second
+    Ray run on another index reads the store first and starts no actor."""
+    from core.vision.encodings import EncodingStore
+
+    index = tmp_path / "idx"
+    store = EncodingStore.at(index.parent / "store")
+    assert _ray(folder, index, encoder).encoded == 24
+    assert store.encoded() == 24 and store.passes()["max"] == 1  # the 24 decodable photos
+    again = build_index(
+        folder,
+        tmp_path / "local",
+        encoder=encoder,
+        workers=0,
+        batch_size=8,
+        cache_dir=index.parent / "store",
+    )
+    assert again.encoded == 24 and store.encoded() == 24
+    local, read = _sorted(local_index), _sorted(tmp_path / "local")
+    for name in ("vector", "top_probs"):
+        a, b = np.array(local[name].to_pylist()), np.array(read[name].to_pylist())
+        np.testing.assert_allclose(b, a, atol=1e-4, err_msg=name)
+    assert read["top_ids"].to_pylist() == local["top_ids"].to_pylist()
+    ray_again = _ray(folder, tmp_path / "idx2", encoder)
+    assert ray_again.encoded == 24 and store.encoded() == 24
+    assert len(ray_again.skipped) == 2  # the undecodable files go to the actors, not stored
 
 
 def test_local_cli_never_imports_ray(folder: Path, tmp_path: Path) -> None:

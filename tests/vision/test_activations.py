@@ -4,6 +4,7 @@ and training on it beats the linear probe."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,13 @@ import torch
 from core.data.split import split_data
 from core.vision.activations import (
     SplitPointError,
+    activation_identity,
     cached_activations,
     split_trunk,
     trunk_units,
 )
 from core.vision.backbones import create_backbone
+from core.vision.encodings import ACTIVATIONS, EncodingStore
 from core.vision.train import RunFiles, TrainConfig, run_training
 from tests.helpers import make_intel_subset
 
@@ -47,33 +50,127 @@ def test_the_split_backbone_is_the_backbone(lite0) -> None:
 
 
 def test_cache_holds_photo_and_mirror_and_is_reused(
-    lite0, photos: list[str], tmp_path: Path
+    lite0, photos: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import core.vision.activations as activations
+
     cpu = torch.device("cpu")
+    store = EncodingStore.at(tmp_path)
     acts, hit = cached_activations(lite0, "blocks.6.0", photos, SIZE, tmp_path, cpu, workers=0)
     assert not hit and acts.shape[:2] == (len(photos), 2) and acts.dtype == np.float32
-    files = list((tmp_path / "activations").glob("*.npy"))
-    assert len(files) == 1 and not list((tmp_path / "activations").glob(".*tmp"))
+    assert store.encoded(ACTIVATIONS) == len(photos)
+    (folder,) = store.identity_folders(ACTIVATIONS)
+    assert "blocks.6.0" in folder.name and not list(folder.glob(".tmp-*"))
     # Equal to the frozen part run on the photo and on its mirror image.
     frozen, _ = split_trunk(lite0, "blocks.6.0")
     x = lite0.preprocess(False, SIZE)(__import__("PIL.Image").Image.open(photos[3]).convert("RGB"))
     with torch.inference_mode():
         a = frozen(torch.stack([x, x.flip(-1)])).numpy()
     assert np.allclose(acts[3], a, atol=1e-4)
-    # Second call: from the cache, unchanged file; another order of the same photos too.
-    stamp = files[0].stat().st_mtime_ns
+    # Second call: from the store, nothing written; another order of the same photos too.
     again, hit = cached_activations(lite0, "blocks.6.0", photos, SIZE, tmp_path, cpu, workers=0)
-    assert hit and np.array_equal(again, acts) and files[0].stat().st_mtime_ns == stamp
+    assert hit and np.array_equal(again, acts) and store.encoded(ACTIVATIONS) == len(photos)
     rev, hit = cached_activations(lite0, "blocks.6.0", photos[::-1], SIZE, tmp_path, cpu, workers=0)
     assert hit and np.array_equal(rev, acts[::-1])
-    # A later split point is derived from this cache (no photo decoded) and equals a fresh run.
-    derived, hit = cached_activations(lite0, "head", photos, SIZE, tmp_path, cpu, workers=0)
+    # A later split point is derived from the stored one with no photo decoded, and equals
+    # a fresh run.
     fresh, _ = cached_activations(lite0, "head", photos, SIZE, None, cpu, workers=0)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a photo was decoded")
+
+    monkeypatch.setattr(activations, "_frozen_batches", no_decoding)
+    derived, hit = cached_activations(lite0, "head", photos, SIZE, tmp_path, cpu, workers=0)
     assert not hit and np.allclose(derived, fresh, atol=1e-4)
-    # A touched photo is a different key: recomputed, never served stale.
+    assert store.encoded(ACTIVATIONS) == 2 * len(photos)
+    monkeypatch.undo()
+    # A touched photo is the same content: still served from the store.
     Path(photos[0]).touch()
     _, hit = cached_activations(lite0, "blocks.6.0", photos, SIZE, tmp_path, cpu, workers=0)
-    assert not hit
+    assert hit
+
+
+def test_changed_content_is_recomputed_and_new_photos_append(
+    lite0, photos: list[str], tmp_path: Path
+) -> None:
+    """The store is keyed by the file's bytes: a photo whose content changed under the same
+    path is computed again (only it), and a new photo adds entries without rewriting any."""
+    cpu = torch.device("cpu")
+    mine = []
+    for p in photos[:4]:
+        dest = tmp_path / "photos" / Path(p).name
+        dest.parent.mkdir(exist_ok=True)
+        shutil.copy2(p, dest)
+        mine.append(str(dest))
+    cache = tmp_path / "cache"
+    store = EncodingStore.at(cache)
+    first, _ = cached_activations(lite0, "blocks.6.0", mine[:3], SIZE, cache, cpu, workers=0)
+    (folder,) = store.identity_folders(ACTIVATIONS)
+    shards = {p.name: p.stat().st_mtime_ns for p in folder.glob("shard-*")}
+    both, hit = cached_activations(lite0, "blocks.6.0", mine, SIZE, cache, cpu, workers=0)
+    assert not hit and store.encoded(ACTIVATIONS) == 4 and np.array_equal(both[:3], first)
+    assert all(folder.joinpath(n).stat().st_mtime_ns == t for n, t in shards.items())
+    shutil.copy(photos[5], mine[1])  # another photo's bytes under the same name
+    changed, hit = cached_activations(lite0, "blocks.6.0", mine, SIZE, cache, cpu, workers=0)
+    assert not hit and store.encoded(ACTIVATIONS) == 5
+    assert np.array_equal(changed[[0, 2, 3]], both[[0, 2, 3]])
+    assert not np.allclose(changed[1], both[1])
+
+
+def test_killed_write_leaves_the_store_readable(lite0, photos: list[str], tmp_path: Path) -> None:
+    """A writer killed mid-shard leaves a hidden temporary folder (ignored, removed by the
+    next writer); a damaged shard is set aside and its photos computed again."""
+    cpu = torch.device("cpu")
+    cache = tmp_path / "cache"
+    store = EncodingStore.at(cache)
+    acts, _ = cached_activations(lite0, "blocks.6.0", photos[:4], SIZE, cache, cpu, workers=0)
+    (folder,) = store.identity_folders(ACTIVATIONS)
+    (shard,) = folder.glob("shard-*")
+    orphan = folder / ".tmp-999999999-shard-x"  # no such process: a killed writer's
+    shutil.copytree(shard, orphan)
+    (orphan / "acts.npy").write_bytes((orphan / "acts.npy").read_bytes()[:1000])
+    again, hit = cached_activations(lite0, "blocks.6.0", photos[:4], SIZE, cache, cpu, workers=0)
+    assert hit and np.array_equal(again, acts)
+    (shard / "acts.npy").write_bytes((shard / "acts.npy").read_bytes()[:1000])  # torn
+    fixed, hit = cached_activations(lite0, "blocks.6.0", photos[:4], SIZE, cache, cpu, workers=0)
+    assert not hit and np.allclose(fixed, acts, atol=1e-6)
+    assert not orphan.exists() and list(folder.glob(".damaged-shard-*"))
+
+
+def test_a_large_collection_is_assembled_memory_mapped(
+    lite0, photos: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above IN_MEMORY_BYTES the rows are copied into a memory-mapped file, unlinked at once:
+    the collection is never held in RAM, and nothing is left in the cache folder."""
+    import core.vision.activations as activations
+
+    cpu = torch.device("cpu")
+    cache = tmp_path / "cache"
+    small, _ = cached_activations(lite0, "blocks.6.0", photos[:4], SIZE, cache, cpu, workers=0)
+    assert not isinstance(small, np.memmap)
+    monkeypatch.setattr(activations, "IN_MEMORY_BYTES", 0)
+    big, hit = cached_activations(lite0, "blocks.6.0", photos[:4], SIZE, cache, cpu, workers=0)
+    assert hit and isinstance(big, np.memmap) and np.array_equal(big, small)
+    assert not list(cache.rglob(".view-*"))
+
+
+def test_cache_cli_lists_and_clears_activations(lite0, photos: list[str], tmp_path: Path) -> None:
+    from tests.helpers import cli_json
+
+    cache = tmp_path / "cache"
+    cached_activations(lite0, "blocks.6.0", photos[:3], SIZE, cache, torch.device("cpu"))
+    kinds = {r["kind"]: r for r in cli_json("cache", "list", "--cache", cache)["kinds"]}
+    (ident,) = kinds["activations"]["identities"]
+    assert kinds["activations"]["entries"] == ident["entries"] == 3
+    assert ident["split"] == "blocks.6.0" and kinds["activations"]["bytes"] > 0
+    assert kinds["encodings"]["entries"] == 0  # the outputs are another kind
+    cleared = cli_json("cache", "clear", "--kind", "activations", "--cache", cache)
+    assert cleared["removed"] == {"activations": 1}
+    after = {r["kind"]: r for r in cli_json("cache", "list", "--cache", cache)["kinds"]}
+    assert after["activations"]["entries"] == 0
+    assert EncodingStore.at(cache).missing(
+        activation_identity(lite0, SIZE, "blocks.6.0"), ["x"], ACTIVATIONS
+    ) == [0]
 
 
 @pytest.fixture(scope="module")
