@@ -16,7 +16,8 @@ and prints the wall time of each and, from the encoding store's own records
 (core.vision.encodings), how many times each photo was encoded: `encode_passes` is the
 most times any photo's content was encoded over every encoder identity (1: once), with
 `encode_passes_mean` and the number of distinct photos beside it. Goal: index and audit
-each under half of train's time, every photo encoded once.
+each under half of train's time, every photo encoded once. Each step's CPU seconds (user +
+system, `train_cpu_s`...) are printed beside its wall time.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -40,9 +42,18 @@ from core.config import CACHE_ENV, INDEX_ENV  # noqa: E402
 GOAL_RATIO = 0.5  # index and audit each take under half of train's wall time
 
 
+CPU_S: dict[str, float] = {}  # CPU seconds (user + system) of each step's process
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def command(args: list[str], env: dict[str, str]) -> tuple[float, dict]:
-    """Wall seconds and the JSON object of `python -m core ARGS --json`."""
-    t0 = time.perf_counter()
+    """Wall seconds and the JSON object of `python -m core ARGS --json`; its CPU seconds go
+    to CPU_S (on a shared machine the wall times vary with the load, the CPU ones less)."""
+    t0, c0 = time.perf_counter(), _children_cpu()
     done = subprocess.run(
         [sys.executable, "-m", "core", *args, "--json"],
         cwd=REPO,
@@ -52,6 +63,7 @@ def command(args: list[str], env: dict[str, str]) -> tuple[float, dict]:
         check=False,
     )
     seconds = time.perf_counter() - t0
+    CPU_S[args[0]] = round(_children_cpu() - c0, 2)
     if done.returncode != 0:
         raise SystemExit(f"`python -m core {' '.join(args)}` failed: {done.stderr.strip()}")
     return seconds, json.loads(done.stdout)
@@ -114,6 +126,7 @@ def run(data: Path, train_n: int, test_n: int, backbone: str, work: Path) -> dic
         ),
         index_rows=indexed.get("rows"),
     )
+    out.update({f"{k}_cpu_s": v for k, v in CPU_S.items()})
     out["index_over_train"] = round(index_s / train_s, 3)
     out["audit_over_train"] = round(audit_s / train_s, 3)
     out["goal_met"] = bool(

@@ -67,10 +67,19 @@ def semantic_source(encoder: Any) -> str:
 
 
 def text_backend_for(meta: dict) -> Callable[[], Any]:
-    """Index time: the text encoder of the index's semantic space (loaded when called)."""
-    from core.search.encoders import create_text_encoder
+    """Index time: the text encoder of the index's semantic space (loaded when called): the
+    ONNX export of MiniLM, the one its queries use (core.search.sentence.index_text_encoder),
+    or CLIP's text tower."""
 
-    return lambda: create_text_encoder(meta, light=False)
+    def load() -> Any:
+        from core.search.encoders import create_text_encoder
+        from core.search.sentence import index_text_encoder
+
+        if (meta.get("semantic") or {}).get("source") == "encoder":
+            return create_text_encoder(meta, light=False)
+        return index_text_encoder()
+
+    return load
 
 
 def _imagenet_groups() -> Any:
@@ -132,7 +141,7 @@ def write_derived(
     )
     if meta["semantic"]["source"] == "mapping":
         meta["keyword_model"] = ensure_keyword_model(index_dir, meta, fit)
-        meta["text_export"] = _export_text_model()
+        meta["text_export"] = _export_text_model(text)
     meta["floor"] = calibrate_floor(derived, rows, fit, text, feats)
     if encoder.imagenet_classes:
         from core.io import atomic_write_json
@@ -159,15 +168,36 @@ ROW_COLUMNS = (
 
 
 def _once(factory: Callable[[], Any]) -> Callable[[], Any]:
-    """`factory` called at most once, and only when needed (the sentence encoder is large)."""
+    """`factory` called at most once, and only when needed (the sentence encoder is large);
+    what it gives is wrapped in a MemoText, so no text is encoded twice in one derive."""
     cache: dict[str, Any] = {}
 
     def get() -> Any:
         if "t" not in cache:
-            cache["t"] = factory()
+            cache["t"] = MemoText(factory())
         return cache["t"]
 
     return get
+
+
+class MemoText:
+    """A text encoder that encodes each distinct text once: the class sentences serve the
+    mapping's targets and its label path, and the floor's validation queries repeat a few
+    dozen sentences hundreds of times."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.encoder = encoder
+        self.name = encoder.name
+        self.dim = encoder.dim
+        self._seen: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        new = list(dict.fromkeys(t for t in texts if t not in self._seen))
+        if new:
+            self._seen.update(zip(new, self.encoder.encode(new), strict=True))
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack([self._seen[t] for t in texts]).astype(np.float32, copy=False)
 
 
 def _semantic(
@@ -319,12 +349,17 @@ def _write(tbl: Any, d: Derived, todo: np.ndarray, n_classes: int) -> None:
     tbl.merge_insert("path").when_matched_update_all().execute(reader)
 
 
-def _export_text_model() -> dict | None:
-    """The ONNX sentence encoder for query processes (see core.search.sentence)."""
+def _export_text_model(text: Callable[[], Any]) -> dict | None:
+    """The ONNX sentence encoder for query processes (see core.search.sentence), checked
+    against the sentence encoder this process fitted with (`text`), not a second one."""
     from core.search.sentence import ensure_export
 
+    def reference() -> Any:
+        t = text()
+        return getattr(t, "encoder", t)  # the one inside a MemoText
+
     try:
-        return {"onnx": str(ensure_export())}
+        return {"onnx": str(ensure_export(reference=reference))}
     except Exception as exc:  # queries fall back to sentence-transformers
         log.warning("sentence encoder not exported to ONNX: %s", exc)
         return None

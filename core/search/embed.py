@@ -170,8 +170,19 @@ class ImageEncoder:
         feats = out["features"] / np.maximum(
             np.linalg.norm(out["features"], axis=1, keepdims=True), 1e-12
         )
-        probs = softmax_np(out["logits"]) if "logits" in out else None
+        probs = softmax_np(out["logits"]) if "logits" in out else self._head_probs(out["features"])
         return feats.astype(np.float32), softmax_np(inet), probs
+
+    def _head_probs(self, raw: np.ndarray) -> np.ndarray | None:
+        """The run's class probabilities from raw backbone features (a linear probe's head
+        over its frozen trunk); None without a run."""
+        from core.vision.inference import softmax_np
+
+        if self.run is None:
+            return None
+        with torch.inference_mode():
+            head = self.run.model.head.float().cpu().eval()
+            return softmax_np(head(torch.from_numpy(np.asarray(raw, np.float32))).numpy())
 
     def encode_tensor(self, x: torch.Tensor) -> Encoded:
         feats, inet, probs = self._forward(x)
@@ -195,15 +206,10 @@ class ImageEncoder:
         rows derive from: a plain backbone, or a linear-probe run (its frozen trunk; the
         run's head maps the stored features to class probabilities). None for a run that
         changed the trunk (partial, fine-tune: its own model encodes) or no session."""
-        if self.inference is None:
-            return None
-        if self.run is None:
-            return self.inference
-        if self.run.config.mode != "linear-probe" or self.imagenet_ref is not None:
-            return None
-        from core.vision.inference import load_inference
-
-        return load_inference(self.backbone, self.image_size, self.device, amp=self.amp)
+        if self.inference is None or "logits" in self.inference.outputs:
+            return None  # a run's own model: its trunk is not the pretrained one
+        # A plain backbone, or a linear probe, which runs its trunk's export (backbone_encoder).
+        return self.inference
 
     def store_identity(self, inference: Inference) -> dict[str, Any]:
         from core.vision.encodings import encoder_identity
@@ -213,7 +219,6 @@ class ImageEncoder:
     def from_outputs(self, outputs: dict[str, np.ndarray]) -> Encoded:
         """Rows from stored backbone outputs ("features", "imagenet" logits): what
         `encode_tensor` gives for the same images, with no image decoded."""
-        from core.vision.inference import softmax_np
 
         raw = np.asarray(outputs["features"], np.float32)
         if "imagenet" in outputs:
@@ -222,12 +227,7 @@ class ImageEncoder:
             with torch.inference_mode():
                 head = self.backbone.model.imagenet_head.float().cpu()
                 inet = head(torch.from_numpy(raw)).numpy()
-        probs = None
-        if self.run is not None:
-            with torch.inference_mode():
-                head = self.run.model.head.float().cpu().eval()
-                probs = softmax_np(head(torch.from_numpy(raw)).numpy())
-        return rows_from(raw, inet, probs)
+        return rows_from(raw, inet, self._head_probs(raw))
 
     def loader(
         self, paths: Sequence[str | Path], batch_size: int, workers: int | None = None
@@ -365,6 +365,15 @@ def backbone_encoder(spec: EncoderSpec) -> ImageEncoder:
 
         own = ref is trained.backbone
         size = int(image_size or trained.config.image_size)
+        # A linear probe's trunk is the pretrained backbone: its export (the one training
+        # encoded with, already in the cache) runs it and the head maps the features to
+        # classes, so no second export of the same trunk with a head attached.
+        probe = trained.config.mode == "linear-probe" and own
+        inference = (
+            load_inference(trained.backbone, size, dev, amp=amp)
+            if probe
+            else load_run_inference(trained, size, amp=amp)
+        )
         return ImageEncoder(
             backbone=trained.backbone,
             device=dev,
@@ -374,7 +383,7 @@ def backbone_encoder(spec: EncoderSpec) -> ImageEncoder:
             run_dir=str(Path(run_dir).resolve()),
             imagenet_ref=None if own else ref,
             imagenet_note=note,
-            inference=load_run_inference(trained, size, amp=amp),
+            inference=inference,
             imagenet_inference=None
             if own or ref is None
             else load_inference(ref, size, dev, amp=amp),

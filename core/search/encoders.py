@@ -69,8 +69,9 @@ def create_text_encoder(
     meta: dict[str, Any], device: str | None = None, light: bool = True
 ) -> TextBackend:
     """The text encoder of an index's semantic space (`meta`: its index.json). `light`
-    (queries): MiniLM on ONNX Runtime when exported, else on torch; index time passes False
-    and gets sentence-transformers, what the export is checked against."""
+    (queries): MiniLM on ONNX Runtime when exported, else on torch; False gives
+    sentence-transformers, what the export is checked against (indexing embeds with the
+    export itself: core.search.sentence.index_text_encoder)."""
     if (meta.get("semantic") or {}).get("source") == "encoder":
         ident = meta.get("encoder", {})
         if not is_clip(ident):

@@ -433,9 +433,14 @@ def category_head(x: np.ndarray, y: Sequence[str], classes: list[str], c: float)
 
 
 def _fit_parts(
-    feats: np.ndarray, t: _Targets, keep: np.ndarray, classes: list[str], cfg: MapConfig
+    feats: np.ndarray,
+    t: _Targets,
+    keep: np.ndarray,
+    classes: list[str],
+    cfg: MapConfig,
+    head: bool = True,
 ):
-    """Ridge map and category head fitted on the training rows selected by `keep`."""
+    """Ridge map and category head (unless not `head`) fitted on the training rows `keep`."""
     d = feats.shape[1]
     x = feats[t.rows[keep]]
     if keep.any():
@@ -443,6 +448,8 @@ def _fit_parts(
     else:
         weights, bias = np.zeros((0, TEXT_DIM), np.float32), np.zeros(TEXT_DIM, np.float32)
     lab = keep & np.array([bool(lb) for lb in t.labels], dtype=bool)
+    if not head:
+        lab = np.zeros_like(lab)  # category_head gives the empty head: nothing to fit on
     cat_coef, cat_bias = category_head(
         feats[t.rows[lab]], [t.labels[i] for i in np.flatnonzero(lab)], classes, cfg.category_c
     )
@@ -517,8 +524,8 @@ def _fit(
         "train_images": sorted(fitted),
     }
 
-    def model_from(keep: np.ndarray) -> SemanticMap:
-        w, b, cc, cb = _fit_parts(feats, t, keep, ts.class_names, cfg)
+    def model_from(keep: np.ndarray, head: bool = True) -> SemanticMap:
+        w, b, cc, cb = _fit_parts(feats, t, keep, ts.class_names, cfg, head)
         return SemanticMap(
             w, b, ts.class_names, cc, cb, config, None, label_emb, list(tag_classes), class_emb
         )
@@ -530,7 +537,9 @@ def _fit(
         for f in range(cfg.folds):
             out = folds == f
             if out.any():
-                subs.append((out, model_from(~out)))
+                # A fold map's category head only serves rows without the run's class
+                # probabilities; with a run every row has them, so none is fitted.
+                subs.append((out, model_from(~out, head=probs is None)))
         # Every other image is embedded by the mean of the fold maps: fitted on as much data
         # as each fold map, so a training photo's out-of-fold vector and an unseen photo's
         # vector come from equally strong maps (the full-data map would favour unseen ones).

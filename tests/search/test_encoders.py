@@ -58,3 +58,49 @@ def test_index_command_keeps_the_clip_an_index_was_built_with() -> None:
     plain = {"encoder": {"backbone": "efficientnet_lite0"}}
     assert spec_for_index(None, None, None, plain) is None
     assert spec_for_index("clip", None, None, plain) == EncoderSpec("clip:ViT-B-32")
+
+
+def test_index_time_sentence_encoder_is_the_checked_onnx_export() -> None:
+    """Indexing embeds texts with the ONNX export its queries use (on every core), sorted
+    into batches by length: each text's vector is what sentence-transformers gives it, in
+    the order asked, whatever else shares its batch."""
+    from core.search.sentence import OnnxTextEncoder, TextEncoder, index_text_encoder
+
+    enc = index_text_encoder()
+    assert isinstance(enc, OnnxTextEncoder)
+    texts = [
+        "a long sentence about a mountain lake at dawn, mist over the water and pines",
+        "snow",
+        "a busy street",
+        "tench: freshwater dace-like game fish of Europe and western Asia",
+        "snow",
+    ]
+    got = enc.encode(texts, batch_size=2)
+    want = TextEncoder.load("cpu").encode(texts)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    alone = np.concatenate([enc.encode([t]) for t in texts])
+    np.testing.assert_allclose(got, alone, atol=1e-5)
+    assert enc.encode([]).shape == (0, enc.dim)
+
+
+def test_derive_encodes_each_distinct_text_once() -> None:
+    """The derive step's text encoder (MemoText) passes each new text to the model once
+    and gives back the model's vector for every text, repeats included, in order."""
+    from core.search.derive import MemoText
+
+    seen: list[list[str]] = []
+
+    class Counting:
+        name, dim = "fake", 3
+
+        def encode(self, texts):
+            seen.append(list(texts))
+            return np.array([[len(t), t.count("a"), 1.0] for t in texts], np.float32)
+
+    memo = MemoText(Counting())
+    a = memo.encode(["sea", "a beach", "sea"])
+    b = memo.encode(["a beach", "forest", "forest"])
+    assert memo.encode([]).shape == (0, 3)
+    assert seen == [["sea", "a beach"], ["forest"]]
+    np.testing.assert_array_equal(a, Counting().encode(["sea", "a beach", "sea"]))
+    np.testing.assert_array_equal(b, Counting().encode(["a beach", "forest", "forest"]))

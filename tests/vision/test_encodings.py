@@ -5,6 +5,7 @@ and the cache registry's CLI."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from pathlib import Path
@@ -117,6 +118,7 @@ def test_train_index_audit_predict_encode_each_photo_once(tmp_path: Path) -> Non
     from core.data.images import load_rgb
     from core.data.split import split_data
     from core.search import build_index
+    from core.search.encoders import create_image_encoder
     from core.vision.predict import predict_files, predict_images
     from core.vision.runs import load_trained
     from core.vision.train import TrainConfig, run_training
@@ -135,6 +137,10 @@ def test_train_index_audit_predict_encode_each_photo_once(tmp_path: Path) -> Non
         folder, tmp_path / "index", run_dir=tmp_path / "run", cache_dir=cache, workers=0
     )
     assert stats.encoded == n and store.encoded() == distinct  # rows written, none decoded
+    # The run's trunk is the pretrained backbone: indexing runs training's export of it
+    # (and the head on its features), so no second export of the same trunk is made.
+    exports = [json.loads(p.read_text())["ident"] for p in (cache / "onnx").glob("*.json")]
+    assert [e["kind"] for e in exports] == ["backbone"]
     audit = run_audit(folder, cache_dir=cache)
     assert len(audit.vectors) == n and store.encoded() == distinct
     trained = load_trained(tmp_path / "run", "best", "cpu")
@@ -145,6 +151,15 @@ def test_train_index_audit_predict_encode_each_photo_once(tmp_path: Path) -> Non
     for g, w in zip(got, want, strict=True):
         assert g.label == w.label and g.imagenet_top5[0][0] == w.imagenet_top5[0][0]
         assert max(abs(g.probabilities[c] - w.probabilities[c]) for c in w.probabilities) < 1e-3
+    # The index's encoder on decoded images (an upload): the run's class probabilities
+    enc = create_image_encoder(run=tmp_path / "run", device="cpu")
+    assert enc.inference is not None and "logits" not in enc.inference.outputs
+    up = enc.encode_images([load_rgb(p) for p in some])
+    assert up.probs is not None
+    for row, w in zip(up.probs, want, strict=True):
+        probs = dict(zip(trained.class_names, row, strict=True))
+        assert max(abs(probs[c] - w.probabilities[c]) for c in w.probabilities) < 1e-3
+        assert max(probs, key=probs.get) == w.label
     assert store.passes() == {"photos": distinct, "encodings": distinct, "max": 1, "mean": 1.0}
 
 
