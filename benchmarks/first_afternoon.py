@@ -1,9 +1,10 @@
 """Benchmark: a first afternoon on one folder with an empty cache (issue 19, item 1).
 
-    python benchmarks/first_afternoon.py [DATA] [--train-n 800] [--test-n 200]
+    python benchmarks/first_afternoon.py [DATA] [--train-n N] [--test-n N]
                                          [--backbone efficientnet_lite0] [--json]
 
-Copies an even pick of DATA's seg_train and seg_test (the Intel layout; default the shared
+Copies DATA's seg_train and seg_test (all of them by default: the afternoon issue 19
+describes is a newcomer's whole collection; `--train-n/--test-n` take an even pick instead) (the Intel layout; default the shared
 Intel data, $SCENESEEK_SHARED_DATA/intel) into a temporary folder, then runs, each as its own
 `python -m core` process with the cache and the index in that temporary folder (empty at
 the start):
@@ -69,12 +70,20 @@ def command(args: list[str], env: dict[str, str]) -> tuple[float, dict]:
     return seconds, json.loads(done.stdout)
 
 
-def run(data: Path, train_n: int, test_n: int, backbone: str, work: Path) -> dict:
+def _pick(folder: Path, n: int | None) -> list[Path]:
+    """Every photo of `folder`'s class folders, or an even pick of n."""
+    if n is None:
+        return sorted(folder.glob("*/*.jpg"))
+    return pick_from(folder, n)
+
+
+def run(data: Path, train_n: int | None, test_n: int | None, backbone: str, work: Path) -> dict:
     from core.vision.encodings import EncodingStore
 
     photos = work / "photos"
-    copy_images(pick_from(data / "seg_train", train_n), photos / "seg_train")
-    copy_images(pick_from(data / "seg_test", test_n), photos / "seg_test")
+    train_files, test_files = _pick(data / "seg_train", train_n), _pick(data / "seg_test", test_n)
+    copy_images(train_files, photos / "seg_train")
+    copy_images(test_files, photos / "seg_test")
     cache, index, runs = work / "cache", work / "index", work / "run"
     env = {
         **os.environ,
@@ -83,7 +92,7 @@ def run(data: Path, train_n: int, test_n: int, backbone: str, work: Path) -> dic
         "PYTHONPATH": str(REPO),
     }
     store = EncodingStore.at(cache)
-    out: dict = {"photos": train_n + test_n, "backbone": backbone}
+    out: dict = {"photos": len(train_files) + len(test_files), "backbone": backbone}
     train_s, trained = command(
         [
             "train",
@@ -138,8 +147,8 @@ def run(data: Path, train_n: int, test_n: int, backbone: str, work: Path) -> dic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("data", nargs="?", type=Path, default=None, help="Intel-layout folder")
-    ap.add_argument("--train-n", type=int, default=800, help="photos picked from seg_train")
-    ap.add_argument("--test-n", type=int, default=200, help="photos picked from seg_test")
+    ap.add_argument("--train-n", type=int, default=None, help="photos picked (default: all)")
+    ap.add_argument("--test-n", type=int, default=None, help="photos picked (default: all)")
     ap.add_argument("--backbone", default="efficientnet_lite0")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--work", type=Path, default=None, help="empty folder to keep (default: temp)")
