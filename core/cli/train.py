@@ -74,7 +74,8 @@ def _backbone_help() -> str:
 
     return (
         f"{backbone_help()}. Default: resnet50 when its weights are on disk, else "
-        "efficientnet_lite0."
+        "efficientnet_lite0. Several, comma-separated (partial mode): an ensemble of "
+        "tails on each backbone's own activations, probabilities averaged."
     )
 
 
@@ -200,7 +201,8 @@ def _choose_backbone(backbone: str) -> tuple[str, str]:
 
     if not backbone:
         return default_backbone()
-    check_choice("--backbone", backbone, BACKBONES)
+    for name in backbone.split(","):  # several: a cross-backbone ensemble (partial mode)
+        check_choice("--backbone", name.strip(), BACKBONES)
     return backbone, "chosen with --backbone"
 
 

@@ -150,17 +150,23 @@ class ImageEncoder:
             if self.imagenet_ref is None:
                 inet = self.backbone.model.imagenet_head(feats)
             else:  # a fine-tuned run: top-5 from the pretrained weights
-                inet = self.imagenet_ref.model.imagenet_logits(x)
+                inet = self.imagenet_ref.model.imagenet_logits(self._ref_input(x))
             feats = torch.nn.functional.normalize(feats.float(), dim=1).cpu().numpy()
             inet = inet.float().softmax(1).cpu().numpy()
         return feats, inet, probs
+
+    def _ref_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the ImageNet reference reads: the run's input, or for a cross-backbone
+        ensemble (core.vision.train.cross_model) its first member's part of the canvas."""
+        cut = getattr(self.run.model, "member_input", None) if self.run is not None else None
+        return cut(torch.as_tensor(x), 0) if cut is not None else x
 
     def _run_inference(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         from core.vision.inference import softmax_np
 
         out = self.inference.run(x)
         if self.imagenet_inference is not None:  # a fine-tuned run: the pretrained top-5
-            inet = self.imagenet_inference.run(x)["imagenet"]
+            inet = self.imagenet_inference.run(self._ref_input(x))["imagenet"]
         elif "imagenet" in out:
             inet = out["imagenet"]
         else:
@@ -348,6 +354,13 @@ def stored_batches(
     return run(), [] if encode_missing else todo
 
 
+def _ref_size(trained: Any, size: int) -> int:
+    """The ImageNet reference's input size: the run's, or a cross-backbone ensemble's first
+    member's (the part of the canvas the reference reads)."""
+    sizes = getattr(trained.model, "sizes", None)
+    return int(sizes[0]) if sizes else size
+
+
 def backbone_encoder(spec: EncoderSpec) -> ImageEncoder:
     """A backbone by name, or a trained run's backbone and head (the run decides the backbone).
     Reached through core.search.encoders.create_image_encoder."""
@@ -386,7 +399,7 @@ def backbone_encoder(spec: EncoderSpec) -> ImageEncoder:
             inference=inference,
             imagenet_inference=None
             if own or ref is None
-            else load_inference(ref, size, dev, amp=amp),
+            else load_inference(ref, _ref_size(trained, size), dev, amp=amp),
         )
     from core.vision.backbones import create_backbone
     from core.vision.inference import load_inference

@@ -251,7 +251,9 @@ def export_onnx(module: _Outputs, image_size: int, path: Path) -> None:
     """Export `module` (a deep copy: the exporter must not touch the live model) with a dynamic
     batch axis; written atomically."""
     m = copy.deepcopy(module).float().cpu().eval()
-    x = torch.zeros(2, 3, image_size, image_size)  # batch 2: a 1 would be specialised away
+    # A cross-backbone ensemble reads 3 channels per member (core.vision.train.cross_model).
+    channels = int(getattr(module.model, "in_channels", 3))
+    x = torch.zeros(2, channels, image_size, image_size)  # batch 2: a 1 would be specialised away
     batch = torch.export.Dim("batch")
     with atomic_path(path) as tmp, warnings.catch_warnings(), _quiet_exporter():
         warnings.simplefilter("ignore")

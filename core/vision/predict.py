@@ -38,7 +38,9 @@ def imagenet_reference(trained: TrainedModel) -> tuple[Backbone | None, str]:
     if trained.config.mode == "linear-probe":
         return trained.backbone, ""
     try:
-        bb = create_backbone(trained.config.backbone, trained.config.weights or IMAGENET)
+        # A cross-backbone ensemble: its first backbone's ImageNet head.
+        first = trained.config.backbone.split(",")[0]
+        bb = create_backbone(first, trained.config.weights or IMAGENET)
     except BackboneWeightsError as exc:
         return None, f"no ImageNet top-5: {exc}"
     bb.model.to(trained.device, memory_format=torch.channels_last)

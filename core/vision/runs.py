@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import zipfile
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from core.io import read_json, read_jsonl
 from core.metrics import ClassificationResult, classification_result
@@ -29,6 +31,7 @@ from core.vision.train import (
     load_checkpoint,
     mirror_average,
 )
+from core.vision.train.cross_model import CrossClassifier, build_cross
 
 log = logging.getLogger(__name__)
 _SCORE_KEYS = frozenset(ClassificationResult.__dataclass_fields__)
@@ -148,7 +151,7 @@ def list_runs(root: str | Path) -> list[RunInfo]:
 
 @dataclass
 class TrainedModel:
-    model: SceneClassifier
+    model: SceneClassifier | CrossClassifier
     backbone: Backbone
     class_names: list[str]
     config: TrainConfig
@@ -201,8 +204,13 @@ def load_trained(
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: its config is not valid ({exc})") from None
     trained_head_only = ckpt["trained"] == "head"
-    backbone = create_backbone(cfg.backbone, cfg.weights if trained_head_only else None)
-    model = SceneClassifier(backbone, len(ckpt["class_names"]), cfg.members, cfg.unfreeze)
+    model: nn.Module
+    if "cross_json" in ckpt:  # tails on several backbones, each with its own preprocessing
+        groups = json.loads(ckpt["cross_json"])
+        model, backbone = build_cross(groups, len(ckpt["class_names"]))
+    else:
+        backbone = create_backbone(cfg.backbone, cfg.weights if trained_head_only else None)
+        model = SceneClassifier(backbone, len(ckpt["class_names"]), cfg.members, cfg.unfreeze)
     target = model.head if trained_head_only else model
     try:
         target.load_state_dict(ckpt["model"], strict=True)

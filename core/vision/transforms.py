@@ -92,7 +92,11 @@ class EvalTransform:
 
 def eval_transform(backbone: Any, image_size: int) -> Callable[[Image.Image], torch.Tensor]:
     """The fast eval transform for `backbone` at `image_size` (torchvision's own when the crop
-    is larger than the resized image, which the box form does not cover)."""
+    is larger than the resized image, which the box form does not cover). A cross-backbone
+    ensemble's backbone has its own: every member's transform packed on one canvas."""
+    packed = getattr(backbone, "packed", None)
+    if callable(packed):
+        return packed(image_size)
     if backbone.crop_pct > 1.0 or backbone.interpolation not in _RESAMPLE:
         return torchvision_transform(backbone, False, image_size)
     return EvalTransform(

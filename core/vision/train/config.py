@@ -68,9 +68,28 @@ def partial_defaults(backbone: str = "efficientnet_lite0") -> dict[str, Any]:
 
 def _resolution(backbone: str) -> int:
     """The backbone's own input resolution (its weights' config); 224 for unknown names, which
-    TrainConfig's checks then refuse by name."""
+    TrainConfig's checks then refuse by name. A cross-backbone ensemble: the canvas that holds
+    every member's input (core.vision.train.cross_model)."""
+    if is_cross(backbone):
+        return max(member_image_size(b) for b in backbone_names(backbone))
     spec = BACKBONE_SPECS.get(backbone)
     return spec.resolution if spec is not None else 224
+
+
+def backbone_names(backbone: str) -> list[str]:
+    """The backbones of a run: "efficientnet_lite0,efficientnet_lite2" names a cross-backbone
+    ensemble (partial mode: tails on each backbone's own activation cache)."""
+    return [b.strip() for b in backbone.split(",") if b.strip()]
+
+
+def is_cross(backbone: str) -> bool:
+    return len(backbone_names(backbone)) > 1
+
+
+def member_image_size(backbone: str) -> int:
+    """A cross-backbone member's input size: the partial-mode size of its backbone alone (the
+    search's choice for Lite0, the weights' own resolution for the others)."""
+    return int(partial_defaults(backbone)["image_size"])
 
 
 def mode_defaults(mode: str, backbone: str = "efficientnet_lite0") -> dict[str, Any]:
@@ -175,6 +194,22 @@ class TrainConfig:
             (
                 self.members == 1 or self.mode == "partial",
                 "--members above 1 needs --mode partial (tails on cached activations)",
+            ),
+            (
+                not is_cross(self.backbone) or self.mode == "partial",
+                "several backbones (--backbone a,b) need --mode partial (tails on cached "
+                "activations of each)",
+            ),
+            (
+                len(set(backbone_names(self.backbone))) == len(backbone_names(self.backbone)),
+                f"--backbone {self.backbone}: each backbone once (--members sets the tails of "
+                "each)",
+            ),
+            (
+                not is_cross(self.backbone)
+                or all(b in BACKBONE_SPECS for b in backbone_names(self.backbone)),
+                f"--backbone {self.backbone}: unknown backbone; choose from "
+                f"{', '.join(BACKBONE_SPECS)}",
             ),
             (
                 self.tta in TTA_CHOICES,

@@ -111,7 +111,40 @@ def prepare_run(
     return None
 
 
-def save_eval(path: Path, logits: np.ndarray, feats: np.ndarray, data: SplitData, epoch: int):
+def write_config(
+    files: RunFiles, cfg: TrainConfig, data: SplitData, part: Partition, **extra: Any
+) -> None:
+    """config.json: the run's settings, classes and validation split (and `extra`)."""
+    atomic_write_json(
+        files.config,
+        {
+            **asdict(cfg),
+            "class_names": data.class_names,
+            "validation": part.source,
+            "n_val": len(part.val_idx),
+            "selected_by": "validation",
+            **extra,
+        },
+    )
+
+
+def save_eval(
+    path: Path,
+    logits: np.ndarray,
+    feats: np.ndarray,
+    data: SplitData,
+    epoch: int,
+    val_logits: np.ndarray | None = None,
+    val_labels: Any = None,
+) -> None:
+    """The test scoring; with `val_logits` also the chosen checkpoint's validation logits
+    (partial mode: what a cross-backbone ensemble combines)."""
+    val = {}
+    if val_logits is not None:
+        val = {
+            "val_logits": np.asarray(val_logits, np.float32),
+            "val_labels": np.asarray(val_labels, dtype=np.int64),
+        }
     atomic_save_npz(
         path,
         logits=logits.astype(np.float32),
@@ -119,6 +152,7 @@ def save_eval(path: Path, logits: np.ndarray, feats: np.ndarray, data: SplitData
         labels=np.asarray(data.test_labels, dtype=np.int64),
         paths=np.asarray(data.test_paths, dtype=str),
         epoch=np.asarray(epoch),
+        **val,
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from core.data.split import Partition, SplitData, make_partition
-from core.io import append_jsonl, atomic_write_json
+from core.io import append_jsonl
 from core.vision.backbones import Backbone, BackboneWeightsError, create_backbone
 from core.vision.device import check_device
 from core.vision.train.checkpoint import (
@@ -24,9 +24,16 @@ from core.vision.train.checkpoint import (
     load_trained_state,
     save_checkpoint,
 )
-from core.vision.train.config import TrainConfig, make_scheduler
+from core.vision.train.config import TrainConfig, is_cross, make_scheduler
 from core.vision.train.engine import Hooks, best_of, better, epoch_metrics
-from core.vision.train.files import RunFiles, prepare_run, save_eval, sync_metrics, write_result
+from core.vision.train.files import (
+    RunFiles,
+    prepare_run,
+    save_eval,
+    sync_metrics,
+    write_config,
+    write_result,
+)
 from core.vision.train.fine_tune import fine_tune
 from core.vision.train.linear_probe import linear_probe
 from core.vision.train.model import SceneClassifier, make_scaler, seed_everything, set_trainable
@@ -113,16 +120,7 @@ def _open(
     files.root.mkdir(parents=True, exist_ok=True)
     if ckpt is None and files.metrics.exists():  # lines without a checkpoint: no resumable state
         files.metrics.unlink()
-    atomic_write_json(
-        files.config,
-        {
-            **asdict(cfg),
-            "class_names": data.class_names,
-            "validation": part.source,
-            "n_val": len(part.val_idx),
-            "selected_by": "validation",
-        },
-    )
+    write_config(files, cfg, data, part)
     if ckpt is not None:
         sync_metrics(files, history)
         log.info("resuming %s after epoch %d", files.root, ckpt["epoch"])
@@ -197,7 +195,8 @@ def _score_test(s: _Session, strategy: Strategy) -> None:
     chosen = s.files.best if s.files.best.exists() else s.files.last
     load_trained_state(s.ctx.model, load_checkpoint(chosen))
     logits, feats = strategy.test(best)
-    save_eval(s.files.eval, logits, feats, s.ctx.data, best["epoch"])
+    val = strategy.validate(best) if strategy.validate is not None else None
+    save_eval(s.files.eval, logits, feats, s.ctx.data, best["epoch"], val, s.ctx.part.val_labels)
 
 
 def run_training(
@@ -209,6 +208,10 @@ def run_training(
     hooks: Hooks | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) a run in `out_dir`; return the result dict (also in result.json)."""
+    if is_cross(cfg.backbone):  # one partial run per backbone, then their ensemble
+        from core.vision.train.cross import run_cross
+
+        return run_cross(run_training, partition_of, cfg, data, out_dir, resume, cache_dir, hooks)
     hooks = hooks or Hooks()
     files = RunFiles(Path(out_dir))
     part = partition_of(data, cfg)

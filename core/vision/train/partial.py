@@ -121,6 +121,14 @@ class _Partial:
         mirror = self.infer(self.pool, val_idx, 1)[0] if cfg.tta != "none" else None
         return EpochOutput(*tally.means(), val_logits, mirror)
 
+    def validate(self, record: dict[str, Any]) -> np.ndarray:
+        """Validation logits of the chosen checkpoint, as its epoch was scored."""
+        val_idx = self.ctx.part.val_idx
+        logits = self.infer(self.pool, val_idx)[0]
+        if record.get("tta") == "mirror":
+            logits = mirror_average(logits, self.infer(self.pool, val_idx, 1)[0])
+        return logits
+
     def test(self, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         acts = self.activations("test", list(self.ctx.data.test_paths))
         rows = np.arange(len(acts))
@@ -132,4 +140,4 @@ class _Partial:
 
 def partial(ctx: Context) -> Strategy:
     trainer = _Partial(ctx)
-    return Strategy(trainer.step, trainer.test)
+    return Strategy(trainer.step, trainer.test, trainer.validate)

@@ -42,10 +42,16 @@ class Context:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per cached extraction
 
 
+# The validation logits of the model as it stands, with the record's test-time augmentation
+# (what a cross-backbone ensemble combines: core.vision.train.cross).
+ValFn = Callable[[dict[str, Any]], np.ndarray]
+
+
 @dataclass
 class Strategy:
     step: StepFn
     test: TestFn
+    validate: ValFn | None = None
 
 
 def timed(ctx: Context, kind: str, split: str, paths: list[str], extract: Extract) -> np.ndarray:
