@@ -2,9 +2,8 @@
 (core.vision.encodings: one entry per encoder and file content, shared by every command).
 
 `cached_features` runs the backbone through `core.vision.inference` (ONNX Runtime int8
-where checked, else fp32, on CPUs; PyTorch on CUDA; see there): the backend and its preprocessing come
-together. The PyTorch
-path runs under inference_mode, channels-last and, when `amp`, bf16 autocast on CPUs with bf16
+where checked, else fp32, on CPUs; PyTorch on CUDA; see there): the backend and its
+preprocessing come together. The PyTorch path runs under inference_mode, channels-last and, when `amp`, bf16 autocast on CPUs with bf16
 kernels (fp16 on CUDA). Features are stored as float32.
 """
 
