@@ -3,8 +3,8 @@
 
 `cached_features` runs the backbone through `core.vision.inference` (ONNX Runtime int8
 where checked, else fp32, on CPUs; PyTorch on CUDA; see there): the backend and its
-preprocessing come together. The PyTorch path runs under inference_mode, channels-last and, when `amp`, bf16 autocast on CPUs with bf16
-kernels (fp16 on CUDA). Features are stored as float32.
+preprocessing come together. The PyTorch path runs under inference_mode, channels-last and,
+when `amp`, bf16 autocast on CPUs with bf16 kernels (fp16 on CUDA). Features are stored as float32.
 """
 
 from __future__ import annotations
