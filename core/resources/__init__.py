@@ -1,7 +1,8 @@
 """Data the app ships beside the code, installed with the package (pyproject's package-data):
 mapping.json (keyword to category table), imagenet_groups.json (ImageNet label groups),
 partial_search.json (partial fine-tuning settings chosen on validation), queries.csv (the
-category query set), validation_queries.csv (category sentences of other words, for choosing settings and the relevance floor, never the figures), english_words.txt (the language note), imagenet_classes.json (the 1,000 ImageNet class names)."""
+category query set), validation_queries.csv (category sentences of other words, for choosing settings and the relevance floor, never the figures), english_words.txt (the language note), imagenet_classes.json (the 1,000 ImageNet class names), int8_check.json (the int8
+validation check that inference's precision "auto" reads: benchmarks/int8_check.py)."""
 
 from __future__ import annotations
 

@@ -14,27 +14,29 @@ size, run checkpoint and library versions, and checked against PyTorch fp32 on t
 (fp32: cosine >= 0.999 on each and the same top-1 classes; bf16/int8: a sanity floor, their
 cost is measured by benchmarks/precision_probe.py). What runs, backend="auto" and
 precision="auto" (or $SCENESEEK_BACKEND / $SCENESEEK_PRECISION):
-  1. OpenVINO in bf16, where it is installed and the CPU has bf16 units (AVX512-BF16, AMX);
-  2. ONNX Runtime in fp32 (about 2.5x PyTorch eager on this project's CPUs);
-  3. PyTorch, with `Inference.reason` (also logged) saying why the others were not used.
+  1. OpenVINO in bf16, only when OpenVINO is asked for (see `_plan`);
+  2. ONNX Runtime in int8 where the model at this image size passed the int8 quality check on
+     validation photos and the CPU has VNNI (core.vision.quantize.int8_verdict: the figures
+     are in the log and `Inference.reason`), unless full precision is asked for (amp=False);
+  3. ONNX Runtime in fp32 (about 2.5x PyTorch eager on this project's CPUs);
+  4. PyTorch, with `Inference.reason` (also logged) saying why the others were not used.
 On CUDA, PyTorch on the GPU. A failed export or check is remembered beside the export, so it
-is not retried on every load. precision="int8": the export statically quantised by ONNX
-Runtime (see `quantize_int8`), calibrated on photos the caller gives.
+is not retried on every load. int8 is the export statically quantised by ONNX Runtime
+(core.vision.quantize), calibrated on photos the caller gives or, without them (and always
+for "auto"), on the built-in calibration.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import hashlib
 import io
 import json
 import logging
-import tempfile
 import warnings
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,14 @@ from torch import nn
 
 from core.config import inference_backend, inference_precision
 from core.io import atomic_path, atomic_write_json
+from core.vision.quantize import (  # noqa: F401 (re-exported)
+    INT8_CALIBRATION,
+    Calibration,
+    cpu_has_vnni,
+    int8_ident,
+    int8_verdict,
+    quantize_int8,
+)
 from core.vision.transforms import EvalTransform, eval_transform  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -56,11 +66,8 @@ EXPORT_VERSION = 1
 OPSET = 18
 PARITY_COSINE = 0.999  # fp32 export against PyTorch fp32, per image
 REDUCED_COSINE = 0.98  # bf16/int8 against fp32, mean over the check photos: a sanity floor
-# Why "auto" is fp32 and not int8, in the log and Inference.reason.
-AUTO_FP32 = (
-    "precision auto is fp32: int8 runs only when asked (SCENESEEK_PRECISION=int8), as it needs "
-    "calibration photos and changes every stored vector; its cost: benchmarks/precision_probe.py"
-)
+# Why "auto" is fp32 and not int8 (followed by core.vision.quantize.int8_verdict's reason).
+AUTO_FP32 = "precision auto is fp32"
 SPIN = False  # ONNX Runtime's spin-waiting between operators (measured: see OrtRunner)
 
 
@@ -183,6 +190,7 @@ class Inference:
     device: torch.device
     runner: Callable[[Any], dict[str, np.ndarray]] = field(repr=False)
     path: Path | None = None  # the ONNX file, when one runs
+    calibration: str = ""  # int8 with the built-in calibration: its name (in `numerics`)
 
     def run(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         """Named float32 outputs for a batch of transformed images (n, 3, size, size)."""
@@ -195,7 +203,8 @@ class Inference:
 
     def numerics(self) -> str:
         """What the output numbers depend on beyond the weights: part of feature cache keys."""
-        return f"{_SHORT[self.backend]}-{self.precision}"
+        base = f"{_SHORT[self.backend]}-{self.precision}"
+        return f"{base}-{self.calibration}" if self.calibration else base
 
     def describe(self) -> str:
         return f"{self.name} on {self.backend} ({self.precision}): {self.reason}"
@@ -342,7 +351,7 @@ def _compiled_or_none(
     image_size: int,
     cache_dir: Path,
     precision: str,
-    calibration: Sequence[str | Path] | None,
+    calibration: Calibration,
 ) -> tuple[Any, Path | None, str]:
     """The checked runner (ONNX Runtime or OpenVINO) for `module`, exported and checked once
     per key; or (None, None, reason) when it cannot be used."""
@@ -373,7 +382,7 @@ def _compiled_or_none(
                 log.info("exporting %s to ONNX (once per key) -> %s", stem, fp32)
                 export_onnx(module, image_size, fp32)
             if precision == "int8":
-                quantize_int8(fp32, path, transform, calibration or [])
+                quantize_int8(fp32, path, transform, calibration)
         except Exception as exc:  # exporter/quantiser errors are many and version-specific
             reason = f"ONNX export failed ({type(exc).__name__}: {str(exc)[:200]})"
             if not isinstance(exc, ImportError):  # a missing package is not remembered
@@ -407,12 +416,13 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
 
 
 def _plan(
-    device: torch.device, backend: str, precision: str, amp: bool = True
+    device: torch.device, backend: str, precision: str, amp: bool = True, int8_ok: bool = False
 ) -> list[tuple[str, str]]:
     """(engine, precision) to try in order, ending with PyTorch. auto on a CPU: OpenVINO bf16
-    where the CPU has bf16 units (about 2x ONNX Runtime fp32 here), then ONNX Runtime fp32;
-    with amp=False (full precision asked for) "auto" means fp32. int8 runs on ONNX Runtime
-    unless OpenVINO is asked for. On CUDA: PyTorch."""
+    when OpenVINO is asked for, then ONNX Runtime int8 where `int8_ok` (the model passed the
+    int8 check here: core.vision.quantize.int8_verdict), then ONNX Runtime fp32; with
+    amp=False (full precision asked for) "auto" means fp32. int8 runs on ONNX Runtime unless
+    OpenVINO is asked for. On CUDA: PyTorch."""
     if backend == "auto":
         backend = inference_backend() or "auto"  # $SCENESEEK_BACKEND: what "auto" means
     if precision == "auto":
@@ -428,6 +438,8 @@ def _plan(
     # (the app, the test suite) it crashed a later ORT feature extraction with a segfault.
     if backend == "openvino":
         plan.append(("openvino", "bf16" if precision in ("auto", "bf16") else precision))
+    if backend in ("auto", "onnxruntime") and precision == "auto" and int8_ok:
+        plan.append(("onnxruntime", "int8"))
     if backend in ("auto", "onnxruntime") or precision == "auto":
         plan.append(("onnxruntime", "int8" if precision == "int8" else "fp32"))
     return [*plan, ("torch", "")]
@@ -452,14 +464,20 @@ def _build(
     precision: str,
     amp: bool,
     cache_dir: str | Path | None,
-    calibration: Sequence[str | Path] | None,
+    calibration: Calibration,
+    int8: tuple[bool, str] = (False, "int8 is not checked for trained runs"),
 ) -> Inference:
+    """The first runner of `_plan` that exports, loads and passes its check. `int8`: whether
+    "auto" may choose int8 here, and why (core.vision.quantize.int8_verdict)."""
     from core.config import resolve_cache_dir
+    from core.vision.quantize import DEFAULT_CALIBRATION
 
     reasons: list[str] = []
-    for engine, prec in _plan(device, backend, precision, amp):
+    for engine, prec in _plan(device, backend, precision, amp, int8[0]):
         if engine == "torch":
             break
+        # "auto"'s int8 is the checked one: the built-in calibration, whatever was given.
+        cal = None if prec == "int8" and precision != "int8" else calibration
         missing = _skip_reason(engine, device, backend)
         if missing:
             reasons.append(missing)
@@ -472,11 +490,13 @@ def _build(
             image_size,
             resolve_cache_dir(cache_dir),
             prec,
-            calibration,
+            cal,
         )
         if runner is not None:
+            if prec == "int8" and precision != "int8":
+                why += f"; precision auto is int8: {int8[1]}"
             if prec == "fp32" and precision == "auto" and not inference_precision():
-                why += f"; {AUTO_FP32}"
+                why += f"; {AUTO_FP32}: {int8[1] if amp else 'full precision asked for'}"
             log.info("%s: %s %s (%s)", name, engine, prec, why)
             return Inference(
                 name,
@@ -489,6 +509,7 @@ def _build(
                 device,
                 runner,
                 path,
+                DEFAULT_CALIBRATION if prec == "int8" and cal is None else "",
             )
         reasons.append(f"{engine} {prec} not used: {why}")
         log.warning("%s: %s", name, reasons[-1])
@@ -514,16 +535,25 @@ def _build(
 
 
 def planned_numerics(
-    device: str | torch.device | None, backend: str, precision: str, amp: bool
+    device: str | torch.device | None,
+    backend: str,
+    precision: str,
+    amp: bool,
+    backbone: str = "",
+    image_size: int = 0,
 ) -> str:
     """The numerics `load_inference` is expected to give (before exporting anything): lets a
-    feature cache be found without loading a model."""
+    feature cache be found without loading a model. `backbone` (its name) and `image_size`
+    tell whether "auto" may choose int8 (with the built-in calibration)."""
     from core.vision.device import pick_device
+    from core.vision.quantize import DEFAULT_CALIBRATION
 
     dev = pick_device(str(device) if device is not None else None)
-    for engine, prec in _plan(dev, backend, precision, amp):
+    int8_ok = bool(backbone) and int8_verdict(backbone, image_size)[0]
+    for engine, prec in _plan(dev, backend, precision, amp, int8_ok):
         if engine != "torch" and not _skip_reason(engine, dev, backend):
-            return f"{_SHORT[engine]}-{prec}"
+            builtin = prec == "int8" and precision != "int8"
+            return f"{_SHORT[engine]}-{prec}" + (f"-{DEFAULT_CALIBRATION}" if builtin else "")
     return "torch-amp" if amp and (dev.type == "cuda" or _cpu_bf16()) else "torch-fp32"
 
 
@@ -539,7 +569,7 @@ def load_inference(
     precision: str = "auto",
     amp: bool = True,
     cache_dir: str | Path | None = None,
-    calibration: Sequence[str | Path] | None = None,
+    calibration: Calibration = None,
 ) -> Inference:
     """A pretrained backbone (core.vision.backbones.Backbone, holding its weights file's
     weights: the export is keyed by that file) ready to run: outputs "features" and
@@ -583,6 +613,7 @@ def load_inference(
             amp,
             cache_dir,
             calibration,
+            int8_verdict(backbone.name, size),
         )
 
     return attached(backbone, load, settings)
@@ -657,85 +688,3 @@ def load_run_inference(
         cache_dir,
         None,
     )
-
-
-# --- int8 --------------------------------------------------------------------------------------
-
-INT8_CALIBRATION = 200  # photos used when the caller gives more
-
-
-@functools.cache
-def cpu_has_vnni() -> bool:
-    """Whether the CPU has VNNI int8 dot products (Linux /proc/cpuinfo; elsewhere assumed).
-    Without them ONNX Runtime's u8s8 kernels can saturate 16-bit sums (measured on a CPU
-    without AVX-512: features at cosine 0.96 to fp32, under the 0.98 floor)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return True
-    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
-
-
-def int8_ident(calibration: Sequence[str | Path] | None) -> dict[str, Any]:
-    from core.io import file_stamp
-
-    files = [str(p) for p in (calibration or [])][:INT8_CALIBRATION]
-    return {
-        "method": "qdq-per-channel-minmax-edges-fp32",
-        "version": 1,
-        "calibration": [file_stamp(p) for p in files],
-        # 7-bit weights where VNNI is missing (ONNX Runtime's advice against saturation).
-        "reduce_range": not cpu_has_vnni(),
-    }
-
-
-class _Calibration:
-    """onnxruntime's CalibrationDataReader over photos, a few at a time (bounded memory)."""
-
-    def __init__(self, paths: Sequence[str | Path], transform: Any, batch: int = 4) -> None:
-        from core.data.images import check_image
-
-        self.paths, self.transform, self.batch, self.i = list(paths), transform, batch, 0
-        self._check = check_image
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        while self.i < len(self.paths):
-            chunk = self.paths[self.i : self.i + self.batch]
-            self.i += self.batch
-            ims = [c.image for c in map(self._check, chunk) if c.image is not None]
-            if len(ims) == self.batch:  # the histogram calibrators need equal batches
-                return {"x": np.stack([self.transform(im).numpy() for im in ims])}
-        return None
-
-
-def quantize_int8(src: Path, dst: Path, transform: Any, calibration: Sequence[str | Path]) -> None:
-    """Static int8 quantisation of an fp32 export: BN already folded by the exporter, ORT's
-    pre-processing (shape inference, graph fusions), QDQ with per-channel int8 weights and
-    min-max activation ranges from `calibration` photos; the stem conv, the head conv and the
-    classifier stay fp32 (the layers whose error reaches the features most directly)."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    files = [str(p) for p in calibration][:INT8_CALIBRATION]
-    if len(files) < 8:
-        raise ValueError(f"int8 calibration needs at least 8 photos, got {len(files)}")
-    with tempfile.TemporaryDirectory() as work, atomic_path(dst) as tmp:
-        pre = Path(work) / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        nodes = onnx.load(str(pre)).graph.node
-        convs = [n.name for n in nodes if n.op_type == "Conv"]
-        keep = [convs[0], convs[-1]] + [n.name for n in nodes if n.op_type == "Gemm"]
-        quantize_static(
-            str(pre),
-            str(tmp),
-            _Calibration(files, transform),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=keep,
-            reduce_range=not cpu_has_vnni(),
-            extra_options={"CalibMaxIntermediateOutputs": 8},
-        )

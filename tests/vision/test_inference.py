@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from core.vision import inference as inf
+from core.vision import quantize
 from core.vision.backbones import Backbone
 from core.vision.features import cached_features, feature_ident
 from core.vision.inference import check_photos, eval_transform, load_inference
@@ -237,9 +238,10 @@ def test_openvino_bf16_stays_close_to_fp32(
 def test_auto_is_onnxruntime_and_openvino_only_when_asked(
     lite0: Backbone, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(quantize, "_checks", dict)  # no int8 check: auto is fp32
     auto = load_inference(lite0, SIZE, "cpu", cache_dir=cache)
     assert (auto.backend, auto.precision) == ("onnxruntime", "fp32")
-    assert inf.AUTO_FP32 in auto.reason  # the log says why not int8
+    assert f"{inf.AUTO_FP32}: int8 not checked" in auto.reason  # the log says why not int8
     assert inf.planned_numerics("cpu", "auto", "auto", True) == "ort-fp32"
     assert inf.planned_numerics("cpu", "auto", "auto", False) == "ort-fp32"
     assert inf.planned_numerics("cpu", "openvino", "auto", True) == "ov-bf16"
@@ -250,6 +252,92 @@ def test_auto_is_onnxruntime_and_openvino_only_when_asked(
     got = load_inference(lite0, SIZE, "cpu", "openvino", cache_dir=cache)
     assert (got.backend, got.precision) == ("onnxruntime", "fp32")
     assert "openvino is not installed" in got.reason
+
+
+def _check_row(cosine: float = 0.995, points: float = 0.1) -> dict:
+    ident = {k: v for k, v in quantize.int8_ident(None).items() if k != "reduce_range"}
+    return {
+        "ident": ident,
+        "validation_images": 600,
+        "cosine_mean": cosine,
+        "cosine_p01": 0.97,
+        "cosine_min": 0.91,
+        "points": points,
+    }
+
+
+def test_int8_verdict_follows_the_validation_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = quantize.check_key("efficientnet_lite0", 224)
+    monkeypatch.setattr(quantize, "cpu_has_vnni", lambda: True)
+    ok, why = quantize.int8_verdict("efficientnet_lite0", 224, {key: _check_row()})
+    assert ok and "cosine mean 0.9950" in why and "+0.10 points" in why
+    for row, words in (
+        (_check_row(cosine=0.985), "fails"),  # mean cosine under 0.99
+        (_check_row(points=-0.25), "fails"),  # more than 0.2 points worse
+        ({**_check_row(), "ident": {"calibration": "other"}}, "another quantisation"),
+    ):
+        ok, why = quantize.int8_verdict("efficientnet_lite0", 224, {key: row})
+        assert not ok and words in why
+    # A probe that gains keeps accuracy (the criterion is one-sided).
+    assert quantize.int8_verdict("efficientnet_lite0", 224, {key: _check_row(points=0.8)})[0]
+    assert not quantize.int8_verdict("efficientnet_lite0", 96, {key: _check_row()})[0]
+    monkeypatch.setattr(quantize, "cpu_has_vnni", lambda: False)
+    ok, why = quantize.int8_verdict("efficientnet_lite0", 224, {key: _check_row()})
+    assert not ok and "no VNNI" in why
+    # The shipped record (benchmarks/int8_check.py --write) agrees with the rule it states.
+    for row in quantize._checks().values():
+        assert quantize.judge(row) == row["passes"]
+        assert row["cosine_min"] <= row["cosine_p01"] <= row["cosine_mean"] <= 1
+
+
+@pytest.mark.skipif(not inf.cpu_has_vnni(), reason="int8 is checked on CPUs with VNNI")
+def test_auto_runs_the_checked_int8_where_it_passed(
+    lite0: Backbone,
+    ort_lite0: inf.Inference,
+    cache: Path,
+    intel_small: Path,
+    photos: list[Image.Image],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = {quantize.check_key(lite0.name, SIZE): _check_row()}
+    monkeypatch.setattr(quantize, "_checks", lambda: table)
+    monkeypatch.delenv("SCENESEEK_PRECISION", raising=False)
+    auto = load_inference(lite0, SIZE, "cpu", cache_dir=cache)
+    assert (auto.backend, auto.precision) == ("onnxruntime", "int8")
+    assert auto.numerics() == f"ort-int8-{quantize.DEFAULT_CALIBRATION}"
+    assert "precision auto is int8: int8 passes the check" in auto.reason
+    assert inf.planned_numerics("cpu", "auto", "auto", True, lite0.name, SIZE) == auto.numerics()
+    # auto's int8 is the checked model: a caller's calibration photos do not change it
+    calib = sorted((intel_small / "seg_train").glob("*/*.jpg"))[:8]
+    inf._ATTACHED.clear()
+    assert load_inference(lite0, SIZE, "cpu", cache_dir=cache, calibration=calib).path == auto.path
+    x = torch.stack([auto.transform(im) for im in photos])
+    got = auto.run(x)["features"]
+    cos = _cos(ort_lite0.run(x)["features"], got)
+    assert cos.mean() >= 0.98  # the 0.99 criterion is on 600 validation photos (the check)
+    one = np.concatenate([auto.run(x[i : i + 1])["features"] for i in range(3)])
+    assert np.allclose(one, got[:3], atol=1e-4)  # batches of any size give the same numbers
+    # The encoding store finds int8 features by the planned numerics, without a model.
+    files = sorted((intel_small / "seg_test").glob("*/*.jpg"))[::9][:6]
+    first, hit = cached_features(lite0, files, SIZE, cache, torch.device("cpu"))
+    want = auto.run(torch.stack([auto.transform(Image.open(f).convert("RGB")) for f in files]))
+    assert not hit and np.allclose(first, want["features"], atol=1e-4)
+    monkeypatch.setattr(inf, "load_inference", None)  # a hit must not load the model
+    again, hit = cached_features(lite0, files, SIZE, cache, torch.device("cpu"))
+    assert hit and np.array_equal(again, first)
+    monkeypatch.undo()
+    monkeypatch.setattr(quantize, "_checks", lambda: table)
+    # Full precision asked for (training), $SCENESEEK_PRECISION, or a failed check: fp32.
+    inf._ATTACHED.clear()
+    full = load_inference(lite0, SIZE, "cpu", amp=False, cache_dir=cache)
+    assert full.precision == "fp32" and "full precision asked for" in full.reason
+    monkeypatch.setenv("SCENESEEK_PRECISION", "fp32")
+    assert load_inference(lite0, SIZE, "cpu", cache_dir=cache).precision == "fp32"
+    monkeypatch.delenv("SCENESEEK_PRECISION")
+    table[quantize.check_key(lite0.name, SIZE)] = _check_row(cosine=0.98)
+    inf._ATTACHED.clear()
+    failed = load_inference(lite0, SIZE, "cpu", cache_dir=cache)
+    assert failed.precision == "fp32" and "int8 fails the check" in failed.reason
 
 
 def test_int8_is_calibrated_on_real_photos(
