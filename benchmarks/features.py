@@ -122,6 +122,18 @@ def peak_gemm(dtype: torch.dtype, n: int = 2048) -> float:
     return max(best_rate(lambda: a @ b, 2 * n**3, 1) for _ in range(5))
 
 
+def _loader_text(loading, inference) -> str:
+    """What the pipeline's loader does (core.vision.features.make_loader)."""
+    from core.vision.inference import concurrent_runner
+
+    if loading.mode == "threads" and concurrent_runner(inference) is not None:
+        return (
+            f"{loading.cores + 1} threads each decoding and running a batch "
+            f"(one-thread ONNX Runtime session) on {loading.cores} cores"
+        )
+    return loading.describe()
+
+
 def model_only(inference, x: np.ndarray, batch: int) -> Callable[[], object]:
     def run() -> None:
         for i in range(0, len(x), batch):
@@ -234,7 +246,7 @@ def main() -> None:
         "batch_size": batch,
         "threads": inference_threads(),
         "workers": loading.workers,
-        "loader": loading.describe(),
+        "loader": _loader_text(loading, inf),
         "load_average_1min": os.getloadavg()[0],
         "feature_cosine_min": float(cos.min()),
         "feature_cosine_mean": float(cos.mean()),

@@ -34,6 +34,7 @@ import hashlib
 import io
 import json
 import logging
+import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -143,6 +144,25 @@ class OrtRunner:
         x = np.ascontiguousarray(x, dtype=np.float32)
         outs = self.session.run(list(self.names), {"x": x})
         return dict(zip(self.names, outs, strict=True))
+
+
+_CONCURRENT: dict[tuple[str, tuple[str, ...]], OrtRunner] = {}
+_CONCURRENT_LOCK = threading.Lock()
+
+
+def concurrent_runner(inference: Inference) -> OrtRunner | None:
+    """A one-thread ONNX Runtime session over the file `inference` runs, for several threads
+    to run batches side by side (core.vision.features.make_loader's `infer`; a session's
+    run is thread-safe); None where that does not apply (PyTorch, OpenVINO, an accelerator)."""
+    if inference.backend != "onnxruntime" or inference.path is None:
+        return None
+    if inference.device.type != "cpu":
+        return None
+    key = (str(inference.path), tuple(inference.outputs))
+    with _CONCURRENT_LOCK:
+        if key not in _CONCURRENT:
+            _CONCURRENT[key] = OrtRunner(inference.path, inference.outputs, threads=1)
+        return _CONCURRENT[key]
 
 
 class OpenVinoRunner:

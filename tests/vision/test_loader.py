@@ -123,3 +123,36 @@ def test_threaded_loader_decodes_ahead_off_the_consumer_thread(
     assert seen and all(n.startswith("decode") for n in seen)
     assert nice == {min(os.getpriority(os.PRIO_PROCESS, 0) + DECODE_NICE, 19)}  # 19: the cap
     assert np.isfinite(first[0].numpy()).all()
+
+
+def test_threads_that_decode_and_run_give_the_outputs_of_one_session(
+    photos: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """make_loader's `infer`: cores + 1 threads each decode a batch and run it on a one-thread
+    ONNX Runtime session; the outputs, in file order, are the two-thread session's."""
+    from core.vision.features import cached_features, outputs_of, run_outputs
+    from core.vision.inference import concurrent_runner, load_inference
+
+    backbone = create_backbone("efficientnet_lite0")
+    inf = load_inference(backbone, SIZE, "cpu", "onnxruntime", "fp32", cache_dir=tmp_path)
+    runner = concurrent_runner(inf)
+    assert runner is not None and runner is concurrent_runner(inf)  # one session per file
+    assert runner.session.get_session_options().intra_op_num_threads == 1
+    import core.vision.features as features
+
+    monkeypatch.setattr(features, "available_cores", lambda: 2)
+    fused = make_loader(photos, None, inf.transform, batch_size=4, device=CPU, infer=runner)
+    assert isinstance(fused, ThreadLoader) and fused.threads == 3 and fused.nice == 0
+    got = run_outputs(inf, fused)
+    inline = make_loader(photos, None, inf.transform, batch_size=4, workers=0)
+    want = run_outputs(inf, inline)
+    assert got["features"].shape == (len(photos), backbone.feature_dim)
+    for name in inf.outputs:
+        assert np.allclose(got[name], want[name], atol=1e-4)
+    batches = [b for b, _ in outputs_of(fused, inf)]
+    assert [len(b[0]) for b in batches] == [4, 4, 4, 4, 4, 1]  # the batch, without the outputs
+    # The pipeline's default path (no store) runs this way and gives the same features.
+    feats, _ = cached_features(
+        backbone, photos, SIZE, None, CPU, 4, None, backend="onnxruntime", precision="fp32"
+    )
+    assert np.allclose(feats, want["features"], atol=1e-4)
