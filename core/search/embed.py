@@ -300,8 +300,9 @@ def stored_batches(
 ) -> tuple[Iterator[tuple[list[int], Encoded]], list[int]]:
     """(batches of (positions, Encoded), positions still to encode) for an encoder whose rows
     derive from stored backbone outputs (core.vision.encodings) (a partial run's:
-    core.search.partial_rows.activation_batches): photos the store holds are read, not decoded; with `encode_missing` the rest are encoded here and added to the store
-    (the returned list is then empty). Without a store identity nothing is read: every
+    core.search.partial_rows.activation_batches): photos the store holds are read, not
+    decoded; with `encode_missing` the rest are encoded here and added to the store (the
+    returned list is then empty). Without a store identity nothing is read: every
     position comes back."""
     from core.vision.encodings import EncodingStore
 

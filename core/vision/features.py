@@ -292,6 +292,32 @@ def make_loader(
     )
 
 
+def inference_loader(
+    inference: Any,
+    paths: Sequence[str | Path],
+    batch_size: int,
+    workers: int | None,
+    device: torch.device,
+    unreadable_side: int | None = None,
+    read: Callable[[str], bytes] | None = None,
+) -> DataLoader | ThreadLoader:
+    """make_loader for encoding with `inference` (a core.vision.inference.Inference): its
+    threads run the model too where that pays (`infer`); read it with `outputs_of`."""
+    from core.vision.inference import concurrent_runner
+
+    return make_loader(
+        paths,
+        None,
+        inference.transform,
+        batch_size,
+        workers=workers,
+        device=device,
+        unreadable_side=unreadable_side,
+        read=read,
+        infer=concurrent_runner(inference),
+    )
+
+
 def batches(
     loader: DataLoader | ThreadLoader, device: torch.device, progress: Progress | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -398,19 +424,7 @@ def stored_outputs(
     (positions, outputs, ok, reasons) per batch and writes the decoded ones into the store
     (core.vision.encodings) every `flush` images, so a stopped run keeps what it encoded.
     With `unreadable_side` an undecodable file comes back with ok False, not an error."""
-    from core.vision.inference import concurrent_runner
-
-    loader = make_loader(
-        paths,
-        None,
-        inference.transform,
-        batch_size,
-        workers=workers,
-        device=device,
-        unreadable_side=unreadable_side,
-        read=read,
-        infer=concurrent_runner(inference),
-    )
+    loader = inference_loader(inference, paths, batch_size, workers, device, unreadable_side, read)
     pending: list[tuple[list[int], dict[str, np.ndarray], np.ndarray]] = []
 
     def write() -> None:
@@ -536,17 +550,7 @@ def cached_outputs(
     if batch_size is None:
         batch_size = CPU_BATCH if inference.backend == "onnxruntime" else 64
     if store is None:
-        from core.vision.inference import concurrent_runner
-
-        loader = make_loader(
-            paths,
-            None,
-            inference.transform,
-            batch_size,
-            workers=workers,
-            device=device,
-            infer=concurrent_runner(inference),
-        )
+        loader = inference_loader(inference, paths, batch_size, workers, device)
         outs = run_outputs(inference, loader, progress)
         return {n: outs[n] for n in names}, False
     ident = encoder_identity(backbone, image_size, numerics, amp)
