@@ -39,6 +39,9 @@ class Encoded:
     # (n, D) unit vectors in the encoder's own image-text space (CLIP); None for backbones
     # whose semantic vectors come from the mapping fitted at index time.
     semantic: np.ndarray | None = None
+    # Read from the encoding store (core.vision.encodings), not decoded: a build counts these
+    # apart, so the rate of the photos it decodes is not inflated by the fast reads.
+    stored: bool = False
 
 
 @dataclass(frozen=True)

@@ -330,7 +330,9 @@ def stored_batches(
                     raise
                 late += pos
                 continue
-            yield pos, encoder.from_outputs(outs)
+            enc = encoder.from_outputs(outs)
+            enc.stored = True
+            yield pos, enc
         rest = sorted(todo + late)
         if not encode_missing or not rest:
             return

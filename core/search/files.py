@@ -6,7 +6,7 @@ layout rules of core.data.dataset (core.search.uri for object storage)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,9 +82,23 @@ def file_sha256(path: str) -> str:
     return sha(path)
 
 
-def hash_files(paths: Sequence[str], workers: int = 4) -> list[str]:
+HASH_REPORT_EVERY = 64  # files between two progress reports while hashing
+
+
+def hash_files(
+    paths: Sequence[str],
+    workers: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[str]:
+    """Content hashes of `paths` in order ("" = unreadable), `progress(done, total)` as they
+    come (hashing a large folder on a slow disk takes minutes: it is counted, not silent)."""
+    out: list[str] = []
     with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(file_sha256, paths))
+        for sha in pool.map(file_sha256, paths):
+            out.append(sha)
+            if progress and (len(out) % HASH_REPORT_EVERY == 0 or len(out) == len(paths)):
+                progress(len(out), len(paths))
+    return out
 
 
 def captions_by_image(captions_file: str | Path | None) -> dict[str, list[str]]:

@@ -117,7 +117,9 @@ def activation_batches(
                     raise
                 late += pos
                 continue
-            yield pos, tails.rows(acts)
+            rows = tails.rows(acts)
+            rows.stored = True
+            yield pos, rows
         rest = sorted(todo + late)
         if encode_missing and rest:
             yield from _encode(store, ident, tails, paths, hashes, rest, batch_size, workers)

@@ -119,8 +119,13 @@ def _hash_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"i": batch["i"], "sha256": np.array([file_sha256(p) for p in batch["path"]])}
 
 
-def hash_paths(paths: Sequence[str], opts: RayOptions) -> list[str]:
-    """Content hashes of `paths`, computed by Ray tasks on the cluster ("" = unreadable)."""
+def hash_paths(
+    paths: Sequence[str],
+    opts: RayOptions,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[str]:
+    """Content hashes of `paths`, computed by Ray tasks on the cluster ("" = unreadable);
+    `progress(done, total)` after every block that comes back."""
     import ray
 
     if not paths:
@@ -134,9 +139,13 @@ def hash_paths(paths: Sequence[str], opts: RayOptions) -> list[str]:
         resources=opts.resources or None,
     )
     out = [""] * len(paths)
+    done = 0
     for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for i, sha in zip(b["i"], b["sha256"], strict=True):
             out[int(i)] = str(sha)
+        done += len(b["i"])
+        if progress:
+            progress(done, len(paths))
     return out
 
 

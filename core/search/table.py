@@ -119,6 +119,7 @@ class IndexTable:
                 f"{location}: {META_FILE} is there but the table is missing or "
                 f"damaged (a half-written index?); " + REBUILD.format(index=location)
             ) from exc
+        _pin(tbl, meta, location)
         missing = {"path", "vector", "semantic", "text", "category"} - set(tbl.schema.names)
         if missing:
             raise SearchIndexError(
@@ -273,6 +274,21 @@ def cache_mb() -> tuple[int, int]:
     partitions are read again from disk when needed)."""
     index = index_cache_mb()  # $SCENESEEK_INDEX_CACHE_MB, default 256
     return index, max(16, index // 4)
+
+
+def _pin(tbl: Any, meta: dict, location: str) -> None:
+    """Read the table version index.json describes when the table is ahead of it: a writer
+    (an `index` run, a review) is between its commits and its next index.json, e.g. derived
+    columns of a new text mapping committed while index.json still names the old mapping.
+    Every version stays on disk (nothing cleans them up), so a reader opened mid-update gets
+    rows, derived columns and side files that agree, and the next index.json moves it on."""
+    version = meta.get("table_version")
+    if not isinstance(version, int) or not 0 < version < tbl.version:
+        return
+    try:
+        tbl.checkout(version)
+    except Exception as exc:  # a version gone (copied without its history): the latest
+        log.warning("%s: reading the latest table, not version %s: %s", location, version, exc)
 
 
 def _session() -> Any:

@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
 Progress = Callable[[int, int], None]
+Stage = Callable[[str, int, int], None]  # (step, done, total): a step with a count
+Note = Callable[[str], None]  # a step with no count
 EncodedBatches = Iterator[tuple[list[int], Any]]  # (indices into the file list, embed.Encoded)
 Existing = dict[str, tuple[str, str, list[str]]]  # path -> (sha256, root, captions)
 
@@ -184,6 +186,54 @@ def _check_compatible(meta: dict, identity: dict) -> None:
                 f"the index was built with {key}={old[key]!r}, not {identity[key]!r}; "
                 "use another --index folder or the same settings"
             )
+
+
+# --- what a person waiting sees ------------------------------------------------------------------
+
+# The steps `build_index` reports, in the order they run: `note` for those with no count,
+# `stage(name, done, total)` for the counted ones.
+READING_FOLDER = "Reading the folder"
+LOADING_MODEL = "Loading the image model"
+READING_INDEX = "Reading the index"
+CHECKING_FILES = "Checking files"  # counted: content hashes
+READING_STORED = "Reading photos encoded before"  # counted: from the encoding store
+ENCODING = "Encoding photos"  # counted: the stored ones count as done
+DERIVING = "Writing what queries read (text mapping, categories)"
+INDEXING = "Updating the search indexes (full text, ANN)"
+
+
+@dataclass
+class Steps:
+    """A build's `stage` and `note` callbacks (either may be None): every wait a person would
+    notice names its step, with a count where there is one."""
+
+    stage: Stage | None = None
+    note: Note | None = None
+
+    def say(self, text: str) -> None:
+        if self.note:
+            self.note(text)
+
+    def count(self, name: str, done: int, total: int) -> None:
+        if self.stage:
+            self.stage(name, done, total)
+
+    def counter(self, name: str, total: int) -> Progress | None:
+        """A `progress(done, total)` callback for step `name`, which is shown at 0 now."""
+        if not self.stage:
+            return None
+        self.stage(name, 0, total)
+        return lambda done, n: self.count(name, done, n)
+
+    def encoding(self, batches: EncodedBatches, total: int) -> EncodedBatches:
+        """`batches`, counted as each arrives (commits come only every chunk): the photos
+        read from the encoding store under their own step, so the rate and time left of
+        ENCODING measure decoding alone; both count towards `total`."""
+        done = 0
+        for idx, enc in batches:
+            done += len(idx)
+            self.count(READING_STORED if getattr(enc, "stored", False) else ENCODING, done, total)
+            yield idx, enc
 
 
 # --- plan ---------------------------------------------------------------------------------------
@@ -446,6 +496,21 @@ def load_index_encoder(meta: dict, cfg: IndexConfig | None = None) -> Any:
     return create_image_encoder(backbone=name, run=run_dir, image_size=size, device=device)
 
 
+def _hashes(
+    cfg: IndexConfig, paths: list[str], stack: contextlib.ExitStack, steps: Steps
+) -> tuple[list[str], Any]:
+    """(content hashes of `paths`, the Ray options or None), counted as CHECKING_FILES; the
+    Ray engine's session opens here and stays open on `stack` for the encoding."""
+    counter = steps.counter(CHECKING_FILES, len(paths))
+    if cfg.engine != "ray":
+        return hash_files(paths, progress=counter), None
+    import core.search.ray_engine as ray_engine
+
+    opts = cfg.ray_options or ray_engine.RayOptions()
+    stack.enter_context(ray_engine.session(opts))
+    return ray_engine.hash_paths(paths, opts, counter), opts
+
+
 # --- build --------------------------------------------------------------------------------------
 
 
@@ -457,26 +522,36 @@ def build_index(
     *,
     encoder: Any = None,
     progress: Progress | None = None,
+    stage: Stage | None = None,
+    note: Note | None = None,
     **settings: Any,
 ) -> IndexStats:
     """Index (or update the index of) every image under `images` (a folder or a URI) into
     `index_dir`, as `config` (or the IndexConfig fields given as keywords) says. With
-    `derive` (default) it then writes what queries read (core.search.derive)."""
+    `derive` (default) it then writes what queries read (core.search.derive).
+
+    `progress(done, total)`: the photos to encode, after each committed chunk (the CLI's
+    bar). `stage(step, done, total)` and `note(step)`: every step as it starts (the module's
+    READING_FOLDER ... INDEXING), counted where there is a count (a page's job panel)."""
     import lancedb
 
     cfg = dataclasses.replace(config or IndexConfig(), **settings)
     if cfg.engine not in ENGINES:
         raise ValueError(f"unknown engine {cfg.engine!r}; choose one of {', '.join(ENGINES)}")
     start = time.perf_counter()
+    steps = Steps(stage, note)
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
     root = root_of(images)
+    steps.say(READING_FOLDER)
     not_read: list[dict] = []
     files = list_images(images, not_read)
     stats = IndexStats(root=root, found=len(files), ignored=not_read)
     files = _reviewed(files, cfg.review, stats)
     meta = read_meta_for_update(index_dir)  # {} when missing; rebuilt when unreadable
-    encoder = encoder if encoder is not None else load_index_encoder(meta, cfg)
+    if encoder is None:  # loading (a first time: exporting) the model takes a while
+        steps.say(LOADING_MODEL)
+        encoder = load_index_encoder(meta, cfg)
     captions_file = cfg.captions_file
     if captions_file is None:  # keep the captions a previous run of this folder attached
         captions_file = meta.get("roots", {}).get(root, {}).get("captions")
@@ -485,20 +560,13 @@ def build_index(
     db = lancedb.connect(str(index_dir))
     tbl = db.open_table(TABLE) if has_table(db) else None
     if tbl is not None:
+        steps.say(READING_INDEX)
         upgrade(tbl, semantic_dim_of(encoder))
     existing, labels = _existing(tbl)
     caps = captions_by_image(captions_file)
 
     with contextlib.ExitStack() as stack:
-        opts = None
-        if cfg.engine == "ray":
-            import core.search.ray_engine as ray_engine
-
-            opts = cfg.ray_options or ray_engine.RayOptions()
-            stack.enter_context(ray_engine.session(opts))
-            shas = ray_engine.hash_paths([f.path for f in files], opts)
-        else:
-            shas = hash_files([f.path for f in files])
+        shas, opts = _hashes(cfg, [f.path for f in files], stack, steps)
         work = plan(files, shas, existing, caps, captions_file, root, stats)
         stats.moved = apply_moves(
             tbl,
@@ -526,9 +594,11 @@ def build_index(
             # refresh() ends, index.json says so (a kill in between leaves an index that
             # tells its queries it is incomplete instead of hiding rows from them).
             meta["derived"] = False
-        _commit_in_chunks(writer, _batches(cfg, encoder, files, work.todo, opts, shas), cfg.chunk)
+            steps.count(ENCODING, 0, len(work.todo))  # the store is looked up first
+        batches = _batches(cfg, encoder, files, work.todo, opts, shas)
+        _commit_in_chunks(writer, steps.encoding(batches, len(work.todo)), cfg.chunk)
     changed = bool(work.todo or work.gone or stats.moved or stats.relabelled)
-    refresh(writer.tbl, meta, encoder, cfg, stats, changed, index_dir)
+    refresh(writer.tbl, meta, encoder, cfg, stats, changed, index_dir, steps.say)
     stats.seconds = round(time.perf_counter() - start, 3)
     stats.images_per_second = round(stats.encoded / stats.seconds, 2) if stats.encoded else 0.0
     writer.write_meta()
@@ -544,9 +614,11 @@ def refresh(
     stats: IndexStats | None,
     changed: bool,
     index_dir: Path,
+    note: Note | None = None,
 ) -> None:
     """After the rows are written: derive what queries read from them (cfg.derive), then keep
-    the full-text, prefilter and ANN indexes up (core.search.ann)."""
+    the full-text, prefilter and ANN indexes up (core.search.ann); `note` names each step."""
+    say = note or (lambda _text: None)
     rows = tbl.count_rows() if tbl is not None else 0
     if stats is not None:
         stats.rows = rows
@@ -557,7 +629,9 @@ def refresh(
     if cfg.derive:
         from core.search.derive import write_derived
 
+        say(DERIVING)
         rewritten = write_derived(index_dir, tbl, meta, encoder, cfg.map_config)
         meta["derived"] = True
     if changed or rewritten or ann_due(meta, rows, cfg.ann_min_rows):
+        say(INDEXING)
         maintain(tbl, rows, meta, cfg.ann_min_rows, rebuild=rewritten)

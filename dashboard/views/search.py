@@ -15,10 +15,10 @@ from core.config import INDEX_ENV, queries_file, resolve_index_dir
 from core.search.engine import DEFAULT_MODE, MODE_HELP, MODES, SearchEngine, SearchResponse
 from core.search.evaluate import EVALUATION_KINDS, available_evaluations, describe_evaluation
 from core.search.query import EXAMPLES, QueryError
-from core.search.store import SearchIndexError, describe_index, meta_path
+from core.search.store import SearchIndexError, describe_index, meta_path, read_meta
 from dashboard.common import current_data_dir, index_stamp, load_engine, thumbnail
 from dashboard.gallery import Tile, gallery
-from dashboard.jobs import format_seconds, index_job_key, job_panel, registry
+from dashboard.jobs import format_seconds, index_job_key, job_panel, one_line, registry
 
 if TYPE_CHECKING:
     from core.search.engine import SearchResult
@@ -43,24 +43,39 @@ def start_index_job(data: Path, index: Path) -> None:
     from core.search.store import build_index
 
     def work(job):  # the worker thread: no Streamlit calls here
-        job.note(f"Loading the models to index `{data}`")
-        return build_index(data, index, progress=job.progress)
+        # every step the build takes is named as it starts, counted where it can be
+        return build_index(data, index, stage=job.stage, note=job.note)
 
-    # After the last image the writer derives what queries read: a step with no count.
-    after = {"Indexing": "Writing what queries read (text mapping, ANN, categories)"}
-    registry().start(index_job_key(index), "Indexing", work, after)
+    registry().start(index_job_key(index), "Indexing", work)
     st.rerun()
 
 
-def index_job_status(index: Path) -> None:
-    """The running build of `index` (live, then the page reruns), or how the last one ended;
-    stops the page while the index is being written."""
+def searchable(index: Path) -> bool:
+    """An index queries can use: index.json readable and what queries read derived at least
+    once (a first build commits rows before that: until it ends there is nothing to search)."""
+    try:
+        meta = read_meta(index)
+    except SearchIndexError:
+        return False
+    return bool((meta.get("semantic") or {}).get("key"))
+
+
+def index_job_status(index: Path) -> bool:
+    """The running build of `index` (live, then the page reruns), or how the last one ended.
+    True while a build runs; a first build (nothing searchable yet) stops the page, an update
+    leaves the index as it stands to search below its progress."""
     job = registry().get(index_job_key(index))
     if job is None:
-        return
+        return False
     if job.running:
         job_panel(job.key)
-        st.stop()
+        if not searchable(index):
+            st.stop()
+        st.caption(
+            "Meanwhile search the index as it stands: the photos this update adds become "
+            "searchable when it ends."
+        )
+        return True
     if job.status == "failed":  # the index as it was is kept; the build can be retried
         st.error(f"Building the index failed: {job.error}")
     elif st.session_state.get("search_job_seen") != id(job):
@@ -70,6 +85,7 @@ def index_job_status(index: Path) -> None:
             f"Indexed {stats.encoded} images ({stats.images_per_second} per second) "
             f"in {format_seconds(job.elapsed())}."
         )
+    return False
 
 
 def build_panel(index: Path) -> None:
@@ -219,8 +235,9 @@ def evaluation_section(index: Path, engine: SearchEngine) -> None:
         st.dataframe(pd.DataFrame(out["modes"]).T.round(3).assign(pool=out["pool"]))
 
 
-def maintenance_section(index: Path) -> None:
-    """Remove the rows whose files are gone (`python -m core index --index DIR --prune`)."""
+def maintenance_section(index: Path, busy: bool = False) -> None:
+    """Remove the rows whose files are gone (`python -m core index --index DIR --prune`).
+    `busy`: a build of the index runs (both buttons wait for it)."""
     from core.search.maintenance import IndexBusyError, prune
 
     with st.expander("Index maintenance"):
@@ -233,12 +250,12 @@ def maintenance_section(index: Path) -> None:
         if st.button(
             "Index new and changed files",
             key="index_update",
-            disabled=not data.is_dir(),
+            disabled=busy or not data.is_dir(),
             help=f"Same as `python -m core index --images {data} --index {index}`; "
             "runs in the background.",
         ):
             start_index_job(data, index)
-        if st.button("Remove missing files", key="prune"):
+        if st.button("Remove missing files", key="prune", disabled=busy):
             try:
                 res = prune(index)
             except (IndexBusyError, SearchIndexError) as exc:
@@ -250,14 +267,15 @@ def maintenance_section(index: Path) -> None:
 
 st.title("🔎 Search")
 index = resolve_index_dir()
-index_job_status(index)
+busy = index_job_status(index)
 if not meta_path(index).exists():
     build_panel(index)
     st.stop()
 try:
+    # mid-update the engine reads the table version index.json names (core.search.table)
     engine = load_engine(index)
 except (SearchIndexError, OSError, ValueError) as exc:  # missing, half-written, older format
-    st.error(str(exc))
+    st.error(one_line(exc))
     st.stop()
 st.caption(f"Index `{index}`: {engine.n} images · categories from {engine.category_source}")
 st.caption(describe_index(engine.meta))  # the meta the cached engine was loaded with
@@ -265,4 +283,4 @@ search_section(engine)
 like_section(engine)
 upload_section(engine)
 evaluation_section(index, engine)
-maintenance_section(index)
+maintenance_section(index, busy)

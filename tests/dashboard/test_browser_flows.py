@@ -24,6 +24,11 @@ from tests.helpers import build_small, flickr_subset, make_intel_subset
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
+# what a build's line says, whichever step it is at (core.search.writer), or that it ended
+STEP_TEXT = (
+    r"Reading the folder|Loading the image model|Reading the index|Checking files|Encoding "
+    r"photos|Reading photos encoded before|Writing what|Updating the search|Indexing"
+)
 LONG = 600_000  # ms: a cold page on a busy machine (model loads, the first audit)
 WAIT = 90_000  # ms: anything else
 
@@ -286,7 +291,7 @@ def test_index_build_goes_on_while_the_user_visits_another_page(fresh_app: str, 
     started = re.search(r"Started at (\d\d:\d\d:\d\d)", first.inner_text())
     go_to(page, "Home", "SceneSeek")  # the build is listed there, live or already finished
     page.get_by_text("Background work", exact=True).wait_for(timeout=WAIT)
-    page.get_by_text(re.compile(r"Indexing|Loading the models|Writing what")).first.wait_for()
+    page.get_by_text(re.compile(STEP_TEXT)).first.wait_for()
     go_to(page, "Search", "Search")
     # Back on the page: the same job still running (same start time), or its result; never
     # the offer to build again (a build stopped by the page switch) or a second build.

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.search.writer import (
+    CHECKING_FILES,
+    DERIVING,
+    ENCODING,
+    INDEXING,
+    LOADING_MODEL,
+    READING_FOLDER,
+)
+from dashboard.jobs import Job, index_job_key, registry
 from tests.helpers import PAGES, build_small, flickr_subset
 
 pytestmark = pytest.mark.slow
 PAGE = str(PAGES / "search.py")
 TIMEOUT = 120
+STEPS = (READING_FOLDER, LOADING_MODEL, CHECKING_FILES, ENCODING, DERIVING, INDEXING)
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +176,8 @@ def test_index_built_from_the_page_runs_as_a_job_that_outlives_a_rerun(
     assert job is not None and job.running  # loading the models alone takes seconds
     assert any("runs in the background" in c.value for c in at.caption)
     shown = [i.value for i in at.info] + [p.proto.text for p in at.get("progress")]
-    assert any("Loading the models" in t or "Indexing…" in t for t in shown), shown
+    # the build's own step (or, before its thread's first word, that it is starting)
+    assert any(step in t for t in shown for step in (*STEPS, "Indexing: starting")), shown
     at.run()  # the page again, as when the user comes back: the same job, not a new one
     assert registry().get(index_job_key(tmp_path / "idx")) is job
     assert job.wait(TIMEOUT) and job.status == "done", job.error
@@ -173,3 +185,63 @@ def test_index_built_from_the_page_runs_as_a_job_that_outlives_a_rerun(
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any(s.value.startswith("Indexed 10 images") for s in at.success)
     assert "10 images" in at.caption[0].value  # the page now serves the new index
+
+
+def _held_build(gate: threading.Event):
+    """A build's work as the job panel sees it, encoding, held until `gate` opens (it writes
+    nothing: the index stays as it was)."""
+
+    def work(job: Job) -> None:
+        job.stage(ENCODING, 3, 10)
+        gate.wait(TIMEOUT)
+
+    return work
+
+
+def test_an_update_leaves_the_index_searchable_while_it_runs(
+    small_index: Path, intel_small: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19: while an update of an existing index runs, the page shows its progress AND
+    keeps serving the index as it stands (it stopped at the progress before); the buttons
+    that would write the index wait for it."""
+    monkeypatch.setenv("SCENESEEK_DATA", str(intel_small))
+    monkeypatch.setenv("SCENESEEK_INDEX", str(small_index))
+    gate = threading.Event()
+    job = registry().start(index_job_key(small_index), "Indexing", _held_build(gate))
+    try:
+        at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
+        assert not at.exception, at.exception
+        texts = [p.proto.text for p in at.get("progress")]
+        assert any(t.startswith(f"{ENCODING}… 3/10") for t in texts), texts
+        assert any("Meanwhile search the index as it stands" in c.value for c in at.caption)
+        at.text_input(key="search_query").input("snow and ice on a glacier").run()
+        assert not at.exception, at.exception
+        md = _markdown(at)
+        assert "**1.**" in md and "**10.**" in md  # answered from the index as it stands
+        assert at.button(key="index_update").disabled and at.button(key="prune").disabled
+    finally:
+        gate.set()
+    assert job.wait(TIMEOUT)
+    registry().forget(job.key)
+    at.run()  # ended: the page's buttons are back
+    assert not at.button(key="index_update").disabled
+
+
+def test_a_first_build_stops_the_page_until_it_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No index yet (nothing to search): the page shows the build's progress alone, neither
+    a search box nor a second offer to build."""
+    index = tmp_path / "none"
+    monkeypatch.setenv("SCENESEEK_INDEX", str(index))
+    gate = threading.Event()
+    job = registry().start(index_job_key(index), "Indexing", _held_build(gate))
+    try:
+        at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
+        assert not at.exception, at.exception
+        assert [p.proto.text.split(" · ")[0] for p in at.get("progress")] == [f"{ENCODING}… 3/10"]
+        assert not at.text_input and not at.button
+    finally:
+        gate.set()
+    assert job.wait(TIMEOUT)
+    registry().forget(job.key)
