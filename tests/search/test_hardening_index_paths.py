@@ -39,6 +39,12 @@ def _tampered(index: Path, dest: Path, target: Path) -> Path:
     table = lancedb.connect(str(dest)).open_table("images")
     path = next(p for p in table.to_arrow().column("path").to_pylist() if "/sea/" in p)
     table.update(where=f"path = '{path}'", values={"path": str(target)})
+    # An index from elsewhere comes whole: its index.json names the table version it ships
+    # (readers read that version, core.search.table).
+    meta_file = dest / "index.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    meta["table_version"] = table.version
+    meta_file.write_text(json.dumps(meta), encoding="utf-8")
     return dest
 
 
