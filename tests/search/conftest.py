@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from tests.helpers import IMAGE_SIZE
@@ -28,3 +31,14 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory):
     )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def folder(intel_small: Path, tmp_path: Path) -> Path:
+    """A private copy of the forest and sea test photos of the real Intel subset, 16 photos
+    in two class folders (tests add to it and change it). Files with a folder of their own
+    (Ray, table) define their own."""
+    out = tmp_path / "imgs"
+    for c in ("forest", "sea"):
+        shutil.copytree(intel_small / "seg_test" / c, out / c)
+    return out

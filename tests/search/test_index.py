@@ -17,15 +17,6 @@ from tests.helpers import IMAGE_SIZE, cli_json
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def folder(intel_small: Path, tmp_path: Path) -> Path:
-    """A private copy of two classes of the test split (tests modify it)."""
-    out = tmp_path / "imgs"
-    for c in ("forest", "sea"):
-        shutil.copytree(intel_small / "seg_test" / c, out / c)
-    return out
-
-
 def _build(folder: Path, index: Path, encoder, **kw):
     return build_index(folder, index, encoder=encoder, workers=0, batch_size=8, **kw)
 

@@ -26,15 +26,6 @@ from core.search.writer import (
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def folder(intel_small: Path, tmp_path: Path) -> Path:
-    """16 real photos in two class folders (tests add to it)."""
-    out = tmp_path / "imgs"
-    for c in ("forest", "sea"):
-        shutil.copytree(intel_small / "seg_test" / c, out / c)
-    return out
-
-
 class Seen:
     """The `stage`, `note` and `progress` callbacks of one build, in the order they came."""
 
