@@ -122,13 +122,15 @@ def peak_gemm(dtype: torch.dtype, n: int = 2048) -> float:
     return max(best_rate(lambda: a @ b, 2 * n**3, 1) for _ in range(5))
 
 
-def _loader_text(loading, inference) -> str:
-    """What the pipeline's loader does (core.vision.features.make_loader)."""
-    from core.vision.inference import concurrent_runner
+def _loader_text(loading, inference, paths, batch, workers, device) -> str:
+    """What the pipeline's loader does, read off the loader it builds
+    (core.vision.features.inference_loader), not re-decided here."""
+    from core.vision.features import inference_loader
 
-    if loading.mode == "threads" and concurrent_runner(inference) is not None:
+    loader = inference_loader(inference, paths, batch, workers, device)
+    if getattr(loader, "infer", None) is not None:
         return (
-            f"{loading.cores + 1} threads each decoding and running a batch "
+            f"{loader.threads} threads each decoding and running a batch "
             f"(one-thread ONNX Runtime session) on {loading.cores} cores"
         )
     return loading.describe()
@@ -246,7 +248,7 @@ def main() -> None:
         "batch_size": batch,
         "threads": inference_threads(),
         "workers": loading.workers,
-        "loader": _loader_text(loading, inf),
+        "loader": _loader_text(loading, inf, paths, batch, args.workers, device),
         "load_average_1min": os.getloadavg()[0],
         "feature_cosine_min": float(cos.min()),
         "feature_cosine_mean": float(cos.mean()),
