@@ -177,7 +177,7 @@ def emit_json(obj: Any) -> None:
 
 @contextlib.contextmanager
 def progress_bar(
-    desc: str, quiet: bool = False, leave: bool = True
+    desc: str, quiet: bool = False, leave: bool = True, unit: str = "img"
 ) -> Iterator[Callable[[int, int], None]]:
     """A tqdm bar driven by core's `progress(done, total)` callbacks. It opens on the first
     report, so an error before any work stays one line on stderr; it closes on exit."""
@@ -187,7 +187,7 @@ def progress_bar(
 
     def report(done: int, total: int) -> None:
         if not bars:
-            bars.append(tqdm(total=total, desc=desc, unit="img", disable=quiet, leave=leave))
+            bars.append(tqdm(total=total, desc=desc, unit=unit, disable=quiet, leave=leave))
         bars[0].total = total
         bars[0].update(done - bars[0].n)
 

@@ -452,10 +452,14 @@ def evaluate_retrieval_cmd(
     engine = _engine(index)
     _check_split(engine, split)
     try:
-        if captions is not None:
-            out = evaluate_captions(engine, captions, mode_list, max_queries, pool, fitted_apart)
-        else:
-            out = evaluate_queries(engine, queries, mode_list, split)
+        # the bar counts (query, mode) pairs; it goes to stderr, so --json stays clean
+        with progress_bar("evaluating", leave=False, unit="query") as progress:
+            if captions is not None:
+                out = evaluate_captions(
+                    engine, captions, mode_list, max_queries, pool, fitted_apart, progress
+                )
+            else:
+                out = evaluate_queries(engine, queries, mode_list, split, progress=progress)
     except csv.Error as exc:  # e.g. a field over the csv module's 128 KB limit
         fail(f"{queries or captions}: not a readable CSV file ({exc})")
     except (EvaluationError, ValueError, OSError) as exc:
@@ -483,4 +487,11 @@ def evaluate_retrieval_cmd(
             + "  ".join(
                 f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()
             )
+        )
+    for mode, c in (out.get("hybrid_vs") or {}).items():
+        lo, hi = c["ci95"]
+        typer.echo(
+            f"  hybrid - {mode}: {c['metric']} {c['difference']:+.3f} (95% interval {lo:+.3f} "
+            f"to {hi:+.3f}, {c['resampled']} resampled; ahead on {c['better']} queries, "
+            f"behind on {c['worse']})"
         )

@@ -23,7 +23,7 @@ import functools
 import io
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from core.search.query import Query
 from core.search.retrievers import tiebreak
 from core.search.table import Hits
 
+Progress = Callable[[int, int], None]  # (queries scored, of all): modes x queries
 QUERIES_MAX_BYTES = 16 * 1024 * 1024  # a category-query file is a few kilobytes
 EVALUATION_KINDS = {"queries": "category queries", "captions": "caption queries"}
 
@@ -174,6 +175,48 @@ def average_precision(relevant_sorted: Sequence[bool]) -> float:
     return float(np.mean(hits[rel] / (np.flatnonzero(rel) + 1)))
 
 
+PAIRED_RESAMPLES = 2000
+
+
+def paired_difference(
+    a: Sequence[float], b: Sequence[float], groups: Sequence[Any] | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """Mean of a - b over paired per-query values, with a 95% bootstrap interval. Queries of
+    one group (the captions of one photo) are resampled together: they are not independent,
+    and resampling them one by one would make the interval too narrow."""
+    x = np.asarray(a, float) - np.asarray(b, float)
+    if x.size == 0:
+        raise EvaluationError("no queries to compare")
+    keys = np.arange(x.size) if groups is None else np.unique(groups, return_inverse=True)[1]
+    sums = np.bincount(keys, weights=x)
+    sizes = np.bincount(keys).astype(float)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(sums), (PAIRED_RESAMPLES, len(sums)))
+    means = sums[picks].sum(1) / sizes[picks].sum(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {
+        "difference": round(float(x.mean()), 4),
+        "ci95": [round(float(lo), 4), round(float(hi), 4)],
+        "better": int((x > 0).sum()),
+        "worse": int((x < 0).sum()),
+        "resampled": "photos" if groups is not None else "queries",
+    }
+
+
+def compare_to_hybrid(
+    per_query: dict[str, np.ndarray], metric: str, groups: Sequence[Any] | None = None
+) -> dict[str, dict]:
+    """The hybrid against each other mode on one per-query metric: is it ahead, and by more
+    than the queries' own spread?"""
+    if "hybrid" not in per_query:
+        return {}
+    return {
+        mode: {"metric": metric, **paired_difference(per_query["hybrid"], v, groups)}
+        for mode, v in per_query.items()
+        if mode != "hybrid"
+    }
+
+
 # --- queries ------------------------------------------------------------------------------------
 
 
@@ -199,7 +242,12 @@ def read_queries(path: str | Path) -> list[tuple[str, str]]:
 
 
 def evaluate_queries(
-    engine: Any, path: str | Path, modes: Sequence[str], split: str | None = None, k: int = 10
+    engine: Any,
+    path: str | Path,
+    modes: Sequence[str],
+    split: str | None = None,
+    k: int = 10,
+    progress: Progress | None = None,
 ) -> dict:
     """P@k and AP per mode for category queries, over the `split` pool (default test)."""
     engine = whole_table(engine)
@@ -231,15 +279,20 @@ def evaluate_queries(
     with single_threaded():
         analyzed = [engine.analyze(q) for q, _ in queries]
         out["no_content_queries"] = sum(bool(getattr(a, "no_content", False)) for a in analyzed)
-        _score_queries(engine, analyzed, queries, modes, idx, k, out)
+        _score_queries(engine, analyzed, queries, modes, idx, k, out, progress)
     out["seconds"] = round(time.perf_counter() - start, 3)
     return out
 
 
-def _score_queries(engine, analyzed, queries, modes, idx, k, out) -> None:
+def _score_queries(engine, analyzed, queries, modes, idx, k, out, progress=None) -> None:
+    per_query: dict[str, np.ndarray] = {}
+    done, total = 0, len(modes) * len(queries)
     for mode in modes:
         p_at, aps, per_cat = [], [], {}
         for q, (_, cat) in zip(analyzed, queries, strict=True):
+            if progress is not None:
+                progress(done, total)
+                done += 1
             s = engine.mode_scores(q, mode)[idx]
             order = np.lexsort((engine.tiebreak[idx], -s))
             rel = engine.labels[idx][order] == cat
@@ -248,6 +301,8 @@ def _score_queries(engine, analyzed, queries, modes, idx, k, out) -> None:
             per_cat.setdefault(cat, []).append(aps[-1])
         out["modes"][mode] = {f"P@{k}": float(np.mean(p_at)), "MAP": float(np.mean(aps))}
         out["per_category"][mode] = {c: float(np.mean(v)) for c, v in sorted(per_cat.items())}
+        per_query[mode] = np.asarray(p_at)
+    out["hybrid_vs"] = compare_to_hybrid(per_query, f"P@{k}")
 
 
 # --- caption queries ----------------------------------------------------------------------------
@@ -394,6 +449,7 @@ def _score(
     pool: np.ndarray,
     fitted_mask: np.ndarray,
     photo_mask: np.ndarray,
+    progress: Progress | None = None,
 ) -> dict:
     """Per mode: R@1/5/10, median rank, MRR, and `fitted_share_top10`: among the caption
     file's photos in the top 10 (the query's own photo left out), the share that fitted the
@@ -403,13 +459,18 @@ def _score(
     in_pool = np.zeros(ranker.n, bool)
     in_pool[pool] = True
     out: dict[str, Any] = {}
+    hits: dict[str, np.ndarray] = {}
     with single_threaded():
         analyzed = [engine.analyze(c) if legacy else None for c, _ in queries]
         # scored as every query is (their ranks are the pool's middle), but counted
         out["no_content_queries"] = sum(bool(getattr(a, "no_content", False)) for a in analyzed)
+        done, total = 0, len(modes) * len(queries)
         for mode in modes:
             ranks, shares = [], []
             for (c, target), a in zip(queries, analyzed, strict=True):
+                if progress is not None:
+                    progress(done, total)
+                    done += 1
                 ranks.append(ranker.rank(c, a, mode, target, pool, in_pool))
                 top = [i for i in ranker.top(c, a, mode, pool, 11) if i != target][:10]
                 shares += [bool(fitted_mask[i]) for i in top if photo_mask[i]]
@@ -417,6 +478,8 @@ def _score(
                 **rank_metrics(ranks),
                 "fitted_share_top10": round(float(np.mean(shares)), 4) if shares else None,
             }
+            hits[mode] = np.asarray(ranks) <= 10
+    out["hybrid_vs"] = compare_to_hybrid(hits, "R@10", [t for _, t in queries])
     return out
 
 
@@ -427,6 +490,7 @@ def evaluate_captions(
     max_queries: int | None = None,
     pool: str = "all",
     fitted_apart: bool = False,
+    progress: Progress | None = None,
 ) -> dict:
     """Caption queries against the index: each caption's one relevant image is its photo.
     pool="all" ranks every indexed image; "heldout" only the captioned photos the mapping
@@ -478,8 +542,11 @@ def evaluate_captions(
         "modes": {},
     }
     if queries:
-        got = _score(engine, ranker, queries, modes, cq.pool_rows, fitted_mask, photo_mask)
+        got = _score(
+            engine, ranker, queries, modes, cq.pool_rows, fitted_mask, photo_mask, progress
+        )
         out["modes"], out["no_content_queries"] = got["modes"], got["no_content_queries"]
+        out["hybrid_vs"] = got["hybrid_vs"]
     if fitted_apart and cq.fitted:
         fq = cq.fitted[:max_queries] if max_queries else cq.fitted
         fpool = cq.pool_rows if pool == "all" else np.array(sorted({i for _, i in fq}), dtype=int)
@@ -531,12 +598,16 @@ def _describe(out: dict) -> str:
 
 
 def evaluate_retrieval(
-    engine: Any, kind: str, source: str | Path | None, modes: Sequence[str]
+    engine: Any,
+    kind: str,
+    source: str | Path | None,
+    modes: Sequence[str],
+    progress: Progress | None = None,
 ) -> dict:
     """One evaluation by kind: "queries" (`evaluate_queries` on the CSV `source`, test pool)
     or "captions" (`evaluate_captions`; `source` a captions file, empty: the index's own)."""
     if kind not in EVALUATION_KINDS:
         raise ValueError(f"unknown evaluation {kind!r}; choose one of {list(EVALUATION_KINDS)}")
     if kind == "queries":
-        return evaluate_queries(engine, source, modes)
-    return evaluate_captions(engine, source or None, modes)
+        return evaluate_queries(engine, source, modes, progress=progress)
+    return evaluate_captions(engine, source or None, modes, progress=progress)

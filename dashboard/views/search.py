@@ -19,6 +19,7 @@ from core.search.store import SearchIndexError, describe_index, meta_path, read_
 from dashboard.common import current_data_dir, index_stamp, load_engine, thumbnail
 from dashboard.gallery import Tile, gallery
 from dashboard.jobs import format_seconds, index_job_key, job_panel, one_line, registry
+from dashboard.plots_search import hybrid_differences
 
 if TYPE_CHECKING:
     from core.search.engine import SearchResult
@@ -29,12 +30,40 @@ COLUMNS = 5
 PAGE_SIZE = 20  # four rows of five
 
 
-@st.cache_data(show_spinner="Evaluating every mode…", max_entries=4)
+EVALUATIONS_KEPT = 4
+
+
+@st.cache_resource
+def _evaluations() -> dict[tuple[str, str, str, str], dict]:
+    """Evaluations done in this server, by (index, version, kind, source), oldest first."""
+    return {}
+
+
 def retrieval_quality(index: str, version: str, kind: str, source: str) -> dict:
-    """core.search.evaluate.evaluate_retrieval over every mode, once per index version."""
+    """core.search.evaluate.evaluate_retrieval over every mode, once per index version; the
+    first time with a bar counting the queries scored (captions take minutes on a CPU)."""
     from core.search.evaluate import evaluate_retrieval
 
-    return evaluate_retrieval(load_engine(index), kind, source, MODES)
+    done = _evaluations()
+    key = (index, version, kind, source)
+    if key not in done:
+        bar = st.progress(0.0, text=f"Evaluating every mode on the {EVALUATION_KINDS[kind]}…")
+
+        def progress(n: int, total: int) -> None:
+            if n % 20 == 0 or n == total - 1:
+                bar.progress(
+                    n / max(total, 1),
+                    text=f"Evaluating every mode on the {EVALUATION_KINDS[kind]}: "
+                    f"{n:,} of {total:,} (query, mode) scored",
+                )
+
+        try:
+            done[key] = evaluate_retrieval(load_engine(index), kind, source, MODES, progress)
+        finally:
+            bar.empty()
+        while len(done) > EVALUATIONS_KEPT:
+            done.pop(next(iter(done)))
+    return done[key]
 
 
 def start_index_job(data: Path, index: Path) -> None:
@@ -233,6 +262,14 @@ def evaluation_section(index: Path, engine: SearchEngine) -> None:
             continue
         st.markdown(f"**{out['kind'].capitalize()}** ({describe_evaluation(out)})")
         st.dataframe(pd.DataFrame(out["modes"]).T.round(3).assign(pool=out["pool"]))
+        if out.get("hybrid_vs"):
+            st.caption(
+                "The hybrid against each mode, query by query: the difference and its 95% "
+                "interval over resamples of these queries (a caption's photo resampled with all "
+                "its captions). A bar across the dotted line is a difference these queries "
+                "cannot tell from none."
+            )
+            st.plotly_chart(hybrid_differences(out["hybrid_vs"]), key=f"hybrid_vs_{kind}")
 
 
 def maintenance_section(index: Path, busy: bool = False) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -99,6 +100,14 @@ def test_evaluation_table(page: AppTest) -> None:
     assert list(frames[0]["pool"]) == [48] * 4 and list(frames[1]["pool"]) == [184] * 4
     md = _markdown(page)
     assert "pool 48 test images" in md and "pool 184 images: all indexed" in md
+    # each kind's hybrid-against-each-mode chart: three points (keyword, category, semantic),
+    # each difference inside its own 95% interval
+    charts = [c for c in page.get("plotly_chart")]
+    assert len(charts) == 2, charts
+    for chart in charts:
+        trace = json.loads(chart.proto.spec)["data"][0]
+        assert len(trace["y"]) == 3 and all(y.startswith("hybrid - ") for y in trace["y"])
+        assert all(lo >= 0 for lo in trace["error_x"]["arrayminus"] + trace["error_x"]["array"])
 
 
 def test_no_index_offers_to_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -73,6 +73,8 @@ def test_evaluate_category_queries(built) -> None:
         "hybrid": (0.72, 0.90),
     }
     assert d["no_content_queries"] == 0
+    assert d["hybrid_vs"]["category"]["metric"] == "P@10"
+    assert d["hybrid_vs"]["category"]["resampled"] == "queries"
     for mode, (p10, ap) in measured.items():
         assert d["modes"][mode]["P@10"] == pytest.approx(p10, abs=0.05), mode
         assert d["modes"][mode]["MAP"] == pytest.approx(ap, abs=0.05), mode
@@ -90,6 +92,16 @@ def test_evaluate_caption_queries(built) -> None:
     semantic = d["modes"]["semantic"]  # measured: the photo is near the top, not the pool's middle
     assert semantic["median_rank"] == pytest.approx(4, abs=2)
     assert semantic["R@10"] == pytest.approx(0.74, abs=0.1)
+    # the hybrid against each mode, its 7 photos resampled whole (5 captions each)
+    vs = d["hybrid_vs"]
+    assert set(vs) == {"keyword", "category", "semantic"}
+    for mode, c in vs.items():
+        assert c["metric"] == "R@10" and c["resampled"] == "photos"
+        assert c["difference"] == pytest.approx(
+            d["modes"]["hybrid"]["R@10"] - d["modes"][mode]["R@10"], abs=1e-3
+        )
+        assert c["ci95"][0] <= c["difference"] <= c["ci95"][1]
+        assert c["better"] + c["worse"] <= d["n_queries"]
     h = cli_json(
         "evaluate-retrieval", "--index", index, "--captions", captions, "--pool", "heldout"
     )

@@ -14,6 +14,7 @@ from core.search.evaluate import (
     average_precision,
     describe_evaluation,
     evaluate_queries,
+    paired_difference,
     precision_at_k,
     rank_metrics,
     read_queries,
@@ -45,6 +46,29 @@ def test_precision_and_average_precision_by_hand() -> None:
     assert average_precision(rel) == pytest.approx((1 / 1 + 2 / 3) / 2)
     assert average_precision([False, False]) == 0.0
     assert average_precision([True, True]) == 1.0
+
+
+def test_paired_difference_by_hand_and_by_photo() -> None:
+    a = np.array([1, 1, 0, 1, 0, 1, 1, 0], float)
+    b = np.array([1, 0, 0, 1, 0, 1, 0, 1], float)
+    d = paired_difference(a, b)
+    assert d["difference"] == pytest.approx(0.125) and (d["better"], d["worse"]) == (2, 1)
+    lo, hi = d["ci95"]
+    assert lo < 0.125 < hi and lo < 0 < hi  # 2 against 1 of 8 queries: not a difference
+    assert paired_difference(a, a)["ci95"] == [0.0, 0.0]
+    # 40 queries, each photo's 5 captions moving together: resampled by photo the interval
+    # is wider than the 40 queries taken one by one would say
+    rng = np.random.default_rng(1)
+    per_photo = rng.integers(-1, 2, 8).astype(float)
+    x = np.repeat(per_photo, 5)
+    alone = paired_difference(x, np.zeros(40))
+    grouped = paired_difference(x, np.zeros(40), groups=np.repeat(np.arange(8), 5))
+    assert grouped["difference"] == alone["difference"]
+    assert grouped["resampled"] == "photos" and alone["resampled"] == "queries"
+    width = {k: v["ci95"][1] - v["ci95"][0] for k, v in (("alone", alone), ("grouped", grouped))}
+    assert width["grouped"] > 1.5 * width["alone"], width
+    with pytest.raises(EvaluationError):
+        paired_difference([], [])
 
 
 class _Stub:
@@ -84,6 +108,24 @@ def test_evaluate_queries_on_a_hand_checkable_case(tmp_path: Path) -> None:
     assert out["per_category"]["m"]["forest"] == 1.0
     assert out["modes"]["m"]["MAP"] == pytest.approx((ap_sea + 1) / 2)
     assert out["modes"]["m"]["P@3"] == pytest.approx((2 / 3 + 1) / 2)
+    assert out["hybrid_vs"] == {}  # no hybrid to compare
+
+
+def test_evaluation_compares_the_hybrid_with_each_mode(tmp_path: Path) -> None:
+    stub = _Stub()
+    real = stub.mode_scores
+    # "hybrid" ranks the sea query perfectly and the forest one like "m"
+    stub.mode_scores = lambda q, mode: (
+        np.array([0.9, 0.85, 0.8, 0.7, 0.2, 0.0, 1.0])
+        if (mode, q) == ("hybrid", "water")
+        else real(q, mode)
+    )
+    f = tmp_path / "q.csv"
+    f.write_text("query,category\nwater,sea\ntrees,forest\n")
+    out = evaluate_queries(stub, f, ["m", "hybrid"], k=3)
+    c = out["hybrid_vs"]["m"]
+    assert c["metric"] == "P@3" and c["difference"] == pytest.approx((1 - 2 / 3) / 2, abs=1e-4)
+    assert (c["better"], c["worse"]) == (1, 0) and c["ci95"][0] == 0.0
 
 
 def test_query_file_problems(tmp_path: Path) -> None:
