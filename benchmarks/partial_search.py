@@ -191,7 +191,7 @@ def choose(runs: Path) -> dict:
         "selected_by": "validation",
         "rule": "highest validation accuracy of the validation-chosen epoch; ties: cheaper tail",
         "trials": trials,
-        "backbone": "efficientnet_lite0",
+        "backbone": chosen.get("backbone", "efficientnet_lite0"),
         "data": "Intel seg_train (10% stratified validation, seed 0); test = seg_test",
         "command": "python benchmarks/partial_search.py --data DIR",
         "written": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -74,8 +74,10 @@ def _backbone_help() -> str:
 
     return (
         f"{backbone_help()}. Default: resnet50 when its weights are on disk, else "
-        "efficientnet_lite0. Several, comma-separated (partial mode): an ensemble of "
-        "tails on each backbone's own activations, probabilities averaged."
+        "efficientnet_lite0, and in partial mode the backbones its search chose on "
+        "validation (core/resources/partial_search.json). Several, comma-separated (partial "
+        "mode): an ensemble of tails on each backbone's own activations, probabilities "
+        "averaged."
     )
 
 
@@ -171,7 +173,7 @@ def train_cmd(
     # Every option but the paths and output switches is a TrainConfig setting.
     settings = {k: v for k, v in locals().items() if k not in _NOT_SETTINGS}
     setup_logging(verbose)
-    backbone, reason = _choose_backbone(backbone)
+    backbone, reason = _choose_backbone(backbone, mode)
     cfg = _train_config(mode, {**settings, "backbone": backbone}, weights, no_amp)
     from core.config import resolve_cache_dir
 
@@ -196,11 +198,21 @@ _NOT_SETTINGS = {"train", "test", "out", "val", "mode", "resume", "cache", "revi
 _NOT_SETTINGS |= {"verbose", "no_amp", "weights"}
 
 
-def _choose_backbone(backbone: str) -> tuple[str, str]:
+def _choose_backbone(backbone: str, mode: str = "") -> tuple[str, str]:
+    """(backbone, why): the one asked for; else ResNet-50 where its weights are on disk; else,
+    in partial mode, the backbones the partial-mode search chose on validation; else Lite0."""
     from core.vision.backbones import BACKBONES, default_backbone
+    from core.vision.train.config import partial_backbone
 
     if not backbone:
-        return default_backbone()
+        name, reason = default_backbone()
+        chosen = partial_backbone() if mode == "partial" else None
+        if name == "efficientnet_lite0" and chosen:
+            return chosen, (
+                "partial mode's default, chosen on validation by benchmarks/partial_search.py "
+                "(core/resources/partial_search.json)"
+            )
+        return name, reason
     for name in backbone.split(","):  # several: a cross-backbone ensemble (partial mode)
         check_choice("--backbone", name.strip(), BACKBONES)
     return backbone, "chosen with --backbone"

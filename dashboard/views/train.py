@@ -17,6 +17,7 @@ from core.data.split import manifest_split
 from core.vision.backbones import BACKBONES, default_backbone, describe_backbones, measured_speed
 from core.vision.runs import list_runs, new_run_dir
 from core.vision.train import MODES, Hooks, TrainConfig, TrainingStopped, run_training
+from core.vision.train.config import backbone_names, is_cross, partial_backbone
 from dashboard.common import cache_dir, current_data_dir, load_manifest, progress, require_dataset
 
 STOP_KEY = "cnn_stop_requested"
@@ -67,13 +68,42 @@ with st.expander("Backbones: size, input resolution, speed measured here"):
         else "Speed not measured here yet: run `python benchmarks/backbones.py --write`."
     )
 
+# partial mode's validation-chosen ensemble (e.g. Lite0 and Lite2 tails) beside the backbones
+ENSEMBLE = partial_backbone()
+choices = [*BACKBONES, *([ENSEMBLE] if ENSEMBLE and is_cross(ENSEMBLE) else [])]
+
+
+def _backbone_label(name: str) -> str:
+    if is_cross(name):
+        return " + ".join(backbone_names(name)) + " (partial mode's default ensemble)"
+    return name
+
+
 c1, c2, c3, c4 = st.columns(4)
-backbone = c1.selectbox("Backbone", BACKBONES, index=BACKBONES.index(default_name))
+backbone = c1.selectbox(
+    "Backbone",
+    choices,
+    index=choices.index(default_name),
+    format_func=_backbone_label,
+    help="The last choice trains tails on each backbone's own cached activations and "
+    "averages their probabilities: partial mode only, chosen on validation "
+    "(core/resources/partial_search.json).",
+)
 mode = c2.selectbox("Mode", MODES, help="; ".join(f"{k}: {v}" for k, v in MODE_HELP.items()))
+cross = is_cross(backbone)
+if cross and mode != "partial":
+    st.warning(f"{_backbone_label(backbone)} trains in partial mode only: choose that mode.")
+    st.stop()
 defaults = TrainConfig.for_mode(mode, backbone=backbone)
 epochs = c3.number_input("Epochs", 1, 100, {"fine-tune": 3}.get(mode, defaults.epochs))
 size_default = defaults.image_size if defaults.image_size in SIZES else 224
-image_size = c4.selectbox("Image size", SIZES, index=SIZES.index(size_default))
+image_size = c4.selectbox(
+    "Image size",
+    SIZES,
+    index=SIZES.index(size_default),
+    disabled=cross,
+    help="An ensemble's members each run at their own backbone's size." if cross else None,
+)
 with st.expander("More settings"):
     d1, d2, d3, d4, d5 = st.columns(5)
     batch_size = d1.number_input("Batch size", 1, 512, 32)
@@ -106,7 +136,10 @@ st.caption(
 )
 
 resumable = [r for r in list_runs(runs_dir) if r.resumable]
-name = st.text_input("Run name", value=f"{backbone}-{mode}-{image_size}px")
+name = st.text_input(
+    "Run name",
+    value=f"{'+'.join(backbone_names(backbone))}-{mode}" + ("" if cross else f"-{image_size}px"),
+)
 resume_choice = st.selectbox(
     "…or resume an unfinished run",
     ["(new run)"] + [r.name for r in resumable],
@@ -130,7 +163,7 @@ if start:
             mode,
             backbone=backbone,
             epochs=int(epochs),
-            image_size=int(image_size),
+            image_size=None if cross else int(image_size),
             batch_size=int(batch_size),
             lr=float(lr),
             step_size=int(step_size),
@@ -147,8 +180,9 @@ if start:
     rows: list[dict] = []
 
     def on_epoch(record: dict) -> None:
-        rows.append(record)
-        df = pd.DataFrame(rows).set_index("epoch")
+        # an ensemble trains its backbones one after another: their epochs follow each other
+        rows.append({**record, "epochs trained": len(rows) + 1})
+        df = pd.DataFrame(rows).set_index("epochs trained" if cross else "epoch")
         chart.line_chart(
             # Validation only: the test set is scored once, after training.
             df[["train_loss", "val_accuracy"]].rename(

@@ -59,6 +59,25 @@ def test_train_page_trains_a_run(env: Path) -> None:
     assert "tiny" in at.dataframe[1].value["run"].tolist()
 
 
+def test_train_page_offers_partial_modes_ensemble(env: Path) -> None:
+    at = AppTest.from_file(TRAIN, default_timeout=180).run()
+    _no_errors(at)
+    ensemble = "efficientnet_lite0,efficientnet_lite2"  # core/resources/partial_search.json
+    label = "efficientnet_lite0 + efficientnet_lite2 (partial mode's default ensemble)"
+    assert at.selectbox[0].options[-1] == label, at.selectbox[0].options
+    at.selectbox[0].set_value(ensemble)
+    at.selectbox[1].set_value("linear-probe").run()
+    assert any("partial mode only" in w.value for w in at.warning)  # and nothing to start
+    assert not at.button
+    at.selectbox[1].set_value("partial").run()
+    _no_errors(at)
+    assert at.selectbox[2].disabled  # each member runs at its own backbone's size
+    assert at.text_input[0].value == "efficientnet_lite0+efficientnet_lite2-partial"
+    assert at.number_input[0].value == 4  # epochs, tails: the validation choice
+    tails = next(n for n in at.number_input if n.label.startswith("Tails"))
+    assert tails.value == 5 and not tails.disabled
+
+
 def test_train_page_without_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCENESEEK_DATA", str(tmp_path / "nothing"))
     monkeypatch.setenv("SCENESEEK_RUNS", str(tmp_path / "runs"))

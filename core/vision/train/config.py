@@ -54,16 +54,33 @@ def partial_defaults(backbone: str = "efficientnet_lite0") -> dict[str, Any]:
     """The partial-mode settings chosen on validation (core/resources/partial_search.json,
     written by benchmarks/partial_search.py), else the fallback the search started from."""
     chosen = dict(PARTIAL_FALLBACK)
-    try:
-        record = read_json(PARTIAL_SEARCH)
-        chosen.update(record["chosen"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("no partial-mode search record (%s); using built-in defaults", exc)
+    chosen.update(_partial_record().get("chosen", {}))
+    chosen.pop("backbone", None)  # the settings of one backbone; see partial_backbone
     if backbone == "resnet50":
         chosen["unfreeze"] = RESNET_UNFREEZE
     if backbone != "efficientnet_lite0":  # the search chose its image size for Lite0 only
         chosen["image_size"] = _resolution(backbone)
     return chosen
+
+
+def _partial_record() -> dict[str, Any]:
+    try:
+        record = read_json(PARTIAL_SEARCH)
+        if not isinstance(record.get("chosen"), dict):
+            raise ValueError("no 'chosen' settings")
+        return dict(record)
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        log.warning("no partial-mode search record (%s); using built-in defaults", exc)
+        return {}
+
+
+def partial_backbone() -> str | None:
+    """The backbone(s) the partial-mode search chose on validation ("efficientnet_lite0,
+    efficientnet_lite2": tails on both, probabilities averaged), or None when it names none:
+    what `train --mode partial` trains when no --backbone is given and no ResNet-50 weights
+    are on disk."""
+    chosen = _partial_record().get("chosen", {})
+    return str(chosen["backbone"]) if chosen.get("backbone") else None
 
 
 def _resolution(backbone: str) -> int:
