@@ -78,14 +78,15 @@ def _tile(tile: Tile, i: int, key: str, side: int) -> None:
     if tile.caption:
         st.markdown(tile.caption)
     st.caption(tile.name)
-    # "Enlarge" needs the room of six-across tiles: the whole width unless a "why" shares it
-    zoom, why = st.columns([3, 2]) if tile.why else (st.container(), None)
-    zoom.button("Enlarge", key=f"{key}-zoom-{i}", on_click=_zoom, args=(key, i))
-    if why is not None:
-        # a popover floats over the page: opening it moves no other tile
-        with why.popover("why"):
-            for line in tile.why:
-                st.markdown(f"- {line}")
+    # side by side where the tile is wide enough, "why" wrapped under "Enlarge" where it is
+    # not (fixed columns cut the popover's label to "w…" in five-across grids at 1280 px)
+    with st.container(horizontal=True, wrap=True, gap="small"):
+        st.button("Enlarge", key=f"{key}-zoom-{i}", on_click=_zoom, args=(key, i))
+        if tile.why:
+            # a popover floats over the page: opening it moves no other tile
+            with st.popover("why"):
+                for line in tile.why:
+                    st.markdown(f"- {line}")
 
 
 def gallery(
