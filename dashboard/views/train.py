@@ -75,7 +75,8 @@ choices = [*BACKBONES, *([ENSEMBLE] if ENSEMBLE and is_cross(ENSEMBLE) else [])]
 
 def _backbone_label(name: str) -> str:
     if is_cross(name):
-        return " + ".join(backbone_names(name)) + " (partial mode's default ensemble)"
+        short = [b.replace("efficientnet_", "") for b in backbone_names(name)]
+        return " + ".join(short) + " (partial default)"
     return name
 
 
@@ -94,6 +95,12 @@ cross = is_cross(backbone)
 if cross and mode != "partial":
     st.warning(f"{_backbone_label(backbone)} trains in partial mode only: choose that mode.")
     st.stop()
+if mode == "partial" and ENSEMBLE and not cross:
+    st.caption(
+        f"`python -m core train --mode partial` trains {_backbone_label(ENSEMBLE)} when no "
+        "backbone is named: chosen on validation over one backbone's tails "
+        "(core/resources/partial_search.json). Choose it under Backbone."
+    )
 defaults = TrainConfig.for_mode(mode, backbone=backbone)
 epochs = c3.number_input("Epochs", 1, 100, {"fine-tune": 3}.get(mode, defaults.epochs))
 size_default = defaults.image_size if defaults.image_size in SIZES else 224
