@@ -76,7 +76,7 @@ choices = [*BACKBONES, *([ENSEMBLE] if ENSEMBLE and is_cross(ENSEMBLE) else [])]
 def _backbone_label(name: str) -> str:
     if is_cross(name):
         short = [b.replace("efficientnet_", "") for b in backbone_names(name)]
-        return " + ".join(short) + " (partial default)"
+        return " + ".join(short)
     return name
 
 

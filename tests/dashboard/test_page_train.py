@@ -63,10 +63,10 @@ def test_train_page_offers_partial_modes_ensemble(env: Path) -> None:
     at = AppTest.from_file(TRAIN, default_timeout=180).run()
     _no_errors(at)
     ensemble = "efficientnet_lite0,efficientnet_lite2"  # core/resources/partial_search.json
-    label = "lite0 + lite2 (partial default)"
+    label = "lite0 + lite2"
     assert at.selectbox[0].options[-1] == label, at.selectbox[0].options
     at.selectbox[1].set_value("partial").run()  # one backbone: the page names the default
-    assert any("lite0 + lite2 (partial default)" in c.value for c in at.caption)
+    assert any("trains lite0 + lite2 when no backbone" in c.value for c in at.caption)
     at.selectbox[0].set_value(ensemble)
     at.selectbox[1].set_value("linear-probe").run()
     assert any("partial mode only" in w.value for w in at.warning)  # and nothing to start
