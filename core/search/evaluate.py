@@ -284,15 +284,26 @@ def evaluate_queries(
     return out
 
 
+def _counter(progress: Progress | None, total: int) -> Callable[[], None]:
+    """A tick to call before each (query, mode) pair: reports how many were scored before."""
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        if progress is not None:
+            progress(done, total)
+        done += 1
+
+    return tick
+
+
 def _score_queries(engine, analyzed, queries, modes, idx, k, out, progress=None) -> None:
     per_query: dict[str, np.ndarray] = {}
-    done, total = 0, len(modes) * len(queries)
+    tick = _counter(progress, len(modes) * len(queries))
     for mode in modes:
         p_at, aps, per_cat = [], [], {}
         for q, (_, cat) in zip(analyzed, queries, strict=True):
-            if progress is not None:
-                progress(done, total)
-                done += 1
+            tick()
             s = engine.mode_scores(q, mode)[idx]
             order = np.lexsort((engine.tiebreak[idx], -s))
             rel = engine.labels[idx][order] == cat
@@ -464,13 +475,11 @@ def _score(
         analyzed = [engine.analyze(c) if legacy else None for c, _ in queries]
         # scored as every query is (their ranks are the pool's middle), but counted
         out["no_content_queries"] = sum(bool(getattr(a, "no_content", False)) for a in analyzed)
-        done, total = 0, len(modes) * len(queries)
+        tick = _counter(progress, len(modes) * len(queries))
         for mode in modes:
             ranks, shares = [], []
             for (c, target), a in zip(queries, analyzed, strict=True):
-                if progress is not None:
-                    progress(done, total)
-                    done += 1
+                tick()
                 ranks.append(ranker.rank(c, a, mode, target, pool, in_pool))
                 top = [i for i in ranker.top(c, a, mode, pool, 11) if i != target][:10]
                 shares += [bool(fitted_mask[i]) for i in top if photo_mask[i]]

@@ -16,7 +16,7 @@ from core.search.engine import DEFAULT_MODE, MODE_HELP, MODES, SearchEngine, Sea
 from core.search.evaluate import EVALUATION_KINDS, available_evaluations, describe_evaluation
 from core.search.query import EXAMPLES, QueryError
 from core.search.store import SearchIndexError, describe_index, meta_path, read_meta
-from dashboard.common import current_data_dir, index_stamp, load_engine, thumbnail
+from dashboard.common import current_data_dir, index_stamp, load_engine, progress, thumbnail
 from dashboard.gallery import Tile, gallery
 from dashboard.jobs import format_seconds, index_job_key, job_panel, one_line, registry
 from dashboard.plots_search import hybrid_differences
@@ -30,40 +30,15 @@ COLUMNS = 5
 PAGE_SIZE = 20  # four rows of five
 
 
-EVALUATIONS_KEPT = 4
-
-
-@st.cache_resource
-def _evaluations() -> dict[tuple[str, str, str, str], dict]:
-    """Evaluations done in this server, by (index, version, kind, source), oldest first."""
-    return {}
-
-
+@st.cache_resource(show_spinner=False, max_entries=4)
 def retrieval_quality(index: str, version: str, kind: str, source: str) -> dict:
     """core.search.evaluate.evaluate_retrieval over every mode, once per index version; the
-    first time with a bar counting the queries scored (captions take minutes on a CPU)."""
+    first time with a bar counting the (query, mode) pairs scored (captions take minutes on a
+    CPU)."""
     from core.search.evaluate import evaluate_retrieval
 
-    done = _evaluations()
-    key = (index, version, kind, source)
-    if key not in done:
-        bar = st.progress(0.0, text=f"Evaluating every mode on the {EVALUATION_KINDS[kind]}…")
-
-        def progress(n: int, total: int) -> None:
-            if n % 20 == 0 or n == total - 1:
-                bar.progress(
-                    n / max(total, 1),
-                    text=f"Evaluating every mode on the {EVALUATION_KINDS[kind]}: "
-                    f"{n:,} of {total:,} (query, mode) scored",
-                )
-
-        try:
-            done[key] = evaluate_retrieval(load_engine(index), kind, source, MODES, progress)
-        finally:
-            bar.empty()
-        while len(done) > EVALUATIONS_KEPT:
-            done.pop(next(iter(done)))
-    return done[key]
+    with progress(f"Evaluating every mode on the {EVALUATION_KINDS[kind]}") as bar:
+        return evaluate_retrieval(load_engine(index), kind, source, MODES, bar)
 
 
 def start_index_job(data: Path, index: Path) -> None:
